@@ -1,0 +1,44 @@
+"""latentforge: VAEs and GANs as real-time image makers.
+
+Importing this package never imports torch: an app that runs an exported `.onnx`
+needs only numpy and onnxruntime. torch loads lazily for checkpoints and the
+torch backend.
+"""
+from .errors import (
+    BackendUnavailable,
+    CheckpointError,
+    DataError,
+    ExportError,
+    InputError,
+    LatentforgeError,
+    ParityError,
+    TrainingError,
+)
+from .latents import latents
+
+__version__ = "0.1.0"
+
+
+def load(path, backend: str = "auto", **options):
+    """Load a checkpoint (`.safetensors`) or an exported `.onnx` as a runnable model.
+
+    See `latentforge.runtime.model.Model` for what the returned object offers.
+    """
+    from .runtime import load as _load
+
+    return _load(path, backend=backend, **options)
+
+
+__all__ = [
+    "BackendUnavailable",
+    "CheckpointError",
+    "DataError",
+    "ExportError",
+    "InputError",
+    "LatentforgeError",
+    "ParityError",
+    "TrainingError",
+    "latents",
+    "load",
+    "__version__",
+]

@@ -1,0 +1,126 @@
+"""The checkpoint contract: one `.safetensors` file, weights as tensors, everything else in its metadata.
+
+Metadata keys (all strings): `latentforge.kind`, `latentforge.config` (JSON),
+`latentforge.value_range` (JSON [lo, hi]), `latentforge.data`, `latentforge.step`,
+`latentforge.version`, and optionally `latentforge.command` (how it was trained) and
+`latentforge.attributes` (JSON {name: [floats]}, latent directions). Training state
+for resume lives in a second file beside it (`*.state.safetensors`). No pickle is
+ever loaded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import CheckpointError
+from .files import atomic_write
+
+PREFIX = "latentforge."
+REQUIRED = ("kind", "config", "value_range", "data", "step", "version")
+_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # a pickle protocol byte; torch.save's zip archive
+
+
+@dataclass
+class CheckpointInfo:
+    path: Path
+    kind: str
+    config: dict
+    value_range: tuple[float, float]
+    data: str
+    step: int
+    version: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def attributes(self) -> dict[str, list[float]]:
+        return json.loads(self.extra.get("attributes", "{}"))
+
+
+def state_path(path: str | os.PathLike) -> Path:
+    """Where the resume state of checkpoint `path` lives."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".safetensors") + ".state.safetensors")
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the path")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; pass the .safetensors file inside it")
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if head[:1] == _PICKLE_MAGIC[0] or head[:4] == _PICKLE_MAGIC[1]:
+            raise CheckpointError(f"{str(path)!r} is a pickle/torch.save file; latentforge never unpickles. "
+                                  "Save weights with safetensors (safetensors.torch.save_file) instead")
+        size = path.stat().st_size
+        if len(head) < 8 or struct.unpack("<Q", head)[0] + 8 > size:
+            raise CheckpointError(f"{str(path)!r} is truncated or not a safetensors file ({size} bytes); "
+                                  "re-save or re-download it")
+
+
+def read_info(path: str | os.PathLike) -> CheckpointInfo:
+    """Read a checkpoint's metadata without importing torch."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for a bad header
+        raise CheckpointError(f"{str(path)!r} is not a readable safetensors file ({e}); re-save it") from None
+    missing = [k for k in REQUIRED if PREFIX + k not in meta]
+    if missing:
+        raise CheckpointError(f"{str(path)!r} is a safetensors file but not a latentforge checkpoint "
+                              f"(metadata lacks {', '.join(PREFIX + k for k in missing)}); "
+                              "train one with `latentforge train` or export foreign weights with `latentforge export`")
+    try:
+        lo, hi = json.loads(meta[PREFIX + "value_range"])
+        info = CheckpointInfo(path=path, kind=meta[PREFIX + "kind"], config=json.loads(meta[PREFIX + "config"]),
+                              value_range=(float(lo), float(hi)), data=meta[PREFIX + "data"],
+                              step=int(meta[PREFIX + "step"]), version=meta[PREFIX + "version"],
+                              extra={k[len(PREFIX):]: v for k, v in meta.items()
+                                     if k.startswith(PREFIX) and k[len(PREFIX):] not in REQUIRED})
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{str(path)!r} has malformed latentforge metadata ({e}); re-save it") from None
+    return info
+
+
+def save_checkpoint(path: str | os.PathLike, model, *, data: str, step: int, extra: dict[str, str] | None = None) -> Path:
+    """Write `model`'s weights and metadata atomically. `model` has `.kind` and `.config`."""
+    from safetensors.torch import save_file
+
+    from . import __version__
+
+    meta = {
+        PREFIX + "kind": model.kind,
+        PREFIX + "config": json.dumps(model.config.to_dict(), sort_keys=True),
+        PREFIX + "value_range": json.dumps(list(model.config.value_range)),
+        PREFIX + "data": str(data),
+        PREFIX + "step": str(int(step)),
+        PREFIX + "version": __version__,
+    }
+    meta.update({PREFIX + k: str(v) for k, v in (extra or {}).items()})
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
+    """Build the model a checkpoint describes and load its weights. Returns (model in eval mode, info)."""
+    from safetensors.torch import load_file
+
+    from latentforge.models import build_model
+
+    info = read_info(path)
+    model = build_model(info.kind, info.config)
+    try:
+        tensors = load_file(str(info.path), device=device)
+        model.load_state_dict(tensors, strict=True)
+    except (RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{str(info.path)!r}: weights do not match its {info.kind} config ({first}); "
+                              "the file is damaged or was edited") from None
+    return model.to(device).eval(), info

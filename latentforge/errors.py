@@ -1,0 +1,33 @@
+"""One exception family. Every message names the bad value and what to do about it."""
+
+
+class LatentforgeError(Exception):
+    """Base of every error latentforge raises on purpose; the CLI prints it as one line."""
+
+
+class InputError(LatentforgeError, ValueError):
+    """A bad argument: wrong shape, NaN, n <= 0, a path that cannot be written."""
+
+
+class DataError(InputError):
+    """A data set that cannot be read: empty folder, corrupt image, bad attributes CSV."""
+
+
+class CheckpointError(LatentforgeError):
+    """A checkpoint that is missing, truncated, foreign or a pickle."""
+
+
+class ExportError(LatentforgeError):
+    """An export that could not be made."""
+
+
+class ParityError(ExportError):
+    """An exported graph that does not match its PyTorch reference."""
+
+
+class BackendUnavailable(LatentforgeError):
+    """A runtime backend that is not installed or cannot run this artifact."""
+
+
+class TrainingError(LatentforgeError):
+    """Training that had to stop: a NaN/Inf loss, a resume that does not match."""

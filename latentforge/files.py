@@ -1,0 +1,50 @@
+"""Atomic file writes: a temp file in the destination folder, fsync, os.replace."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .errors import InputError
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Return `path` as a Path after checking that its folder exists and is writable."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"output folder {str(folder)!r} does not exist; create it first or choose another path")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"output folder {str(folder)!r} is not writable; choose another path")
+    if path.is_dir():
+        raise InputError(f"output path {str(path)!r} is a folder; give a file name")
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call `write(tmp_path)` and move the result to `path` only if it succeeded.
+
+    On any failure the temp file is removed and `path` is left as it was.
+    """
+    path = check_output_path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    return atomic_write(path, write)

@@ -1,0 +1,59 @@
+"""Images at the edges: uint8 NHWC. Conversions to/from the model's float NCHW value range, and grids.
+
+NumPy and Pillow only, so the runtime can use it without torch.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .errors import InputError
+from .files import atomic_write
+
+
+def to_uint8(x: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """Float [N, C, H, W] in `value_range` -> uint8 [N, H, W, C], rounded to nearest, clamped; NaN -> 0."""
+    lo, hi = value_range
+    y = (np.asarray(x, dtype=np.float32) - lo) * (255.0 / (hi - lo))
+    y = np.nan_to_num(y, nan=0.0, posinf=255.0, neginf=0.0)
+    y = np.clip(np.rint(y), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+
+
+def from_uint8(images: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """uint8 [N, H, W, C] -> float32 [N, C, H, W] in `value_range`."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise InputError(f"images must be uint8 [N, H, W, C], got {images.dtype} {list(images.shape)}")
+    lo, hi = value_range
+    x = images.astype(np.float32).transpose(0, 3, 1, 2) * np.float32((hi - lo) / 255.0) + np.float32(lo)
+    return np.ascontiguousarray(x)
+
+
+def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile uint8 [N, H, W, C] into one uint8 [H', W', C] image, `nrow` images per row."""
+    n, h, w, c = images.shape
+    nrow = nrow or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / nrow))
+    out = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + col * (w + pad):pad + col * (w + pad) + w] = images[i]
+    return out
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1) -> None:
+    """Write uint8 [H, W, C] (C = 1 or 3) as a PNG, atomically; `scale` enlarges with nearest neighbour."""
+    from PIL import Image
+
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    pil = Image.fromarray(image)
+    if scale > 1:
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+    atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None, scale: int = 1) -> None:
+    save_png(grid(images, nrow), path, scale=scale)

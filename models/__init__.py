@@ -1,0 +1,38 @@
+"""Models and their config dataclasses; `build_model(kind, config)` makes one from a checkpoint's metadata."""
+from __future__ import annotations
+
+from torch import nn
+
+from latentforge.errors import CheckpointError
+
+from .dcgan import DCGAN, DCGANConfig, DCGANDiscriminator, DCGANGenerator
+from .reparam import reparam_numpy, reparam_python, reparam_torch
+from .vae import ConvVAE, VAEConfig
+
+MODELS: dict[str, tuple[type[nn.Module], type]] = {
+    "vae": (ConvVAE, VAEConfig),
+    "dcgan": (DCGAN, DCGANConfig),
+}
+
+
+def make_config(kind: str, config: dict):
+    if kind not in MODELS:
+        raise CheckpointError(f"unknown model kind {kind!r}; latentforge knows {sorted(MODELS)}")
+    config_cls = MODELS[kind][1]
+    known = set(config_cls.__dataclass_fields__)
+    unknown = set(config) - known
+    if unknown:
+        raise CheckpointError(f"config for {kind!r} has unknown fields {sorted(unknown)}; "
+                              f"was it written by a newer latentforge?")
+    return config_cls(**config)
+
+
+def build_model(kind: str, config: dict) -> nn.Module:
+    """A fresh, untrained model of `kind` ("vae" | "dcgan") from a config dict."""
+    return MODELS[kind][0](make_config(kind, config))
+
+
+__all__ = [
+    "MODELS", "ConvVAE", "VAEConfig", "DCGAN", "DCGANConfig", "DCGANGenerator", "DCGANDiscriminator",
+    "build_model", "make_config", "reparam_numpy", "reparam_python", "reparam_torch",
+]

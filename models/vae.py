@@ -1,0 +1,101 @@
+"""A convolutional VAE: strided-conv encoder -> (mu, logvar); Linear z -> C x 4 x 4, then upsampling blocks.
+
+Built only from ops every runtime has (Conv, ConvTranspose, Relu, Gemm, Tanh/Sigmoid),
+so the decoder exports cleanly.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from latentforge.errors import InputError
+
+from .reparam import reparam_torch
+
+IMAGE_SIZES = (32, 64, 128)
+OUTPUTS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+LIKELIHOODS = ("gaussian", "bernoulli")
+
+
+@dataclass
+class VAEConfig:
+    image_size: int = 64
+    channels: int = 3
+    latent_dim: int = 32
+    base_channels: int = 32
+    max_channels: int = 256
+    output: str = "sigmoid"        # "sigmoid" -> images in [0, 1]; "tanh" -> [-1, 1]
+    likelihood: str = "gaussian"   # p(x|z): Gaussian with fixed obs_sigma, or Bernoulli (sigmoid output only)
+    obs_sigma: float = 0.1         # Gaussian std, in units of the output range
+
+    def __post_init__(self) -> None:
+        if self.image_size not in IMAGE_SIZES:
+            raise InputError(f"image_size must be one of {IMAGE_SIZES}, got {self.image_size!r}")
+        if self.channels not in (1, 3):
+            raise InputError(f"channels must be 1 or 3, got {self.channels!r}")
+        if not 1 <= self.latent_dim <= 4096:
+            raise InputError(f"latent_dim must be in 1..4096, got {self.latent_dim!r}")
+        if not 1 <= self.base_channels <= self.max_channels:
+            raise InputError(f"base_channels must be in 1..max_channels ({self.max_channels}), got {self.base_channels!r}")
+        if self.output not in OUTPUTS:
+            raise InputError(f"output must be one of {sorted(OUTPUTS)}, got {self.output!r}")
+        if self.likelihood not in LIKELIHOODS:
+            raise InputError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.likelihood == "bernoulli" and self.output != "sigmoid":
+            raise InputError("likelihood 'bernoulli' needs output 'sigmoid' (values in [0, 1])")
+        if not self.obs_sigma > 0:
+            raise InputError(f"obs_sigma must be > 0, got {self.obs_sigma!r}")
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        return OUTPUTS[self.output]
+
+    def widths(self) -> list[int]:
+        """Channel width at each resolution from image_size/2 down to 4."""
+        levels = self.image_size.bit_length() - 3  # 32 -> 3, 64 -> 4, 128 -> 5 halvings to reach 4x4
+        return [min(self.base_channels * 2**i, self.max_channels) for i in range(levels)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ConvVAE(nn.Module):
+    kind = "vae"
+
+    def __init__(self, config: VAEConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or VAEConfig()
+        widths = cfg.widths()
+        layers: list[nn.Module] = []
+        c_in = cfg.channels
+        for w in widths:
+            layers += [nn.Conv2d(c_in, w, 4, 2, 1), nn.ReLU(inplace=True)]
+            c_in = w
+        self.encoder = nn.Sequential(*layers, nn.Flatten())
+        self.to_stats = nn.Linear(widths[-1] * 16, 2 * cfg.latent_dim)
+
+        self.from_latent = nn.Linear(cfg.latent_dim, widths[-1] * 16)
+        self.top_channels = widths[-1]
+        up: list[nn.Module] = [nn.ReLU(inplace=True)]
+        for w_in, w_out in zip(widths[::-1], widths[::-1][1:]):
+            up += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1), nn.ReLU(inplace=True)]
+        up += [nn.ConvTranspose2d(widths[0], cfg.channels, 4, 2, 1),
+               nn.Sigmoid() if cfg.output == "sigmoid" else nn.Tanh()]
+        self.decoder = nn.Sequential(*up)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images [N, C, H, W] in the value range -> (mu, logvar), each [N, latent_dim]."""
+        mu, logvar = self.to_stats(self.encoder(x)).chunk(2, dim=1)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents [N, latent_dim] -> images [N, C, H, W] in the value range."""
+        h = self.from_latent(z).view(z.shape[0], self.top_channels, 4, 4)
+        return self.decoder(h)
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None):
+        mu, logvar = self.encode(x)
+        z = reparam_torch(mu, logvar, eps)
+        return self.decode(z), mu, logvar
