@@ -1,0 +1,135 @@
+"""Checkpoint -> ONNX decoder/generator with the dynamo exporter, checked against PyTorch before it is written.
+
+The graph maps `z` float32 [N, D] to `image` float32 [N, C, H, W] in the model's value
+range, with a dynamic batch. Noise never lives in the graph: z is an input.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latentforge import __version__
+from latentforge.checkpoint import CheckpointInfo, load_checkpoint
+from latentforge.errors import ExportError, InputError, ParityError
+from latentforge.files import atomic_write_bytes, check_output_path
+from latentforge.latents import latents
+
+from .parity import OutputParity, compare
+
+META = "latentforge."
+DEFAULT_OPSET = 18
+PARITY_BATCHES = (1, 16)
+
+
+@dataclass
+class ExportResult:
+    path: Path | None
+    parity: list[OutputParity] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(p.passed for p in self.parity)
+
+    def report(self) -> dict:
+        return {"path": str(self.path) if self.path else None, "passed": self.passed,
+                "metadata": self.metadata, "outputs": [p.to_dict() for p in self.parity]}
+
+
+class Decoder(torch.nn.Module):
+    """z [N, D] -> image [N, C, H, W]: the part of any latentforge model that gets exported."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z)
+
+
+def metadata(info: CheckpointInfo) -> dict[str, str]:
+    cfg = info.config
+    meta = {
+        "version": __version__,
+        "kind": info.kind,
+        "part": "decoder",
+        "latent_dim": str(cfg["latent_dim"]),
+        "image_shape": json.dumps([cfg["channels"], cfg["image_size"], cfg["image_size"]]),
+        "value_range": json.dumps(list(info.value_range)),
+        "data": info.data,
+    }
+    if "attributes" in info.extra:
+        meta["attributes"] = info.extra["attributes"]
+    return {META + k: v for k, v in meta.items()}
+
+
+def to_onnx_bytes(model: torch.nn.Module, latent_dim: int, meta: dict[str, str], opset: int = DEFAULT_OPSET) -> bytes:
+    """Export `model.decode` with a dynamic batch; return the serialized ModelProto."""
+    import onnx
+
+    decoder = Decoder(model).eval()
+    example = torch.from_numpy(latents(2, latent_dim, seed=0))
+    # The exporter logs about optional torchvision ops and deprecated pytree APIs; neither concerns us.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), torch.inference_mode(False):
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(decoder, (example,), dynamo=True, input_names=["z"], output_names=["image"],
+                                        dynamic_shapes={"z": {0: torch.export.Dim("batch")}},
+                                        opset_version=opset, verbose=False)
+        except Exception as e:
+            raise ExportError(f"torch.onnx could not export the {meta.get(META + 'kind')} decoder at opset {opset}: "
+                              f"{str(e).splitlines()[0]}") from e
+    proto = program.model_proto
+    proto.producer_name = "latentforge"
+    proto.producer_version = __version__
+    for key, value in sorted(meta.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def check_parity(model: torch.nn.Module, onnx_bytes: bytes, latent_dim: int, value_range: tuple[float, float],
+                 atol: float, rtol: float, batches=PARITY_BATCHES) -> list[OutputParity]:
+    """Run onnxruntime and PyTorch on fresh latents at each batch size and compare."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    peak = value_range[1] - value_range[0]
+    results = []
+    for n in batches:
+        z = latents(n, latent_dim)  # fresh entropy every export
+        with torch.inference_mode():
+            ref = model.decode(torch.from_numpy(z)).numpy()
+        got = session.run(["image"], {"z": z})[0]
+        results.append(compare(f"image[batch={n}]", ref, got, atol, rtol, peak=peak))
+    return results
+
+
+def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
+                atol: float = 1e-4, rtol: float = 1e-3) -> ExportResult:
+    """Export a checkpoint's decoder to `out`; raise ParityError (writing nothing) if onnxruntime disagrees."""
+    out = check_output_path(out)
+    if not 14 <= opset <= 23:
+        raise InputError(f"opset must be in 14..23, got {opset}")
+    if atol < 0 or rtol < 0:
+        raise InputError(f"tolerances must be >= 0, got atol={atol}, rtol={rtol}")
+    model, info = load_checkpoint(checkpoint)
+    meta = metadata(info)
+    data = to_onnx_bytes(model, info.config["latent_dim"], meta, opset)
+    parity = check_parity(model, data, info.config["latent_dim"], info.value_range, atol, rtol)
+    result = ExportResult(None, parity, meta)
+    if not result.passed:
+        raise ParityError("onnxruntime disagrees with PyTorch; nothing written to "
+                          f"{str(out)!r}: " + "; ".join(p.line() for p in parity if not p.passed), result)
+    atomic_write_bytes(out, data)
+    result.path = out
+    return result
