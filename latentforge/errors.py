@@ -22,7 +22,11 @@ class ExportError(LatentforgeError):
 
 
 class ParityError(ExportError):
-    """An exported graph that does not match its PyTorch reference."""
+    """An exported graph that does not match its PyTorch reference; `.result` holds the full report."""
+
+    def __init__(self, message: str, result=None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class BackendUnavailable(LatentforgeError):
