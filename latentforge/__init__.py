@@ -14,7 +14,7 @@ from .errors import (
     ParityError,
     TrainingError,
 )
-from .latents import latents
+from .latents import interpolate, latents
 
 __version__ = "0.1.0"
 
@@ -38,6 +38,7 @@ __all__ = [
     "LatentforgeError",
     "ParityError",
     "TrainingError",
+    "interpolate",
     "latents",
     "load",
     "__version__",

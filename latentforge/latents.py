@@ -23,3 +23,28 @@ def latents(n: int, dim: int, seed: int | None = None, temperature: float = 1.0)
     if temperature != 1.0:
         z *= np.float32(temperature)
     return z
+
+
+def interpolate(z0: np.ndarray, z1: np.ndarray, steps: int, method: str = "slerp") -> np.ndarray:
+    """Walk from latent z0 to z1 in `steps` points ([steps, D], float32), endpoints included.
+
+    slerp follows the great circle, so every point keeps the norm a N(0, I) sample
+    typically has; lerp cuts through the low-density middle of the prior.
+    """
+    z0 = np.asarray(z0, dtype=np.float64).ravel()
+    z1 = np.asarray(z1, dtype=np.float64).ravel()
+    if z0.shape != z1.shape:
+        raise InputError(f"endpoints must have the same width, got {z0.size} and {z1.size}")
+    if not isinstance(steps, (int, np.integer)) or steps < 2:
+        raise InputError(f"steps must be an integer >= 2, got {steps!r}")
+    if method not in ("slerp", "lerp"):
+        raise InputError(f"method must be 'slerp' or 'lerp', got {method!r}")
+    t = np.linspace(0.0, 1.0, int(steps))[:, None]
+    if method == "lerp":
+        return ((1 - t) * z0 + t * z1).astype(np.float32)
+    cos = np.dot(z0, z1) / max(np.linalg.norm(z0) * np.linalg.norm(z1), 1e-12)
+    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    if omega < 1e-6:  # parallel endpoints: slerp degenerates to lerp
+        return ((1 - t) * z0 + t * z1).astype(np.float32)
+    path = (np.sin((1 - t) * omega) * z0 + np.sin(t * omega) * z1) / np.sin(omega)
+    return path.astype(np.float32)
