@@ -1,0 +1,190 @@
+"""The `latentforge` command. Each subcommand imports what it needs only when it runs."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from .errors import InputError, LatentforgeError
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"batches must be comma-separated integers like 1,16,128, got {text!r}")
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive, got {text!r}")
+    return values
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(out=args.out, train=args.train, steps=args.steps, bench=not args.no_bench)
+
+
+def cmd_train(args) -> None:
+    from latentforge.training.train import TrainConfig, train
+
+    options = json.loads(args.model_options) if args.model_options else {}
+    if not isinstance(options, dict):
+        raise InputError(f"--model-options must be a JSON object, got {args.model_options!r}")
+    cfg = TrainConfig(kind=args.kind, data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
+                      image_size=args.image_size, latent_dim=args.latent_dim, beta=args.beta, lr=args.lr,
+                      seed=args.seed, labels=args.labels, model_options=options, sample_every=args.sample_every,
+                      checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
+                      command="latentforge " + shlex.join(sys.argv[1:]))
+    result = train(cfg)
+    print(f"checkpoint: {result.checkpoint} (step {result.step}, {result.seconds:.0f} s)")
+
+
+def cmd_export(args) -> None:
+    from latentforge.export import export_onnx
+    from latentforge.files import atomic_write_bytes, check_output_path
+
+    if args.report:
+        check_output_path(args.report)
+    try:
+        result = export_onnx(args.checkpoint, args.output, opset=args.opset, atol=args.atol, rtol=args.rtol)
+    except LatentforgeError as e:
+        failed = getattr(e, "result", None)
+        if args.report and failed is not None:
+            atomic_write_bytes(args.report, json.dumps(failed.report(), indent=2).encode())
+        raise
+    for p in result.parity:
+        print(p.line())
+    if args.report:
+        atomic_write_bytes(args.report, json.dumps(result.report(), indent=2).encode())
+    print(f"wrote {result.path}")
+
+
+def cmd_sample(args) -> None:
+    import numpy as np
+
+    from latentforge import load
+    from latentforge.files import atomic_write, check_output_path
+    from latentforge.images import save_grid
+
+    out = check_output_path(args.output)
+    if out.suffix.lower() not in (".png", ".npy"):
+        raise InputError(f"output must end in .png (a grid) or .npy (the array), got {str(out)!r}")
+    model = load(args.model, backend=args.backend)
+    images = model.sample(args.n, seed=args.seed, temperature=args.temperature)
+    if out.suffix.lower() == ".npy":
+        atomic_write(out, lambda tmp: np.save(open(tmp, "wb"), images))
+    else:
+        save_grid(images, out, scale=args.scale)
+    print(f"wrote {out} ({len(images)} images from {model.backend})")
+
+
+def cmd_interpolate(args) -> None:
+    from latentforge import interpolate, latents, load
+    from latentforge.files import check_output_path
+    from latentforge.images import save_grid
+
+    out = check_output_path(args.output)
+    model = load(args.model, backend=args.backend)
+    z0, z1 = latents(2, model.latent_dim, seed=args.seed)
+    images = model.decode(interpolate(z0, z1, args.steps, args.method))
+    save_grid(images, out, nrow=len(images), scale=args.scale)
+    print(f"wrote {out} ({args.steps} steps, {args.method})")
+
+
+def cmd_bench(args) -> None:
+    from latentforge.files import atomic_write_bytes, check_output_path
+    from latentforge.runtime.bench import run_bench
+
+    if args.json:
+        check_output_path(args.json)
+    report = run_bench(args.model, batches=args.batch, min_time=args.min_time, threads=args.threads)
+    print(report.table())
+    if args.json:
+        atomic_write_bytes(args.json, json.dumps(report.to_json(), indent=2).encode())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="latentforge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"latentforge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="sample, walk, edit, export and benchmark the built-in faces VAE")
+    p.add_argument("--out", default="demo_out", help="output folder (created)")
+    p.add_argument("--train", action="store_true", help="train a fresh model instead of the shipped weights")
+    p.add_argument("--steps", type=int, default=1500, help="training steps with --train")
+    p.add_argument("--no-bench", action="store_true", help="skip the benchmark table")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a model; writes RUN_DIR/checkpoint.safetensors")
+    p.add_argument("kind", choices=["vae", "dcgan"])
+    p.add_argument("--data", default="faces", help="faces | digits | a folder of png/jpg images")
+    p.add_argument("--labels", help="CelebA-style attributes CSV for a folder data set")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, choices=[32, 64, 128])
+    p.add_argument("--latent-dim", type=int)
+    p.add_argument("--beta", type=float, default=1.0, help="KL weight (VAE)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-options", help='extra model config as JSON, e.g. \'{"base_channels": 16}\'')
+    p.add_argument("--sample-every", type=int, default=500)
+    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="export a checkpoint's decoder to ONNX, checked against PyTorch")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True, help="OUT.onnx")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--rtol", type=float, default=1e-3)
+    p.add_argument("--report", help="write the parity report as JSON here")
+    p.set_defaults(func=cmd_export)
+
+    for name, func, helptext in (("sample", cmd_sample, "decode random latents to a PNG grid or .npy"),
+                                 ("interpolate", cmd_interpolate, "decode a walk between two latents")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("model", help="checkpoint (.safetensors) or exported .onnx")
+        p.add_argument("-o", "--output", required=True)
+        p.add_argument("--seed", type=int)
+        p.add_argument("--backend", default="auto", help="auto | onnxruntime | torch")
+        p.add_argument("--scale", type=int, default=2, help="enlarge PNG pixels this many times")
+        if name == "sample":
+            p.add_argument("-n", type=int, default=64)
+            p.add_argument("--temperature", type=float, default=1.0)
+        else:
+            p.add_argument("--steps", type=int, default=10)
+            p.add_argument("--method", choices=["slerp", "lerp"], default="slerp")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("bench", help="latency and throughput of every backend beside its peers")
+    p.add_argument("model", help="checkpoint (.safetensors) or exported .onnx")
+    p.add_argument("--batch", type=_batches, default=(1, 16, 128), help="comma-separated batch sizes")
+    p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed repeats per row")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", help="write the report as JSON here")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LatentforgeError as e:
+        print(f"latentforge: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("latentforge: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
