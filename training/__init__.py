@@ -1,0 +1,1 @@
+"""Training: data sets, losses, the training loop and its plots. Import the submodules you need."""
