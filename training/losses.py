@@ -1,0 +1,59 @@
+"""Loss pieces: the VAE's ELBO terms (per image, in nats), bits/dim, and the DCGAN min-max losses."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) in closed form, summed over latent dims: [N, d] -> [N]."""
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(dim=1)
+
+
+def gaussian_nll(x: torch.Tensor, x_mean: torch.Tensor, sigma: float) -> torch.Tensor:
+    """-log N(x; x_mean, sigma^2 I) per image, summed over all pixels: [N, C, H, W] -> [N]."""
+    dims = x[0].numel()
+    squared = ((x - x_mean) / sigma).square().flatten(1).sum(dim=1)
+    return 0.5 * squared + dims * (math.log(sigma) + 0.5 * LOG_2PI)
+
+
+def bernoulli_nll(x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """-log Bernoulli(x; probs) per image for x in [0, 1] (binary cross-entropy summed over pixels)."""
+    return F.binary_cross_entropy(probs, x, reduction="none").flatten(1).sum(dim=1)
+
+
+def reconstruction_nll(x: torch.Tensor, x_out: torch.Tensor, config) -> torch.Tensor:
+    """-log p(x|z) per image under the likelihood a VAEConfig names."""
+    if config.likelihood == "bernoulli":
+        return bernoulli_nll(x, x_out)
+    return gaussian_nll(x, x_out, config.obs_sigma)
+
+
+def vae_terms(model, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reconstruction NLL, KL) per image, one posterior sample z = mu + sigma * eps each."""
+    x_out, mu, logvar = model(x, eps)
+    return reconstruction_nll(x, x_out, model.config), kl_to_standard_normal(mu, logvar)
+
+
+def bits_per_dim(elbo_nats: float, dims: int, value_range: tuple[float, float]) -> float:
+    """Bits per dimension of a per-image ELBO (nats) on pixels quantized to 256 levels."""
+    # The model's density p is over continuous values in [lo, hi]; an 8-bit pixel is a bin of width
+    # (hi - lo) / 256, whose probability is about p * (hi - lo) / 256. So per image
+    # log P(bins) ~= ELBO + D * ln((hi - lo) / 256), and bpd = -(ELBO + D * ln((hi - lo) / 256)) / (D * ln 2).
+    lo, hi = value_range
+    return -(elbo_nats + dims * math.log((hi - lo) / 256.0)) / (dims * math.log(2.0))
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """D is trained to call real 1 and fake 0 (pytorch/examples' errD_real + errD_fake)."""
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating: G maximizes log D(G(z)) rather than minimizing log(1 - D(G(z)))."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))

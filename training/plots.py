@@ -1,0 +1,45 @@
+"""curves.png from the records of a run's log.jsonl, with matplotlib's Agg canvas (no display, no pyplot state)."""
+from __future__ import annotations
+
+import os
+
+from latentforge.files import atomic_write
+
+# (panel title, [(log key, legend label)]) per model kind; panels whose keys never appear are left out.
+PANELS = {
+    "vae": [("training loss (nats/image)", [("loss", "loss"), ("recon", "reconstruction")]),
+            ("KL(q(z|x) || N(0, I)) (nats/image)", [("kl", "KL")]),
+            ("held-out ELBO (nats/image)", [("test_elbo", "ELBO")])],
+    "dcgan": [("losses", [("loss_d", "D"), ("loss_g", "G")]),
+              ("discriminator outputs", [("d_x", "D(x)"), ("d_g_z", "D(G(z))")])],
+}
+
+
+def plot_curves(records: list[dict], kind: str, path: str | os.PathLike) -> None:
+    """Write the curves of `records` (dicts with "step" and metric keys) as a PNG, atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = [(title, lines) for title, lines in PANELS[kind] if any(key in r for r in records for key, _ in dict(lines).items())]
+    fig = Figure(figsize=(5 * max(len(panels), 1), 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, (title, lines) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for key, label in lines:
+            points = [(r["step"], r[key]) for r in records if key in r]
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, label=label, marker="o" if len(points) < 3 else None)
+        if kind == "dcgan" and title == "discriminator outputs":
+            ax.axhline(0.5, color="gray", linestyle="--", linewidth=1, label="equilibrium 0.5")
+            ax.set_ylim(0, 1)
+        if kind == "vae" and title.startswith("held-out"):
+            bpd = [(r["step"], r["test_bpd"]) for r in records if "test_bpd" in r]
+            if bpd:
+                ax.set_title(f"{title}; last {bpd[-1][1]:.3f} bits/dim", fontsize=10)
+        if not ax.get_title():
+            ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

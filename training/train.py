@@ -1,0 +1,444 @@
+"""The training loop for VAEs and DCGANs: deterministic steps, atomic checkpoints, exact resume, a log and plots.
+
+Every random draw of step t comes from (seed, t): the batch indices from NumPy's
+PCG64([seed, t]) and the torch noise (eps or z) from a torch.Generator seeded with
+seed * 1_000_003 + t. The model is initialized once from torch.manual_seed(seed). So a
+run is a function of its weights, optimizer state and step, and resuming from a
+checkpoint gives, on CPU, the same weights bit for bit as never stopping.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latentforge.checkpoint import read_info, save_checkpoint, state_path
+from latentforge.errors import InputError, TrainingError
+from latentforge.files import atomic_write
+
+from . import losses
+from .plots import plot_curves
+
+KINDS = ("vae", "dcgan")
+DEFAULT_LR = {"vae": 1e-3, "dcgan": 2e-4}
+ADAM_BETAS = {"vae": (0.9, 0.999), "dcgan": (0.5, 0.999)}  # dcgan: as pytorch/examples
+OWN_FLAGS = ("image_size", "channels", "latent_dim")  # model fields set by TrainConfig or the data, not model_options
+EVAL_STREAM = 0  # training steps are 1..steps, so noise stream 0 is free for the fixed held-out evaluation
+SAMPLE_COUNT = 64
+
+
+@dataclass
+class TrainConfig:
+    kind: str                       # "vae" | "dcgan"
+    data: str = "faces"             # spec for open_data
+    out: str = "runs/vae"           # RUN_DIR
+    steps: int = 2000
+    batch_size: int = 64
+    image_size: int | None = None   # None -> the data set's own size
+    latent_dim: int | None = None   # None -> the model default (vae 32, dcgan 100)
+    beta: float = 1.0               # VAE KL weight
+    lr: float | None = None         # None -> 1e-3 (vae), 2e-4 (dcgan)
+    seed: int = 0
+    labels: str | None = None
+    model_options: dict = field(default_factory=dict)  # other VAEConfig / DCGANConfig fields
+    sample_every: int = 500
+    checkpoint_every: int = 250
+    log_every: int = 50
+    eval_batches: int = 8           # held-out VAE batches per evaluation; 0 turns evaluation off
+    resume: bool = False
+    progress: bool = True
+    command: str = ""               # stored in the checkpoint metadata as `command`
+    device: str = "auto"            # "auto" -> cuda when available, else cpu
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise InputError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        for name in ("steps", "batch_size", "sample_every", "checkpoint_every", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.eval_batches, int) or self.eval_batches < 0:
+            raise InputError(f"eval_batches must be an integer >= 0, got {self.eval_batches!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise InputError(f"seed must be an integer in 0..2**32-1, got {self.seed!r}")
+        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0):
+            raise InputError(f"beta must be a finite number >= 0, got {self.beta!r}")
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"lr must be a finite number > 0, got {self.lr!r}")
+        for name in ("image_size", "latent_dim"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise InputError(f"{name} must be a positive integer or None, got {value!r}")
+        if not isinstance(self.model_options, dict):
+            raise InputError(f"model_options must be a dict, got {self.model_options!r}")
+        if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
+            raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        self.model_config(self.image_size or 64, 3)  # checks model_options' names and values now, not mid-run
+
+    def model_config(self, image_size: int, channels: int):
+        """The VAEConfig / DCGANConfig this run trains, for data of `image_size` px and `channels`."""
+        from latentforge.models import MODELS
+
+        config_cls = MODELS[self.kind][1]
+        known = set(config_cls.__dataclass_fields__) - set(OWN_FLAGS)
+        bad = sorted(set(self.model_options) & set(OWN_FLAGS))
+        if bad:
+            raise InputError(f"model_options may not set {bad}: image_size and latent_dim have their own options "
+                             "and channels come from the data set")
+        unknown = sorted(set(self.model_options) - known)
+        if unknown:
+            raise InputError(f"model_options has unknown field(s) {unknown} for {self.kind}; known: {sorted(known)}")
+        fields = dict(self.model_options, image_size=image_size, channels=channels)
+        if self.latent_dim is not None:
+            fields["latent_dim"] = self.latent_dim
+        return config_cls(**fields)
+
+    @property
+    def learning_rate(self) -> float:
+        return DEFAULT_LR[self.kind] if self.lr is None else float(self.lr)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    step: int
+    metrics: dict      # the last logged training metrics and held-out metrics
+    seconds: float     # wall time of this call
+
+
+def train(cfg: TrainConfig, data=None) -> TrainResult:
+    """Train `cfg.kind` on `cfg.data` (or on an already-open ImageData `data`) into cfg.out."""
+    started = time.perf_counter()
+    run_dir = _run_dir(cfg.out)
+    ckpt = run_dir / "checkpoint.safetensors"
+    log_path = run_dir / "log.jsonl"
+    if ckpt.exists() and not cfg.resume:
+        raise InputError(f"RUN_DIR {str(run_dir)!r} has a checkpoint at step {read_info(ckpt).step}; "
+                         "pass --resume to continue or choose a new --out")
+    if data is None:
+        from .data import open_data
+
+        data = open_data(cfg.data, image_size=cfg.image_size, labels=cfg.labels, seed=cfg.seed)
+    if cfg.image_size is not None and data.image_size != cfg.image_size:
+        raise InputError(f"image_size {cfg.image_size} was asked for but data set {data.name!r} is {data.image_size} px")
+    n_train = data.size("train")
+    if n_train < cfg.batch_size:
+        raise InputError(f"batch_size {cfg.batch_size} is larger than {data.name!r}'s {n_train} training images; "
+                         "lower --batch-size")
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if cfg.device == "auto" else cfg.device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = _build_model(cfg, cfg.model_config(data.image_size, data.channels))
+    model.to(device).train()
+    optimizers = _optimizers(cfg, model)
+    identity = _run_identity(cfg, model, data)
+
+    step, wall_offset, records = 0, 0.0, []
+    if cfg.resume and ckpt.exists():
+        step, wall_offset = _load_for_resume(ckpt, model, optimizers, identity, device)
+        records = _read_log(log_path, up_to=step)  # drop what a killed run logged after its last checkpoint
+        _write_log(log_path, records)
+        records.append(_event(log_path, step, wall_offset, f"resumed from {ckpt} at step {step}"))
+    else:
+        _write_log(log_path, [])
+        note = "no checkpoint in RUN_DIR; started fresh" if cfg.resume else "started"
+        records.append(_event(log_path, 0, 0.0, note))
+        if cfg.resume and cfg.progress:
+            print(f"{note} ({ckpt})", file=sys.stderr)
+    if step >= cfg.steps:
+        records.append(_event(log_path, step, wall_offset, f"checkpoint is at step {step} >= steps {cfg.steps}; "
+                                                            "nothing to train"))
+        return TrainResult(ckpt, step, {}, time.perf_counter() - started)
+
+    value_range = model.config.value_range
+    held_out_batches = _eval_batches(cfg, data)
+    fixed_z = torch.from_numpy(_latents(SAMPLE_COUNT, model.config.latent_dim, cfg.seed)).to(device)
+    train_step = _vae_step if cfg.kind == "vae" else _dcgan_step
+    saved_step = step if ckpt.exists() else None
+    window: dict[str, list[float]] = {}
+    last: dict = {}
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc=f"{cfg.kind} {data.name}",
+               unit="step", dynamic_ncols=True, file=sys.stderr)
+    try:
+        while step < cfg.steps:
+            step += 1
+            rng = np.random.Generator(np.random.PCG64([cfg.seed, step]))
+            images, _ = data.get("train", rng.choice(n_train, cfg.batch_size, replace=False))
+            try:
+                metrics = train_step(cfg, model, optimizers, _to_model_range(images, value_range, device),
+                                     _torch_generator(cfg.seed, step))
+            except _NonFinite as e:
+                raise TrainingError(f"{e} at step {step}; {_bad_loss_hint(cfg, saved_step, ckpt)}") from None
+            for k, v in metrics.items():
+                window.setdefault(k, []).append(v)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
+            wall = round(wall_offset + time.perf_counter() - started, 3)
+            final = step == cfg.steps
+            if step % cfg.log_every == 0 or final:
+                means = {k: float(np.mean(v)) for k, v in window.items()}
+                window.clear()
+                last.update(means)
+                records.append(_log(log_path, {"step": step, "wall_s": wall, **means}))
+            if step % cfg.sample_every == 0 or final:
+                if held_out_batches:
+                    held_out = _evaluate_vae(model, held_out_batches, cfg.seed, device)
+                    last.update(held_out)
+                    records.append(_log(log_path, {"step": step, "wall_s": wall, **held_out}))
+                _save_samples(model, fixed_z, run_dir / f"samples_{step:06d}.png")
+                plot_curves(records, cfg.kind, run_dir / "curves.png")
+            if step % cfg.checkpoint_every == 0 or final:
+                bad = _non_finite_weight(model)
+                if bad:
+                    raise TrainingError(f"weights became non-finite ({bad}) at step {step}; "
+                                        f"{_bad_loss_hint(cfg, saved_step, ckpt)}")
+                _save(ckpt, model, optimizers, data.name, step, cfg, identity, wall)
+                saved_step = step
+    finally:
+        bar.close()
+    return TrainResult(ckpt, step, last, time.perf_counter() - started)
+
+
+def _run_dir(out: str) -> Path:
+    run_dir = Path(out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--out {out!r} is a file; give a folder for the run")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create run folder {out!r} ({e.strerror}); choose another --out") from None
+    return run_dir
+
+
+def _build_model(cfg: TrainConfig, config):
+    from latentforge.models import MODELS
+    from latentforge.models.dcgan import init_weights
+
+    model = MODELS[cfg.kind][0](config)
+    if cfg.kind == "dcgan":
+        model.apply(init_weights)
+    return model
+
+
+def _optimizers(cfg: TrainConfig, model) -> list[torch.optim.Optimizer]:
+    def adam(params):
+        return torch.optim.Adam(params, lr=cfg.learning_rate, betas=ADAM_BETAS[cfg.kind])
+
+    if cfg.kind == "vae":
+        return [adam(model.parameters())]
+    return [adam(model.discriminator.parameters()), adam(model.generator.parameters())]
+
+
+def _run_identity(cfg: TrainConfig, model, data) -> dict:
+    """What must be equal for a resumed run to be the same run (steps, out, logging cadence may change)."""
+    identity = {"kind": cfg.kind, "data": data.name, "seed": cfg.seed, "batch_size": cfg.batch_size,
+                "lr": cfg.learning_rate, **{f"model.{k}": v for k, v in model.config.to_dict().items()}}
+    if cfg.kind == "vae":
+        identity["beta"] = float(cfg.beta)
+    return identity
+
+
+def _torch_generator(seed: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
+
+
+def _latents(n: int, dim: int, seed: int) -> np.ndarray:
+    from latentforge import latents
+
+    return latents(n, dim, seed=seed)
+
+
+def _to_model_range(images: np.ndarray, value_range: tuple[float, float], device) -> torch.Tensor:
+    """uint8 [B, H, W, C] -> float32 [B, C, H, W] in the model's value range."""
+    lo, hi = value_range
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).to(torch.float32)
+    return (x * ((hi - lo) / 255.0) + lo).contiguous()
+
+
+class _NonFinite(ArithmeticError):
+    """A loss that is NaN or Inf; the loop adds the step and what to do."""
+
+
+def _finite(name: str, loss: torch.Tensor) -> float:
+    """The loss as a float, checked before any optimizer step can spread it into the weights."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise _NonFinite(f"{name} became {value}")
+    return value
+
+
+def _vae_step(cfg, model, optimizers, x, noise) -> dict:
+    (opt,) = optimizers
+    eps = torch.randn(x.shape[0], model.config.latent_dim, generator=noise).to(x.device)
+    recon, kl = losses.vae_terms(model, x, eps)
+    loss = (recon + cfg.beta * kl).mean()
+    metrics = {"loss": _finite("loss", loss), "recon": recon.mean().item(), "kl": kl.mean().item()}
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return metrics
+
+
+def _dcgan_step(cfg, model, optimizers, real, noise) -> dict:
+    """pytorch/examples' order: D on real and on detached fake, then G through the updated D."""
+    opt_d, opt_g = optimizers
+    z = torch.randn(real.shape[0], model.config.latent_dim, generator=noise).to(real.device)
+    fake = model.generator(z)
+    real_logits = model.discriminator(real)
+    fake_logits = model.discriminator(fake.detach())
+    loss_d = losses.discriminator_loss(real_logits, fake_logits)
+    metrics = {"loss_d": _finite("loss_d", loss_d)}
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    loss_g = losses.generator_loss(model.discriminator(fake))
+    metrics["loss_g"] = _finite("loss_g", loss_g)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    metrics["d_x"] = torch.sigmoid(real_logits).mean().item()
+    metrics["d_g_z"] = torch.sigmoid(fake_logits).mean().item()  # D(G(z)) before the G step
+    return metrics
+
+
+def _bad_loss_hint(cfg: TrainConfig, saved_step: int | None, ckpt: Path) -> str:
+    kept = (f"kept the last good checkpoint at step {saved_step} ({ckpt})" if saved_step is not None
+            else "no checkpoint was written yet")
+    return f"{kept}; lower --lr (now {cfg.learning_rate:g})" + (" or --beta" if cfg.kind == "vae" else "")
+
+
+def _non_finite_weight(model) -> str | None:
+    """A finite loss can still be followed by an update that overflows; such weights are never saved."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return name
+    return None
+
+
+def _eval_batches(cfg: TrainConfig, data) -> list[np.ndarray]:
+    """The fixed held-out batches: the first eval_batches * batch_size images of the test split."""
+    if cfg.kind != "vae":
+        return []
+    n = min(data.size("test"), cfg.eval_batches * cfg.batch_size)
+    return [data.get("test", np.arange(i, min(i + cfg.batch_size, n)))[0] for i in range(0, n, cfg.batch_size)]
+
+
+@torch.no_grad()
+def _evaluate_vae(model, batches: list[np.ndarray], seed: int, device) -> dict:
+    """Held-out ELBO (beta = 1, the true bound) in nats per image, one posterior sample each, and bits/dim."""
+    model.eval()
+    noise = _torch_generator(seed, EVAL_STREAM)
+    total, count = 0.0, 0
+    for batch in batches:
+        x = _to_model_range(batch, model.config.value_range, device)
+        eps = torch.randn(x.shape[0], model.config.latent_dim, generator=noise).to(device)
+        recon, kl = losses.vae_terms(model, x, eps)
+        total += -(recon + kl).sum().item()
+        count += x.shape[0]
+    model.train()
+    elbo = total / count
+    dims = int(np.prod(batches[0].shape[1:]))
+    return {"test_elbo": elbo, "test_bpd": losses.bits_per_dim(elbo, dims, model.config.value_range)}
+
+
+@torch.no_grad()
+def _save_samples(model, z: torch.Tensor, path: Path) -> None:
+    from latentforge.images import save_grid, to_uint8
+
+    model.eval()  # the DCGAN generator's BatchNorm uses its running statistics and leaves them alone
+    images = model.decode(z)
+    model.train()
+    save_grid(to_uint8(images.cpu().numpy(), model.config.value_range), path, nrow=8)
+
+
+def _save(ckpt: Path, model, optimizers, data_name: str, step: int, cfg: TrainConfig, identity: dict,
+          wall: float) -> None:
+    """The resume state first, then the weights; both carry the step, and a resume refuses a mismatched pair."""
+    from safetensors.torch import save_file
+
+    tensors, groups = {}, []
+    for i, opt in enumerate(optimizers):
+        sd = opt.state_dict()
+        groups.append(sd["param_groups"])
+        for index, state in sd["state"].items():
+            for name, value in state.items():
+                tensors[f"opt{i}.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    train_json = json.dumps(asdict(cfg), sort_keys=True)
+    meta = {"step": str(step), "run": json.dumps(identity, sort_keys=True), "train": train_json,
+            "param_groups": json.dumps(groups), "wall_s": repr(wall)}
+    atomic_write(state_path(ckpt), lambda tmp: save_file(tensors, tmp, metadata=meta))
+    save_checkpoint(ckpt, model, data=data_name, step=step, extra={"command": cfg.command, "train": train_json})
+
+
+def _load_for_resume(ckpt: Path, model, optimizers, identity: dict, device) -> tuple[int, float]:
+    """Load weights and optimizer state from RUN_DIR; returns (step, wall seconds so far)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    info = read_info(ckpt)
+    spath = state_path(ckpt)
+    if not spath.exists():
+        raise TrainingError(f"{ckpt} has no training state ({spath.name}), so it cannot be resumed exactly; "
+                            "start a new --out (the weights themselves are fine to sample from)")
+    try:
+        with safe_open(str(spath), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(spath))
+        stored, step, groups = json.loads(meta["run"]), int(meta["step"]), json.loads(meta["param_groups"])
+    except Exception as e:  # a damaged or foreign file: safetensors, JSON and key errors alike
+        raise TrainingError(f"training state {spath} is unreadable ({type(e).__name__}: {e}); "
+                            "start a new --out") from None
+    if info.kind != identity["kind"]:
+        raise TrainingError(f"cannot resume: RUN_DIR's checkpoint is a {info.kind}, this run is a {identity['kind']}; "
+                            "use the same kind or choose a new --out")
+    differences = [f"{k} (checkpoint {stored.get(k)!r}, now {identity.get(k)!r})"
+                   for k in sorted(set(stored) | set(identity)) if stored.get(k) != identity.get(k)]
+    if differences:
+        raise TrainingError(f"cannot resume: this run differs from RUN_DIR's checkpoint in {', '.join(differences)}; "
+                            "use the same settings or choose a new --out")
+    if step != info.step:
+        raise TrainingError(f"cannot resume: {ckpt.name} is at step {info.step} but {spath.name} at step {step} "
+                            "(a save was interrupted); start a new --out")
+    model.load_state_dict(load_file(str(ckpt), device=str(device)))
+    for i, opt in enumerate(optimizers):
+        per_param: dict[int, dict] = {}
+        for key, value in state.items():
+            owner, index, name = key.split(".", 2)
+            if owner == f"opt{i}":
+                per_param.setdefault(int(index), {})[name] = value
+        for group in groups[i]:
+            group["betas"] = tuple(group["betas"])
+        opt.load_state_dict({"state": per_param, "param_groups": groups[i]})
+    return step, float(meta.get("wall_s", 0.0))
+
+
+def _read_log(path: Path, up_to: int) -> list[dict]:
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r.get("step", 0) <= up_to]
+
+
+def _write_log(path: Path, records: list[dict]) -> None:
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _log(path: Path, record: dict) -> dict:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
+
+
+def _event(path: Path, step: int, wall: float, text: str) -> dict:
+    return _log(path, {"step": step, "wall_s": round(wall, 3), "event": text})
