@@ -1,0 +1,85 @@
+"""What a model file says about itself: kind, latent width, image shape, value range, attribute directions.
+
+Read from a checkpoint's safetensors metadata or an exported `.onnx`'s metadata_props,
+both without torch, so a `.onnx` app never pays for it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from latentforge.checkpoint import CheckpointInfo
+from latentforge.errors import CheckpointError
+
+META = "latentforge."
+ONNX_SUFFIX = ".onnx"
+
+
+@dataclass
+class ArtifactInfo:
+    path: Path
+    format: str                            # "checkpoint" | "onnx"
+    kind: str                              # "vae" | "dcgan"
+    latent_dim: int
+    image_shape: tuple[int, int, int]      # (H, W, C)
+    value_range: tuple[float, float]
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def is_onnx(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() == ONNX_SUFFIX
+
+
+def check_model_file(path: str | os.PathLike) -> Path:
+    """The path as a Path, or a CheckpointError saying why it cannot be a model file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"model file {str(path)!r} does not exist; check the path")
+    if path.is_dir():
+        raise CheckpointError(f"model path {str(path)!r} is a folder; pass the .safetensors or .onnx file inside it")
+    return path
+
+
+def parse_attributes(text: str, latent_dim: int, path: Path) -> dict[str, np.ndarray]:
+    """JSON {name: [floats]} -> {name: float32 [latent_dim]}; a direction of the wrong width is a damaged file."""
+    try:
+        raw = json.loads(text)
+        attributes = {str(name): np.asarray(vector, dtype=np.float32) for name, vector in raw.items()}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{str(path)!r} has malformed latentforge.attributes ({e}); re-save it") from None
+    for name, vector in attributes.items():
+        if vector.shape != (latent_dim,):
+            raise CheckpointError(f"{str(path)!r}: attribute {name!r} has shape {list(vector.shape)}, "
+                                  f"expected [{latent_dim}]; re-save it")
+    return attributes
+
+
+def from_checkpoint(info: CheckpointInfo) -> ArtifactInfo:
+    cfg = info.config
+    try:
+        latent_dim = int(cfg["latent_dim"])
+        shape = (int(cfg["image_size"]), int(cfg["image_size"]), int(cfg["channels"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{str(info.path)!r}: config lacks a usable {e} entry; re-save it") from None
+    return ArtifactInfo(info.path, "checkpoint", info.kind, latent_dim, shape, info.value_range,
+                        parse_attributes(info.extra.get("attributes", "{}"), latent_dim, info.path))
+
+
+def from_onnx_metadata(meta: dict[str, str], path: Path) -> ArtifactInfo:
+    """Parse the metadata_props that `latentforge export` writes; refuse a graph it did not write."""
+    if META + "kind" not in meta:
+        raise CheckpointError(f"{str(path)!r} is an ONNX model that latentforge did not export (no latentforge.kind "
+                              "metadata); export a checkpoint with `latentforge export`")
+    try:
+        channels, height, width = (int(v) for v in json.loads(meta[META + "image_shape"]))
+        lo, hi = (float(v) for v in json.loads(meta[META + "value_range"]))
+        latent_dim = int(meta[META + "latent_dim"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{str(path)!r} has missing or malformed latentforge metadata ({e}); "
+                              "re-export it with `latentforge export`") from None
+    return ArtifactInfo(path, "onnx", meta[META + "kind"], latent_dim, (height, width, channels), (lo, hi),
+                        parse_attributes(meta.get(META + "attributes", "{}"), latent_dim, path))
