@@ -113,7 +113,7 @@ def test_faces_sizes(size):
 
 
 def test_faces_test_split_is_held_out():
-    data = open_data("faces")
+    data = open_data("faces", image_size=32)
     test_images, test_factors = data.get("test", np.arange(2000))
     train_images, train_factors = data.get("train", np.arange(2000))
     assert not set(map(bytes, test_images)) & set(map(bytes, train_images))

@@ -225,13 +225,15 @@ def _read_labels(labels: str, folder: str) -> tuple[list[str], list[str], np.nda
     return files, attribute_names, values
 
 
-def open_data(spec: str, image_size: int | None = None, labels: str | None = None, seed: int = 0) -> ImageData:
+def open_data(spec: str | os.PathLike, image_size: int | None = None, labels: str | None = None,
+              seed: int = 0) -> ImageData:
     """A data set by name: "faces", "digits", or a folder of png/jpg images (with an optional labels CSV).
 
     image_size None means the data set's own: 64 for faces and folders, 32 for digits. `seed`
     picks the faces streams; digits and folders have fixed splits that ignore it. The names
     "faces" and "digits" win over a folder of that name: pass "./faces" for the folder.
     """
+    spec = os.fspath(spec)
     if image_size is not None and image_size not in IMAGE_SIZES:
         raise DataError(f"image_size {image_size!r} is not supported: use 32, 64 or 128")
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**62:

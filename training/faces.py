@@ -26,7 +26,9 @@ _SHIFT = 0.08                       # the largest translation of the whole face
 _HEAD_Y = 0.53
 _HEAD_HALF_HEIGHT = 0.35
 _HEAD_HALF_WIDTH = (0.27, 0.35)     # face_width 0 .. 1
-_HAIR_MARGIN = 0.035
+_HAIR_MARGIN = 0.035                # how far the hair cap stands out around the head
+_HAIR_LIFT = 0.02
+_HAIR_BOTTOM = -0.08                # the cap ends at this height at the sides of the head
 _HAIRLINE = (-0.22, 0.10)           # the fringe's lower edge: y = a + b * (x / head half width)^2
 _EYE_Y = -0.04
 _EYE_DX = (0.13, 0.15)              # eye centre distance from the midline, face_width 0 .. 1
@@ -36,7 +38,8 @@ _PUPIL_R = 0.038
 _LID_HALF_WIDTH = 0.008             # the dark eye outline, which is all that is left of a closed eye
 _RIM_R = 0.105
 _RIM_HALF_WIDTH = 0.01
-_NOSE = (0.085, 0.022, 0.018)       # y, half width, half height
+_NOSE = (0.085, 0.022, 0.018)       # y, half width, half height; drawn in a darker shade of the skin
+_NOSE_SHADE = 0.82
 _MOUTH_Y = 0.19
 _MOUTH_HALF_WIDTH = (0.10, 0.13)
 _MOUTH_BEND = 0.075                 # how far the mouth's middle sags below its corners at smile = 1
@@ -168,6 +171,13 @@ class _Canvas:
 def render_faces(factors: np.ndarray, size: int = 64) -> np.ndarray:
     """Factors [n, len(FACTORS)] -> uint8 RGB faces [n, size, size, 3]; deterministic, any square size."""
     factors = np.asarray(factors, dtype=np.float32)
+    if factors.ndim != 2 or factors.shape[1] != len(FACTORS):
+        raise InputError(f"factors must be [n, {len(FACTORS)}], one column per FACTORS entry, "
+                         f"got {list(factors.shape)}")
+    if not isinstance(size, (int, np.integer)) or size < 8:
+        raise InputError(f"size must be an integer of at least 8 pixels, got {size!r}")
+    if len(factors) == 0:
+        return np.zeros((0, size, size, 3), dtype=np.uint8)
     g = _geometry(factors)
     canvas = _Canvas(_hsv_to_rgb(factors[:, FACTORS.index("background_hue")], 0.35, 0.9), g, size)
     hair = _hsv_to_rgb(factors[:, FACTORS.index("hair_hue")], 0.7, 0.55)
@@ -175,8 +185,9 @@ def render_faces(factors: np.ndarray, size: int = 64) -> np.ndarray:
     a, b, reach = g["head_a"], _HEAD_HALF_HEIGHT, _HEAD_HALF_WIDTH[1] + _HAIR_MARGIN
 
     # Hair is one cap behind the head; the skin stops at the hairline, so no seam shows between them.
-    hx, hy, where = canvas.window(reach, -b - reach, -0.08)
-    canvas.blend(where, np.maximum(_ellipse(hx, hy + 0.02, a + _HAIR_MARGIN, b + _HAIR_MARGIN), hy + 0.08), hair)
+    hx, hy, where = canvas.window(reach, -b - reach, _HAIR_BOTTOM)
+    cap = _ellipse(hx, hy + _HAIR_LIFT, a + _HAIR_MARGIN, b + _HAIR_MARGIN)
+    canvas.blend(where, np.maximum(cap, hy - _HAIR_BOTTOM), hair)
     hx, hy, where = canvas.window(reach, -b, b)
     hairline = _HAIRLINE[0] + _HAIRLINE[1] * (hx / a) ** 2
     below_hairline = (hairline - hy) / np.sqrt(1 + (2 * _HAIRLINE[1] * hx / a**2) ** 2)
@@ -184,10 +195,10 @@ def render_faces(factors: np.ndarray, size: int = 64) -> np.ndarray:
 
     nose_y, nose_rx, nose_ry = _NOSE
     hx, hy, where = canvas.window(nose_rx, nose_y - nose_ry, nose_y + nose_ry)
-    canvas.blend(where, _ellipse(hx, hy - nose_y, nose_rx, nose_ry), skin * 0.82)
+    canvas.blend(where, _ellipse(hx, hy - nose_y, nose_rx, nose_ry), skin * _NOSE_SHADE)
 
-    hx, hy, where = canvas.window(_EYE_DX[1] + _RIM_R + _RIM_HALF_WIDTH, _EYE_Y - _RIM_R - _RIM_HALF_WIDTH,
-                                  _EYE_Y + _RIM_R + _RIM_HALF_WIDTH)
+    rim_reach = _RIM_R + _RIM_HALF_WIDTH                       # the glasses hold everything else drawn here
+    hx, hy, where = canvas.window(_EYE_DX[1] + rim_reach, _EYE_Y - rim_reach, _EYE_Y + rim_reach)
     ex, ey = np.abs(hx) - g["eye_dx"], hy - _EYE_Y
     sclera = _flat_ellipse(ex, ey, _EYE_RX, g["eye_ry"])
     from_centre = np.hypot(ex, ey)
@@ -198,8 +209,9 @@ def render_faces(factors: np.ndarray, size: int = 64) -> np.ndarray:
     bridge = np.maximum(np.abs(ey) - _RIM_HALF_WIDTH, np.abs(hx) - (g["eye_dx"] - _RIM_R))
     canvas.blend(where, np.where(g["glasses"], np.minimum(rims, bridge), np.inf), _RIMS)
 
-    hx, hy, where = canvas.window(_MOUTH_HALF_WIDTH[1] + _MOUTH_THICKNESS, _MOUTH_Y - _MOUTH_BEND / 2 - _MOUTH_THICKNESS,
-                                  _MOUTH_Y + _MOUTH_BEND / 2 + _MOUTH_THICKNESS)
+    mouth_reach = _MOUTH_BEND / 2 + _MOUTH_THICKNESS
+    hx, hy, where = canvas.window(_MOUTH_HALF_WIDTH[1] + _MOUTH_THICKNESS,
+                                  _MOUTH_Y - mouth_reach, _MOUTH_Y + mouth_reach)
     canvas.blend(where, _mouth(hx, hy - _MOUTH_Y, g["mouth_w"], g["bend"]), _MOUTH)
     return canvas.to_uint8()
 
