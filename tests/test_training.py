@@ -136,14 +136,28 @@ def test_resume_refuses_a_different_run(tmp_path, change, field):
 
 def test_resume_refuses_another_kind_and_a_mismatched_state(tmp_path):
     train(config("vae", tmp_path, steps=2), data=SquaresData())
-    with pytest.raises(TrainingError, match="checkpoint is a vae, this run is a dcgan"):
+    with pytest.raises(TrainingError, match=r"differs from RUN_DIR.s checkpoint in kind \(checkpoint .vae., now .dcgan.\); "):
         train(config("dcgan", tmp_path, steps=4, resume=True), data=SquaresData())
     ckpt = tmp_path / "checkpoint.safetensors"
-    state = state_path(ckpt).read_bytes()
+    weights = ckpt.read_bytes()
     train(config("vae", tmp_path, steps=3, resume=True), data=SquaresData())
-    state_path(ckpt).write_bytes(state)  # as if killed between writing the state and the weights
-    with pytest.raises(TrainingError, match="is at step 3 but .* at step 2"):
+    ckpt.write_bytes(weights)  # as if killed after writing the step-3 state but before the step-3 weights
+    with pytest.raises(TrainingError, match="is at step 2 but .* at step 3"):
         train(config("vae", tmp_path, steps=4, resume=True), data=SquaresData())
+
+
+def test_resume_forgets_what_was_logged_after_the_checkpoint(tmp_path):
+    train(config("vae", tmp_path, steps=4, checkpoint_every=2, log_every=1), data=SquaresData())
+    log = tmp_path / "log.jsonl"
+    records = read_log(tmp_path)
+    train(config("vae", tmp_path / "at2", steps=2), data=SquaresData())
+    for name in ("checkpoint.safetensors", "checkpoint.state.safetensors"):  # as if killed after logging step 4
+        (tmp_path / "at2" / name).replace(tmp_path / name)
+    log.write_text(log.read_text() + '{"step": 5, "lo')  # and torn mid-line
+    train(config("vae", tmp_path, steps=4, checkpoint_every=2, log_every=1, resume=True), data=SquaresData())
+    resumed = read_log(tmp_path)
+    assert [r["step"] for r in resumed if "loss" in r] == [1, 2, 3, 4]
+    assert [r["loss"] for r in resumed if "loss" in r] == [r["loss"] for r in records if "loss" in r]
 
 
 def test_existing_checkpoint_needs_resume_and_missing_one_starts_fresh(tmp_path):

@@ -1,7 +1,9 @@
 """curves.png from the records of a run's log.jsonl, with matplotlib's Agg canvas (no display, no pyplot state)."""
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from latentforge.files import atomic_write
 
@@ -15,12 +17,24 @@ PANELS = {
 }
 
 
+def read_log(path: str | os.PathLike) -> list[dict]:
+    """The records of a run's log.jsonl (each has "step"), less a last line cut short by a kill."""
+    path = Path(path)
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [r for r in records if isinstance(r, dict) and isinstance(r.get("step"), int)]
+
+
 def plot_curves(records: list[dict], kind: str, path: str | os.PathLike) -> None:
     """Write the curves of `records` (dicts with "step" and metric keys) as a PNG, atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels = [(title, lines) for title, lines in PANELS[kind] if any(key in r for r in records for key, _ in dict(lines).items())]
+    panels = [(title, lines) for title, lines in PANELS[kind] if any(key in r for r in records for key, _ in lines)]
     fig = Figure(figsize=(5 * max(len(panels), 1), 3.6), layout="constrained")
     FigureCanvasAgg(fig)
     for i, (title, lines) in enumerate(panels):

@@ -17,13 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from latentforge.checkpoint import read_info, save_checkpoint, state_path
 from latentforge.errors import InputError, TrainingError
 from latentforge.files import atomic_write
+from latentforge.latents import latents
 
 from . import losses
-from .plots import plot_curves
+from .plots import plot_curves, read_log
 
 KINDS = ("vae", "dcgan")
 DEFAULT_LR = {"vae": 1e-3, "dcgan": 2e-4}
@@ -116,67 +118,36 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
     """Train `cfg.kind` on `cfg.data` (or on an already-open ImageData `data`) into cfg.out."""
     started = time.perf_counter()
     run_dir = _run_dir(cfg.out)
-    ckpt = run_dir / "checkpoint.safetensors"
-    log_path = run_dir / "log.jsonl"
+    ckpt, log_path = run_dir / "checkpoint.safetensors", run_dir / "log.jsonl"
     if ckpt.exists() and not cfg.resume:
         raise InputError(f"RUN_DIR {str(run_dir)!r} has a checkpoint at step {read_info(ckpt).step}; "
                          "pass --resume to continue or choose a new --out")
-    if data is None:
-        from .data import open_data
-
-        data = open_data(cfg.data, image_size=cfg.image_size, labels=cfg.labels, seed=cfg.seed)
-    if cfg.image_size is not None and data.image_size != cfg.image_size:
-        raise InputError(f"image_size {cfg.image_size} was asked for but data set {data.name!r} is {data.image_size} px")
-    n_train = data.size("train")
-    if n_train < cfg.batch_size:
-        raise InputError(f"batch_size {cfg.batch_size} is larger than {data.name!r}'s {n_train} training images; "
-                         "lower --batch-size")
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if cfg.device == "auto" else cfg.device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = _build_model(cfg, cfg.model_config(data.image_size, data.channels))
-    model.to(device).train()
+    data = _open_data(cfg, data)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    model = _build_model(cfg, cfg.model_config(data.image_size, data.channels)).to(device).train()
     optimizers = _optimizers(cfg, model)
     identity = _run_identity(cfg, model, data)
-
-    step, wall_offset, records = 0, 0.0, []
-    if cfg.resume and ckpt.exists():
-        step, wall_offset = _load_for_resume(ckpt, model, optimizers, identity, device)
-        records = _read_log(log_path, up_to=step)  # drop what a killed run logged after its last checkpoint
-        _write_log(log_path, records)
-        records.append(_event(log_path, step, wall_offset, f"resumed from {ckpt} at step {step}"))
-    else:
-        _write_log(log_path, [])
-        note = "no checkpoint in RUN_DIR; started fresh" if cfg.resume else "started"
-        records.append(_event(log_path, 0, 0.0, note))
-        if cfg.resume and cfg.progress:
-            print(f"{note} ({ckpt})", file=sys.stderr)
+    step, wall_offset, records = _start_or_resume(cfg, ckpt, log_path, model, optimizers, identity, device)
     if step >= cfg.steps:
-        records.append(_event(log_path, step, wall_offset, f"checkpoint is at step {step} >= steps {cfg.steps}; "
-                                                            "nothing to train"))
+        records.append(_event(log_path, step, wall_offset, f"at step {step} >= steps {cfg.steps}; nothing to train"))
         return TrainResult(ckpt, step, {}, time.perf_counter() - started)
 
-    value_range = model.config.value_range
     held_out_batches = _eval_batches(cfg, data)
-    fixed_z = torch.from_numpy(_latents(SAMPLE_COUNT, model.config.latent_dim, cfg.seed)).to(device)
+    fixed_z = torch.from_numpy(latents(SAMPLE_COUNT, model.config.latent_dim, seed=cfg.seed)).to(device)
     train_step = _vae_step if cfg.kind == "vae" else _dcgan_step
     saved_step = step if ckpt.exists() else None
     window: dict[str, list[float]] = {}
     last: dict = {}
-
-    from tqdm import tqdm
-
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc=f"{cfg.kind} {data.name}",
                unit="step", dynamic_ncols=True, file=sys.stderr)
     try:
         while step < cfg.steps:
             step += 1
             rng = np.random.Generator(np.random.PCG64([cfg.seed, step]))
-            images, _ = data.get("train", rng.choice(n_train, cfg.batch_size, replace=False))
+            images, _ = data.get("train", rng.choice(data.size("train"), cfg.batch_size, replace=False))
+            x = _to_model_range(images, model.config.value_range, device)
             try:
-                metrics = train_step(cfg, model, optimizers, _to_model_range(images, value_range, device),
-                                     _torch_generator(cfg.seed, step))
+                metrics = train_step(cfg, model, optimizers, x, _torch_generator(cfg.seed, step))
             except _NonFinite as e:
                 raise TrainingError(f"{e} at step {step}; {_bad_loss_hint(cfg, saved_step, ckpt)}") from None
             for k, v in metrics.items():
@@ -186,15 +157,14 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
             wall = round(wall_offset + time.perf_counter() - started, 3)
             final = step == cfg.steps
             if step % cfg.log_every == 0 or final:
-                means = {k: float(np.mean(v)) for k, v in window.items()}
+                last.update({k: float(np.mean(v)) for k, v in window.items()})
+                records.append(_log(log_path, {"step": step, "wall_s": wall, **{k: last[k] for k in window}}))
                 window.clear()
-                last.update(means)
-                records.append(_log(log_path, {"step": step, "wall_s": wall, **means}))
             if step % cfg.sample_every == 0 or final:
                 if held_out_batches:
-                    held_out = _evaluate_vae(model, held_out_batches, cfg.seed, device)
-                    last.update(held_out)
-                    records.append(_log(log_path, {"step": step, "wall_s": wall, **held_out}))
+                    last.update(_evaluate_vae(model, held_out_batches, cfg.seed, device))
+                    records.append(_log(log_path, {"step": step, "wall_s": wall, "test_elbo": last["test_elbo"],
+                                                   "test_bpd": last["test_bpd"]}))
                 _save_samples(model, fixed_z, run_dir / f"samples_{step:06d}.png")
                 plot_curves(records, cfg.kind, run_dir / "curves.png")
             if step % cfg.checkpoint_every == 0 or final:
@@ -207,6 +177,19 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
     finally:
         bar.close()
     return TrainResult(ckpt, step, last, time.perf_counter() - started)
+
+
+def _open_data(cfg: TrainConfig, data):
+    if data is None:
+        from .data import open_data
+
+        data = open_data(cfg.data, image_size=cfg.image_size, labels=cfg.labels, seed=cfg.seed)
+    if cfg.image_size is not None and data.image_size != cfg.image_size:
+        raise InputError(f"image_size {cfg.image_size} was asked for but data set {data.name!r} is {data.image_size} px")
+    if data.size("train") < cfg.batch_size:
+        raise InputError(f"batch_size {cfg.batch_size} is larger than {data.name!r}'s {data.size('train')} "
+                         "training images; lower --batch-size")
+    return data
 
 
 def _run_dir(out: str) -> Path:
@@ -224,9 +207,11 @@ def _build_model(cfg: TrainConfig, config):
     from latentforge.models import MODELS
     from latentforge.models.dcgan import init_weights
 
-    model = MODELS[cfg.kind][0](config)
-    if cfg.kind == "dcgan":
-        model.apply(init_weights)
+    with torch.random.fork_rng(devices=[]):  # seeds the init without disturbing the caller's global RNG
+        torch.manual_seed(cfg.seed)
+        model = MODELS[cfg.kind][0](config)
+        if cfg.kind == "dcgan":
+            model.apply(init_weights)
     return model
 
 
@@ -250,12 +235,6 @@ def _run_identity(cfg: TrainConfig, model, data) -> dict:
 
 def _torch_generator(seed: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + stream)
-
-
-def _latents(n: int, dim: int, seed: int) -> np.ndarray:
-    from latentforge import latents
-
-    return latents(n, dim, seed=seed)
 
 
 def _to_model_range(images: np.ndarray, value_range: tuple[float, float], device) -> torch.Tensor:
@@ -398,11 +377,9 @@ def _load_for_resume(ckpt: Path, model, optimizers, identity: dict, device) -> t
     except Exception as e:  # a damaged or foreign file: safetensors, JSON and key errors alike
         raise TrainingError(f"training state {spath} is unreadable ({type(e).__name__}: {e}); "
                             "start a new --out") from None
-    if info.kind != identity["kind"]:
-        raise TrainingError(f"cannot resume: RUN_DIR's checkpoint is a {info.kind}, this run is a {identity['kind']}; "
-                            "use the same kind or choose a new --out")
-    differences = [f"{k} (checkpoint {stored.get(k)!r}, now {identity.get(k)!r})"
-                   for k in sorted(set(stored) | set(identity)) if stored.get(k) != identity.get(k)]
+    differing = [k for k in sorted(set(stored) | set(identity)) if stored.get(k) != identity.get(k)]
+    differences = [f"{k} (checkpoint {stored.get(k)!r}, now {identity.get(k)!r})"  # another kind differs in all else
+                   for k in (["kind"] if "kind" in differing else differing)]
     if differences:
         raise TrainingError(f"cannot resume: this run differs from RUN_DIR's checkpoint in {', '.join(differences)}; "
                             "use the same settings or choose a new --out")
@@ -422,11 +399,16 @@ def _load_for_resume(ckpt: Path, model, optimizers, identity: dict, device) -> t
     return step, float(meta.get("wall_s", 0.0))
 
 
-def _read_log(path: Path, up_to: int) -> list[dict]:
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r.get("step", 0) <= up_to]
+def _start_or_resume(cfg, ckpt: Path, log_path: Path, model, optimizers, identity: dict, device):
+    """Load RUN_DIR's checkpoint when resuming; returns (step, wall seconds so far, log records so far)."""
+    if not (cfg.resume and ckpt.exists()):
+        _write_log(log_path, [])
+        note = "no checkpoint in RUN_DIR; started fresh" if cfg.resume else "started"
+        return 0, 0.0, [_event(log_path, 0, 0.0, note)]
+    step, wall = _load_for_resume(ckpt, model, optimizers, identity, device)
+    records = [r for r in read_log(log_path) if r["step"] <= step]  # what a killed run logged after its checkpoint goes
+    _write_log(log_path, records)
+    return step, wall, records + [_event(log_path, step, wall, f"resumed from {ckpt} at step {step}")]
 
 
 def _write_log(path: Path, records: list[dict]) -> None:
