@@ -125,6 +125,23 @@ def test_exploding_learning_rate_is_stopped_with_advice(tmp_path):
         assert all(torch.isfinite(t).all() for t in weights.values())
 
 
+def test_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
+    import latentforge.training.train as train_module
+
+    real_step = train_module._vae_step
+
+    def overflowing_step(cfg, model, optimizers, x, noise):  # a finite loss, then an update that overflows
+        metrics = real_step(cfg, model, optimizers, x, noise)
+        with torch.no_grad():
+            model.encoder[0].weight.fill_(float("inf"))
+        return metrics
+
+    monkeypatch.setattr(train_module, "_vae_step", overflowing_step)
+    with pytest.raises(TrainingError, match=r"weights became non-finite \(encoder.0.weight\) at step 1; no checkpoint"):
+        train(config("vae", tmp_path, checkpoint_every=1), data=SquaresData())
+    assert not (tmp_path / "checkpoint.safetensors").exists()
+
+
 @pytest.mark.parametrize("change, field", [({"seed": 1}, "seed"), ({"batch_size": 4}, "batch_size"),
                                            ({"lr": 1e-4}, "lr"), ({"beta": 0.5}, "beta"),
                                            ({"model_options": {"base_channels": 4}}, "model.base_channels")])
