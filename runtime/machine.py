@@ -70,13 +70,19 @@ def machine_info() -> dict:
         "physical_cores": physical_cores(),
         "platform": platform.platform(),
         "versions": versions(),
+        "load_average_1min": os.getloadavg()[0],  # other processes' load: timings under load are not comparable
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def matmul_ceiling(dtype: str = "float32", seconds: float = 0.5) -> dict:
     """Best GFLOP/s of a square matmul (2 n^3 FLOP) in `dtype`, with torch when installed (it has the bf16
-    kernels the engines use), numpy otherwise. 2048^2 unless one 1024^2 call is already slow (emulated bf16)."""
+    kernels the engines would use), numpy otherwise.
+
+    n doubles from 256 while one call stays under 0.25 s, up to 2048: big enough to reach the FMA peak on a
+    fast path (fp32 gets to 2048), small enough that a CPU without bf16 units (emulated, < 1 GFLOP/s) answers
+    within a second or two.
+    """
     try:
         import torch
     except ImportError:
@@ -87,32 +93,29 @@ def matmul_ceiling(dtype: str = "float32", seconds: float = 0.5) -> dict:
         rng = torch.Generator().manual_seed(0)
 
         def make(n):
-            a = torch.randn(n, n, generator=rng).to(getattr(torch, dtype))
-            b = torch.randn(n, n, generator=rng).to(getattr(torch, dtype))
+            a, b = (torch.randn(n, n, generator=rng).to(getattr(torch, dtype)) for _ in range(2))
             return lambda: torch.mm(a, b)
-        library = f"torch {torch.__version__} torch.mm"
+        library = "torch.mm"
     else:
         rng = np.random.default_rng(0)
 
         def make(n):
-            a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+            a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
             return lambda: a @ b
-        library = f"numpy {np.__version__} matmul"
+        library = "numpy matmul"
 
-    n = 1024
-    run = make(n)
-    start = time.perf_counter()
-    run()
-    if time.perf_counter() - start < 0.05:
-        n = 2048
-        run = make(n)
-        run()  # warm-up: first-touch pages and kernel selection
-    best = float("inf")
-    deadline = time.perf_counter() + seconds
-    while True:
+    def once(run) -> float:
         start = time.perf_counter()
         run()
-        best = min(best, time.perf_counter() - start)
-        if time.perf_counter() > deadline:
-            break
+        return time.perf_counter() - start
+
+    n, run = 256, make(256)
+    once(run)  # warm-up: first-touch pages, kernel selection, thread pool start
+    while n < 2048 and once(run) < 0.25:
+        n, run = 2 * n, make(2 * n)
+        once(run)
+    best = once(run)
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        best = min(best, once(run))
     return {"dtype": dtype, "n": n, "gflops": 2 * n**3 / best / 1e9, "library": library}

@@ -1,0 +1,196 @@
+"""Decode speed of one model on every engine a user could pick, side by side in one run.
+
+Engines: latentforge's own backends (what `load` gives) and the peers a user would otherwise
+write by hand: plain PyTorch eager, a default onnxruntime session, torch.compile. Each
+(engine, batch) is warmed up, then called repeatedly for at least `min_time` seconds; the
+report gives median/p90/p99 latency, images/s, achieved GFLOP/s (FLOPs counted from the model)
+and its share of the fp32 matmul ceiling measured in the same run.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from latentforge.errors import InputError
+from latentforge.files import atomic_write_bytes
+from latentforge.latents import latents
+
+from .engines import COMPILE, EAGER, Engine, make_engines
+from .machine import machine_info, matmul_ceiling
+
+COUNTED = ("z in -> float32 image out, no uint8 conversion, inputs preallocated, fp32 weights, "
+           "one call per timing")
+
+
+@dataclass
+class BenchRow:
+    engine: str
+    batch: int
+    threads: str
+    repeats: int
+    first_call_ms: float  # includes torch.compile's compilation and any lazy session set-up
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    images_per_s: float
+    gflops: float
+    pct_fp32_ceiling: float
+
+
+@dataclass
+class BenchReport:
+    model: dict            # path, format, kind, latent_dim, image_shape [H, W, C], flops_per_image, flops_source
+    machine: dict
+    ceilings: dict         # "fp32" (and "bf16" with torch): {dtype, n, gflops, library}
+    settings: dict         # batches, min_time, warmup, threads
+    rows: list[BenchRow] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # engine -> why it has no rows
+    notes: list[str] = field(default_factory=list)
+
+    def row(self, engine: str, batch: int) -> BenchRow | None:
+        return next((r for r in self.rows if r.engine == engine and r.batch == batch), None)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> BenchReport:
+        return cls(**{**data, "rows": [BenchRow(**r) for r in data["rows"]]})
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        import json
+
+        atomic_write_bytes(path, json.dumps(self.to_json(), indent=2).encode())
+
+    def table(self) -> str:
+        m, mc, s = self.model, self.machine, self.settings
+        h, w, c = m["image_shape"]
+        ceilings = ", ".join(f"{k} {v['gflops']:.0f} GFLOP/s ({v['library']}, {v['n']}^2)"
+                             for k, v in self.ceilings.items())
+        lines = [
+            f"latentforge bench: {m['path']} ({m['kind']} {m['format']}, z[{m['latent_dim']}] -> {h}x{w}x{c})",
+            f"counted: {COUNTED}; {s['warmup']} warm-up calls, then >= {s['min_time']:g} s of timed calls",
+            f"model: {m['flops_per_image'] / 1e9:.4f} GFLOP/image = 2 x MACs of Conv/ConvTranspose/Linear "
+            f"(from {m['flops_source']}; elementwise ops not counted)",
+            f"machine: {mc['cpu']}, {mc['physical_cores']} physical cores / {mc['logical_cpus']} logical, "
+            f"features {' '.join(mc['features']) or 'none listed'}, 1-min load {mc['load_average_1min']:.1f}; "
+            + ", ".join(f"{k} {v}" for k, v in mc["versions"].items()) + f"; {mc['date']}",
+            f"ceilings (best square matmul, same run): {ceilings} - bf16 is informational; every engine runs fp32",
+            "",
+        ]
+        header = ("engine", "threads", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "%fp32",
+                  "x eager", "runs", "1st ms")
+        body = []
+        for r in self.rows:
+            base = self.row(EAGER, r.batch)
+            ratio = f"{base.p50_ms / r.p50_ms:.2f}" if base else "-"
+            body.append((r.engine, r.threads, str(r.batch), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}",
+                         f"{r.images_per_s:.0f}", f"{r.gflops:.1f}", f"{r.pct_fp32_ceiling:.1f}", ratio,
+                         str(r.repeats), f"{r.first_call_ms:.1f}"))
+        widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+        for row in [header, *body]:
+            lines.append("  ".join(cell.ljust(wd) if i == 0 else cell.rjust(wd)
+                                   for i, (cell, wd) in enumerate(zip(row, widths))).rstrip())
+        lines += [f"skipped {engine}: {why}" for engine, why in self.skipped.items()]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """"1,16,128" -> (1, 16, 128), for the CLI's --batch."""
+    try:
+        batches = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"--batch must be comma-separated positive integers like 1,16,128, got {text!r}") from None
+    return _check_batches(batches)
+
+
+def _check_batches(batches) -> tuple[int, ...]:
+    batches = tuple(batches)
+    if not batches or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1 for b in batches):
+        raise InputError(f"batches must be positive integers like (1, 16, 128), got {batches!r}")
+    return tuple(int(b) for b in batches)
+
+
+def time_calls(run: Callable, x, min_time: float, min_repeats: int = 5) -> np.ndarray:
+    """Seconds per call of run(x), repeated until `min_time` has passed and at least `min_repeats` times.
+    The garbage collector is paused, as timeit does, so a collection does not land in one sample."""
+    times = []
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        deadline = time.perf_counter() + min_time
+        while len(times) < min_repeats or time.perf_counter() < deadline:
+            start = time.perf_counter_ns()
+            run(x)
+            times.append(time.perf_counter_ns() - start)
+    finally:
+        if was_enabled:
+            gc.enable()
+    return np.asarray(times, dtype=np.float64) / 1e9
+
+
+def _measure(engine: Engine, batch: int, z: np.ndarray, flops_per_image: int, ceiling: float,
+             min_time: float, warmup: int) -> BenchRow:
+    x = engine.prepare(z)
+    start = time.perf_counter()
+    engine.run(x)
+    first = time.perf_counter() - start
+    for _ in range(warmup):
+        engine.run(x)
+    times = time_calls(engine.run, x, min_time)
+    p50, p90, p99 = np.percentile(times, [50, 90, 99])
+    gflops = flops_per_image * batch / p50 / 1e9
+    return BenchRow(engine.name, batch, engine.threads, len(times), first * 1e3, p50 * 1e3, p90 * 1e3, p99 * 1e3,
+                    batch / p50, gflops, 100 * gflops / ceiling)
+
+
+def run_bench(path: str | os.PathLike, batches=(1, 16, 128), min_time: float = 1.0, warmup: int = 5,
+              threads: int | None = None, compile: bool = True) -> BenchReport:
+    """Benchmark decoding of the model at `path` (checkpoint or `.onnx`) on every available engine.
+
+    `threads` goes to latentforge's backends (default: one per physical core); the peers run with
+    their own defaults, as a user would. `compile=False` leaves torch.compile out (it compiles for
+    ~20 s on 2 cores). An engine that fails is listed under `skipped` with its error.
+    """
+    batches = _check_batches(batches)
+    if not min_time > 0:
+        raise InputError(f"min_time must be > 0 seconds, got {min_time!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise InputError(f"warmup must be a whole number of calls >= 0, got {warmup!r}")
+
+    machine = machine_info()  # before our own exports and matmuls add to the load average
+    engines, skipped, model = make_engines(path, threads, compile)
+    ceilings = {"fp32": matmul_ceiling("float32")}
+    notes = []
+    try:
+        ceilings["bf16"] = matmul_ceiling("bfloat16")
+    except (ImportError, ValueError, RuntimeError) as e:
+        notes.append(f"no bf16 ceiling: {e}")
+    if machine["load_average_1min"] > machine["logical_cpus"]:
+        notes.append(f"1-min load average {machine['load_average_1min']:.1f} exceeded the {machine['logical_cpus']} "
+                     "CPUs: other processes competed for the cores (torch's OpenMP pool suffers most); "
+                     "not comparable with a run on an idle machine")
+    report = BenchReport(model, machine, ceilings,
+                         {"batches": list(batches), "min_time": min_time, "warmup": warmup, "threads": threads},
+                         skipped=skipped, notes=notes)
+    for batch in batches:
+        z = latents(batch, model["latent_dim"], seed=0)
+        for engine in list(engines):
+            try:
+                report.rows.append(_measure(engine, batch, z, model["flops_per_image"], ceilings["fp32"]["gflops"],
+                                            min_time, warmup))
+            except Exception as e:  # a peer that cannot run this model is a finding, not a crash
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                report.skipped[engine.name] = f"failed at batch {batch}: {type(e).__name__}: {first}"
+                engines.remove(engine)
+    compiled = [r for r in report.rows if r.engine == COMPILE]
+    if compiled:
+        report.notes.append(f"{COMPILE}: first call {compiled[0].first_call_ms / 1e3:.1f} s (compilation); "
+                            "later batch sizes recompile once for a dynamic batch")
+    return report

@@ -1,0 +1,131 @@
+"""The benchmark harness computes and reports correctly. Nothing here asserts a speed."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from latentforge.errors import InputError
+from latentforge.models import DCGAN, ConvVAE, DCGANConfig, VAEConfig
+from latentforge.runtime import engines
+from latentforge.runtime.bench import BenchReport, parse_batches, run_bench, time_calls
+from latentforge.runtime.flops import count_flops_onnx, count_flops_torch
+
+BATCHES = (1, 3)
+CHECKPOINT_ENGINES = ["latentforge onnxruntime", "latentforge torch", "onnxruntime default", "torch eager"]
+
+
+def broken_compile(fn):
+    """Stands in for torch.compile: a real compile takes ~20 s, and this also exercises the failure path."""
+    def run(z):
+        raise RuntimeError("inductor needs a C++ compiler\nsecond line")
+    return run
+
+
+@pytest.fixture(scope="module")
+def report(vae_checkpoint):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "compile", broken_compile)
+        return run_bench(vae_checkpoint, batches=BATCHES, min_time=0.01, warmup=1)
+
+
+def test_a_checkpoint_gets_a_row_for_every_engine_and_batch(report):
+    assert [(r.engine, r.batch) for r in report.rows] == [(e, b) for b in BATCHES for e in CHECKPOINT_ENGINES]
+
+
+def test_a_failing_engine_is_skipped_with_its_first_error_line(report):
+    assert report.skipped == {"torch.compile": "failed at batch 1: RuntimeError: inductor needs a C++ compiler"}
+
+
+def test_rows_are_consistent(report):
+    ceiling = report.ceilings["fp32"]["gflops"]
+    flops = report.model["flops_per_image"]
+    for r in report.rows:
+        assert 0 < r.p50_ms <= r.p90_ms <= r.p99_ms and r.repeats >= 5 and r.first_call_ms > 0
+        assert r.images_per_s == pytest.approx(r.batch / (r.p50_ms / 1e3))
+        assert r.gflops == pytest.approx(flops * r.images_per_s / 1e9)
+        assert r.pct_fp32_ceiling == pytest.approx(100 * r.gflops / ceiling)
+    assert report.row("latentforge torch", 1).threads == str(torch.get_num_threads())
+
+
+def test_report_carries_machine_model_and_ceilings(report, vae_checkpoint):
+    assert report.model["path"] == str(vae_checkpoint) and report.model["format"] == "checkpoint"
+    assert report.model["image_shape"] == [32, 32, 3] and report.model["latent_dim"] == 8
+    assert report.ceilings["fp32"]["gflops"] > 0 and report.ceilings["fp32"]["library"] == "torch.mm"
+    assert report.ceilings["bf16"]["dtype"] == "bfloat16"
+    assert report.machine["physical_cores"] >= 1 and "numpy" in report.machine["versions"]
+    assert report.settings == {"batches": list(BATCHES), "min_time": 0.01, "warmup": 1, "threads": None}
+
+
+def test_table_names_what_is_counted_and_every_engine(report):
+    table = report.table()
+    assert "z in -> float32 image out" in table and "GFLOP/image" in table and "ceilings" in table
+    for engine in CHECKPOINT_ENGINES:
+        assert engine in table
+    assert "skipped torch.compile: failed at batch 1" in table
+    eager_rows = [line for line in table.splitlines() if line.startswith("torch eager")]
+    assert len(eager_rows) == len(BATCHES) and all(" 1.00 " in line for line in eager_rows)  # the x-eager baseline
+
+
+def test_json_round_trips(report, tmp_path):
+    assert BenchReport.from_json(json.loads(json.dumps(report.to_json()))) == report
+    report.write_json(tmp_path / "bench.json")
+    assert BenchReport.from_json(json.loads((tmp_path / "bench.json").read_text())) == report
+
+
+def test_an_onnx_gets_only_onnxruntime_rows(vae_onnx):
+    onnx_report = run_bench(vae_onnx, batches=(2,), min_time=0.01, warmup=0)
+    assert [r.engine for r in onnx_report.rows] == ["latentforge onnxruntime", "onnxruntime default"]
+    assert set(onnx_report.skipped) == {"latentforge torch", "torch eager", "torch.compile"}
+    assert all("needs the checkpoint" in why for why in onnx_report.skipped.values())
+    assert onnx_report.model["flops_source"] == "the ONNX graph's shapes"
+    assert onnx_report.model["flops_per_image"] == 729_088
+
+
+def test_flops_of_the_tiny_vae_by_hand(vae_checkpoint, vae_onnx):
+    # widths (8, 16, 32), latent 8, 32 px RGB. MACs: Linear 8 -> 32*4*4 = 4096;
+    # ConvTranspose k4 s2 scatters each input element to C_out*16 outputs:
+    # 32->16 on 4x4: 16*32*16*16 = 131072; 16->8 on 8x8: 64*16*8*16 = 131072; 8->3 on 16x16: 256*8*3*16 = 98304.
+    expected = 2 * (4096 + 131072 + 131072 + 98304)
+    model = ConvVAE(VAEConfig(base_channels=8, latent_dim=8, image_size=32)).eval()
+    assert count_flops_torch(model, 8) == expected == 729_088
+    assert count_flops_onnx(vae_onnx) == expected
+    assert count_flops_onnx(vae_onnx.read_bytes()) == expected
+
+
+def test_flops_of_the_pytorch_examples_dcgan_generator():
+    # PROTOCOLS.md: nz=100, ngf=64, 64x64x3 generator, 0.209 GFLOP per image.
+    # MACs: 100*512*16 + 16*512*256*16 + 64*256*128*16 + 256*128*64*16 + 1024*64*3*16 = 104,628,224.
+    assert count_flops_torch(DCGAN(DCGANConfig()).eval(), 100) == 2 * 104_628_224
+
+
+def test_the_two_flop_counts_agree_on_a_gan(dcgan_checkpoint, dcgan_onnx):
+    from latentforge.checkpoint import load_checkpoint
+
+    model, info = load_checkpoint(dcgan_checkpoint)
+    assert count_flops_onnx(dcgan_onnx) == count_flops_torch(model, info.config["latent_dim"]) > 0
+
+
+def test_parse_batches_and_bad_settings(vae_onnx):
+    assert parse_batches("1,16,128") == (1, 16, 128)
+    for text in ("", "1,,2", "0", "-4", "a"):
+        with pytest.raises(InputError, match="positive integers"):
+            parse_batches(text)
+    for bad in ({"batches": ()}, {"batches": (1, 0)}, {"min_time": 0}, {"warmup": -1}, {"warmup": 0.5}):
+        with pytest.raises(InputError):
+            run_bench(vae_onnx, **bad)
+
+
+def test_time_calls_repeats_at_least_five_times():
+    calls = []
+    times = time_calls(calls.append, 1, min_time=0.0)
+    assert len(times) == len(calls) == 5 and times.dtype == np.float64 and (times >= 0).all()
+
+
+def test_engines_compute_the_same_image(vae_checkpoint):
+    found, skipped, model = engines.make_engines(vae_checkpoint, compile=False)
+    assert skipped == {"torch.compile": "left out (compile=False)"}
+    z = np.random.default_rng().standard_normal((2, model["latent_dim"]), dtype=np.float32)
+    outputs = [np.asarray(e.run(e.prepare(z))) for e in found]
+    for engine, out in zip(found, outputs):
+        np.testing.assert_allclose(out, outputs[0], atol=1e-4, err_msg=engine.name)
