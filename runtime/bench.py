@@ -17,7 +17,6 @@ from typing import Callable
 import numpy as np
 
 from latentforge.errors import InputError
-from latentforge.files import atomic_write_bytes
 from latentforge.latents import latents
 
 from .engines import COMPILE, EAGER, Engine, make_engines
@@ -62,11 +61,6 @@ class BenchReport:
     def from_json(cls, data: dict) -> BenchReport:
         return cls(**{**data, "rows": [BenchRow(**r) for r in data["rows"]]})
 
-    def write_json(self, path: str | os.PathLike) -> None:
-        import json
-
-        atomic_write_bytes(path, json.dumps(self.to_json(), indent=2).encode())
-
     def table(self) -> str:
         m, mc, s = self.model, self.machine, self.settings
         h, w, c = m["image_shape"]
@@ -99,15 +93,6 @@ class BenchReport:
         lines += [f"skipped {engine}: {why}" for engine, why in self.skipped.items()]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
-
-
-def parse_batches(text: str) -> tuple[int, ...]:
-    """"1,16,128" -> (1, 16, 128), for the CLI's --batch."""
-    try:
-        batches = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise InputError(f"--batch must be comma-separated positive integers like 1,16,128, got {text!r}") from None
-    return _check_batches(batches)
 
 
 def _check_batches(batches) -> tuple[int, ...]:

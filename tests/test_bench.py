@@ -8,7 +8,7 @@ import torch
 from latentforge.errors import InputError
 from latentforge.models import DCGAN, ConvVAE, DCGANConfig, VAEConfig
 from latentforge.runtime import engines
-from latentforge.runtime.bench import BenchReport, parse_batches, run_bench, time_calls
+from latentforge.runtime.bench import BenchReport, run_bench, time_calls
 from latentforge.runtime.flops import count_flops_onnx, count_flops_torch
 
 BATCHES = (1, 3)
@@ -67,10 +67,8 @@ def test_table_names_what_is_counted_and_every_engine(report):
     assert len(eager_rows) == len(BATCHES) and all(" 1.00 " in line for line in eager_rows)  # the x-eager baseline
 
 
-def test_json_round_trips(report, tmp_path):
+def test_json_round_trips(report):
     assert BenchReport.from_json(json.loads(json.dumps(report.to_json()))) == report
-    report.write_json(tmp_path / "bench.json")
-    assert BenchReport.from_json(json.loads((tmp_path / "bench.json").read_text())) == report
 
 
 def test_an_onnx_gets_only_onnxruntime_rows(vae_onnx):
@@ -106,12 +104,9 @@ def test_the_two_flop_counts_agree_on_a_gan(dcgan_checkpoint, dcgan_onnx):
     assert count_flops_onnx(dcgan_onnx) == count_flops_torch(model, info.config["latent_dim"]) > 0
 
 
-def test_parse_batches_and_bad_settings(vae_onnx):
-    assert parse_batches("1,16,128") == (1, 16, 128)
-    for text in ("", "1,,2", "0", "-4", "a"):
-        with pytest.raises(InputError, match="positive integers"):
-            parse_batches(text)
-    for bad in ({"batches": ()}, {"batches": (1, 0)}, {"min_time": 0}, {"warmup": -1}, {"warmup": 0.5}):
+def test_bad_settings(vae_onnx):
+    for bad in ({"batches": ()}, {"batches": (1, 0)}, {"batches": (2.5,)}, {"min_time": 0}, {"warmup": -1},
+                {"warmup": 0.5}):
         with pytest.raises(InputError):
             run_bench(vae_onnx, **bad)
 
