@@ -64,7 +64,7 @@ class BenchReport:
     def table(self) -> str:
         m, mc, s = self.model, self.machine, self.settings
         h, w, c = m["image_shape"]
-        ceilings = ", ".join(f"{k} {v['gflops']:.0f} GFLOP/s ({v['library']}, {v['n']}^2)"
+        ceilings = ", ".join(f"{k} {v['gflops']:.3g} GFLOP/s ({v['library']}, {v['n']}^2)"
                              for k, v in self.ceilings.items())
         lines = [
             f"latentforge bench: {m['path']} ({m['kind']} {m['format']}, z[{m['latent_dim']}] -> {h}x{w}x{c})",
@@ -75,6 +75,7 @@ class BenchReport:
             f"features {' '.join(mc['features']) or 'none listed'}, 1-min load {mc['load_average_1min']:.1f}; "
             + ", ".join(f"{k} {v}" for k, v in mc["versions"].items()) + f"; {mc['date']}",
             f"ceilings (best square matmul, same run): {ceilings} - bf16 is informational; every engine runs fp32",
+            "x eager = torch eager's p50 / the row's p50 at the same batch (> 1 is faster); GFLOP/s and img/s at p50",
             "",
         ]
         header = ("engine", "threads", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "%fp32",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latentforge.checkpoint import read_info
+from latentforge.checkpoint import load_checkpoint, read_info
 from latentforge.errors import BackendUnavailable, InputError
 from latentforge.images import from_uint8, to_uint8
 from latentforge.latents import latents
@@ -116,8 +116,6 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
     info = from_checkpoint(checkpoint)
     if backend == "onnxruntime":
         import_onnxruntime()  # say it is missing before spending seconds on torch and the export
-    from latentforge.checkpoint import load_checkpoint
-
     from .torch_backend import TorchDecoder, checkpoint_to_onnx_bytes
 
     module, checkpoint = load_checkpoint(path)
