@@ -62,7 +62,7 @@ def run_demo(out: str | Path = "demo_out", train: bool = False, steps: int = 150
     from latentforge.images import save_grid
     from latentforge.training.attributes import attribute_directions
     from latentforge.training.data import open_data
-    from latentforge.training.plots import plot_curves
+    from latentforge.training.plots import plot_curves, read_log
 
     start = time.perf_counter()
     out = Path(out)
@@ -106,8 +106,7 @@ def run_demo(out: str | Path = "demo_out", train: bool = False, steps: int = 150
 
     paths["curves"] = out / "curves.png"
     if log.exists():
-        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        plot_curves(records, info.kind, paths["curves"])
+        plot_curves(read_log(log), info.kind, paths["curves"])
         shutil.copyfile(log, out / "train_log.jsonl")
     else:
         del paths["curves"]
