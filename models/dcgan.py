@@ -14,7 +14,8 @@ from torch import nn
 
 from latentforge.errors import InputError
 
-IMAGE_SIZES = (32, 64, 128)
+from .shapes import check_image_config
+
 
 
 @dataclass
@@ -26,12 +27,7 @@ class DCGANConfig:
     ndf: int = 64
 
     def __post_init__(self) -> None:
-        if self.image_size not in IMAGE_SIZES:
-            raise InputError(f"image_size must be one of {IMAGE_SIZES}, got {self.image_size!r}")
-        if self.channels not in (1, 3):
-            raise InputError(f"channels must be 1 or 3, got {self.channels!r}")
-        if not 1 <= self.latent_dim <= 4096:
-            raise InputError(f"latent_dim must be in 1..4096, got {self.latent_dim!r}")
+        check_image_config(self.image_size, self.channels, self.latent_dim)
         for name in ("ngf", "ndf"):
             if not 1 <= getattr(self, name) <= 1024:
                 raise InputError(f"{name} must be in 1..1024, got {getattr(self, name)!r}")

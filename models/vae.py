@@ -13,8 +13,8 @@ from torch import nn
 from latentforge.errors import InputError
 
 from .reparam import reparam_torch
+from .shapes import check_image_config
 
-IMAGE_SIZES = (32, 64, 128)
 OUTPUTS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
 LIKELIHOODS = ("gaussian", "bernoulli")
 
@@ -31,12 +31,7 @@ class VAEConfig:
     obs_sigma: float = 0.1         # Gaussian std, in units of the output range
 
     def __post_init__(self) -> None:
-        if self.image_size not in IMAGE_SIZES:
-            raise InputError(f"image_size must be one of {IMAGE_SIZES}, got {self.image_size!r}")
-        if self.channels not in (1, 3):
-            raise InputError(f"channels must be 1 or 3, got {self.channels!r}")
-        if not 1 <= self.latent_dim <= 4096:
-            raise InputError(f"latent_dim must be in 1..4096, got {self.latent_dim!r}")
+        check_image_config(self.image_size, self.channels, self.latent_dim)
         if not 1 <= self.base_channels <= self.max_channels:
             raise InputError(f"base_channels must be in 1..max_channels ({self.max_channels}), got {self.base_channels!r}")
         if self.output not in OUTPUTS:

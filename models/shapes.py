@@ -1,0 +1,13 @@
+"""What every image model's config must satisfy, checked in one place."""
+from latentforge.errors import InputError
+
+IMAGE_SIZES = (32, 64, 128)
+
+
+def check_image_config(image_size, channels, latent_dim) -> None:
+    if image_size not in IMAGE_SIZES:
+        raise InputError(f"image_size must be one of {IMAGE_SIZES}, got {image_size!r}")
+    if channels not in (1, 3):
+        raise InputError(f"channels must be 1 or 3, got {channels!r}")
+    if not isinstance(latent_dim, int) or not 1 <= latent_dim <= 4096:
+        raise InputError(f"latent_dim must be an integer in 1..4096, got {latent_dim!r}")
