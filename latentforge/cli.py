@@ -99,7 +99,8 @@ def cmd_bench(args) -> None:
 
     if args.json:
         check_output_path(args.json)
-    report = run_bench(args.model, batches=args.batch, min_time=args.min_time, threads=args.threads)
+    report = run_bench(args.model, batches=args.batch, min_time=args.min_time, threads=args.threads,
+                       compile=not args.no_compile)
     print(report.table())
     if args.json:
         atomic_write_bytes(args.json, json.dumps(report.to_json(), indent=2).encode())
@@ -167,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="checkpoint (.safetensors) or exported .onnx")
     p.add_argument("--batch", type=_batches, default=(1, 16, 128), help="comma-separated batch sizes")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed repeats per row")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=int, help="threads for latentforge's backends (peers keep their defaults)")
+    p.add_argument("--no-compile", action="store_true", help="leave out torch.compile (it compiles for ~20 s)")
     p.add_argument("--json", help="write the report as JSON here")
     p.set_defaults(func=cmd_bench)
     return parser
