@@ -24,7 +24,7 @@ def encode_images(model, images: np.ndarray, value_range: tuple[float, float], b
 
 
 def attribute_directions(model, value_range, data, names: list[str] | None = None, n: int = 2000,
-                         split: str = "test") -> dict[str, np.ndarray]:
+                         split: str = "train") -> dict[str, np.ndarray]:
     """One direction per attribute: the split is at the midpoint of the attribute's observed range."""
     names = list(data.attribute_names) if names is None else names
     unknown = [a for a in names if a not in data.attribute_names]
