@@ -27,10 +27,16 @@ def _say(text: str) -> None:
 
 
 def _train(out: Path, steps: int) -> tuple[Path, Path]:
-    from latentforge.training.train import TrainConfig, train
+    """Train a faces VAE with the shipped model's recipe (its config, read from the shipped file)."""
+    from latentforge.checkpoint import read_info
+    from latentforge.training.train import OWN_FLAGS, TrainConfig, train
 
+    recipe = read_info(SHIPPED).config
+    options = {k: v for k, v in recipe.items() if k not in OWN_FLAGS}
     run = out / "run"
     result = train(TrainConfig(kind="vae", data="faces", out=str(run), steps=steps, resume=True,
+                               latent_dim=recipe["latent_dim"], model_options=options,
+                               sample_every=max(steps // 4, 1), checkpoint_every=max(steps // 10, 1),
                                command=f"latentforge demo --train --steps {steps}"))
     return Path(result.checkpoint), run / "log.jsonl"
 

@@ -33,3 +33,11 @@ def test_demo_writes_every_artifact_and_the_edit_opens_the_eyes(tmp_path):
     assert engine.backend == "onnxruntime" and set(engine.attributes) >= {"eyes_open", "smile"}
     np.testing.assert_array_equal(engine.attributes["eyes_open"],
                                   latentforge.load(paths["checkpoint"]).attributes["eyes_open"])
+
+
+def test_demo_train_uses_the_shipped_recipe(tmp_path):
+    result = run_demo(out=tmp_path / "demo", train=True, steps=4, bench=False)
+    trained = read_info(tmp_path / "demo" / "run" / "checkpoint.safetensors")
+    assert trained.step == 4 and trained.config == read_info(SHIPPED).config
+    assert trained.extra["command"] == "latentforge demo --train --steps 4"
+    assert result["paths"]["onnx"].is_file() and result["paths"]["curves"].is_file()
