@@ -1,4 +1,4 @@
-"""Decode speed of a default-size 64px ConvVAE (random weights) on each engine, batch 1 and 16.
+"""Decode speed of the shipped 64px faces VAE on each engine, batch 1 and 16.
 
     pytest benchmarks/ --benchmark-only
 
@@ -7,22 +7,18 @@ compares (see latentforge.runtime.engines); torch.compile is left out here becau
 compile would dominate the suite. Timed: z in -> float32 image out, inputs preallocated.
 """
 import pytest
-import torch
 
-from latentforge.checkpoint import save_checkpoint
+from latentforge.checkpoint import read_info
+from latentforge.demo import SHIPPED
 from latentforge.latents import latents
-from latentforge.models import ConvVAE, VAEConfig
 from latentforge.runtime.engines import COMPILE, ENGINES, make_engines
 
-CONFIG = VAEConfig()  # 64 px RGB, 32-d latents, base 32 channels
+LATENT_DIM = read_info(SHIPPED).config["latent_dim"]
 
 
 @pytest.fixture(scope="session")
-def engines(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("bench") / "vae64.safetensors"
-    save_checkpoint(path, ConvVAE(CONFIG).eval(), data="random", step=0)
-    found, _, _ = make_engines(path, compile=False)
+def engines():
+    found, _, _ = make_engines(SHIPPED, compile=False)
     return {engine.name: engine for engine in found}
 
 
@@ -32,4 +28,4 @@ def test_decode(benchmark, engines, name, batch):
     engine = engines[name]
     benchmark.group = f"decode 64px VAE, batch {batch}"
     benchmark.extra_info["threads"] = engine.threads
-    benchmark(engine.run, engine.prepare(latents(batch, CONFIG.latent_dim, seed=0)))
+    benchmark(engine.run, engine.prepare(latents(batch, LATENT_DIM, seed=0)))
