@@ -6,6 +6,7 @@ by default, or is exported in memory and run on onnxruntime. Latents come from
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -73,11 +74,17 @@ class Model:
             raise InputError(f"z must be real numbers of shape {expected}, got dtype {arr.dtype}")
         if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] != self.latent_dim:
             raise InputError(f"z must have shape {expected} with N >= 1, got {list(arr.shape)}")
-        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, reported just below
-            arr = np.ascontiguousarray(arr, dtype=np.float32)
-        finite = np.isfinite(arr)
-        if not finite.all():
-            row, col = (int(i) for i in np.argwhere(~finite)[0])
+        if arr.dtype != np.float32 or not arr.flags.c_contiguous:
+            # np.errstate costs ~5 us, 2% of a batch-1 decode, so only a real cast pays for it. A float64
+            # beyond float32's range becomes inf here and is reported just below.
+            with np.errstate(over="ignore"):
+                arr = np.ascontiguousarray(arr, dtype=np.float32)
+        # NaN and Inf propagate into a float64 sum (which float32 entries cannot overflow), so a finite sum proves
+        # every entry finite. For a few latents a Python sum is ~7 us cheaper than a numpy ufunc right after an
+        # onnxruntime run: 3% of a batch-1 decode.
+        total = sum(arr.ravel().tolist()) if arr.size <= 256 else float(arr.sum(dtype=np.float64))
+        if not math.isfinite(total):
+            row, col = (int(i) for i in np.argwhere(~np.isfinite(arr))[0])
             raise InputError(f"z must be finite numbers of shape {expected}; z[{row}, {col}] is {arr[row, col]} "
                              "(float32 overflows above 3.4e38)")
         return arr

@@ -194,6 +194,8 @@ def test_missing_onnxruntime_says_how_to_install(vae_onnx, vae_checkpoint, monke
     (np.array([[0.0] * 7 + [np.nan]]), r"finite numbers of shape \[N, 8\]; z\[0, 7\] is nan"),
     (np.array([[0.0] * 8, [np.inf] + [0.0] * 7]), r"z\[1, 0\] is inf"),
     (np.full((1, 8), 1e300), r"z\[0, 0\] is inf"),
+    (np.array([[np.inf, -np.inf] + [0.0] * 6]), r"z\[0, 0\] is inf"),  # cancels to NaN in a sum; still caught
+    (np.where(np.arange(320).reshape(40, 8) == 314, np.nan, 0.0), r"z\[39, 2\] is nan"),  # a large batch
     (np.array([["a"] * 8]), r"real numbers of shape \[N, 8\]"),
 ])
 def test_bad_latents(vae_onnx, z, match):
