@@ -20,7 +20,10 @@ from .files import atomic_write
 
 PREFIX = "latentforge."
 REQUIRED = ("kind", "config", "value_range", "data", "step", "version")
-_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # a pickle protocol byte; torch.save's zip archive
+
+def _looks_like_pickle(head: bytes) -> bool:
+    """A pickle starts with PROTO (0x80) and a protocol number 2..5; torch.save writes a zip archive."""
+    return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head[:4] == b"PK\x03\x04"
 
 
 @dataclass
@@ -50,15 +53,18 @@ def _check_file(path: Path) -> None:
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the path")
     if path.is_dir():
         raise CheckpointError(f"checkpoint {str(path)!r} is a folder; pass the .safetensors file inside it")
+    size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(8)
-        if head[:1] == _PICKLE_MAGIC[0] or head[:4] == _PICKLE_MAGIC[1]:
-            raise CheckpointError(f"{str(path)!r} is a pickle/torch.save file; latentforge never unpickles. "
-                                  "Save weights with safetensors (safetensors.torch.save_file) instead")
-        size = path.stat().st_size
-        if len(head) < 8 or struct.unpack("<Q", head)[0] + 8 > size:
-            raise CheckpointError(f"{str(path)!r} is truncated or not a safetensors file ({size} bytes); "
-                                  "re-save or re-download it")
+        head = f.read(9)
+    # A safetensors file is an 8-byte little-endian header length, then the JSON header. Check that
+    # first: a header length's low byte can be 0x80, the same byte a pickle starts with.
+    if len(head) == 9 and struct.unpack("<Q", head[:8])[0] + 8 <= size and head[8:9] == b"{":
+        return
+    if _looks_like_pickle(head):
+        raise CheckpointError(f"{str(path)!r} is a pickle/torch.save file; latentforge never unpickles. "
+                              "Save the weights with safetensors (safetensors.torch.save_file) instead")
+    raise CheckpointError(f"{str(path)!r} is truncated or not a safetensors file ({size} bytes); "
+                          "re-save or re-download it")
 
 
 def read_info(path: str | os.PathLike) -> CheckpointInfo:
@@ -76,7 +82,7 @@ def read_info(path: str | os.PathLike) -> CheckpointInfo:
     if missing:
         raise CheckpointError(f"{str(path)!r} is a safetensors file but not a latentforge checkpoint "
                               f"(metadata lacks {', '.join(PREFIX + k for k in missing)}); "
-                              "train one with `latentforge train` or export foreign weights with `latentforge export`")
+                              "train one with `latentforge train`")
     try:
         lo, hi = json.loads(meta[PREFIX + "value_range"])
         info = CheckpointInfo(path=path, kind=meta[PREFIX + "kind"], config=json.loads(meta[PREFIX + "config"]),

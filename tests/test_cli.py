@@ -107,3 +107,16 @@ def test_export_cli_writes_report(files, tmp_path, capsys):
     report = json.loads((tmp_path / "parity.json").read_text())
     assert report["passed"] and len(report["outputs"]) == 2
     assert "PASS" in capsys.readouterr().out
+
+
+def test_a_checkpoint_whose_header_length_starts_with_the_pickle_byte_loads(tmp_path):
+    from latentforge.checkpoint import read_info
+
+    model = ConvVAE(VAEConfig(image_size=32, latent_dim=4, base_channels=4))
+    path = tmp_path / "c.safetensors"
+    for pad in range(0, 512, 8):  # safetensors pads headers to 8 bytes: some length has low byte 0x80
+        save_checkpoint(path, model, data="faces", step=1, extra={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert read_info(path).kind == "vae"
