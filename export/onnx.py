@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -77,7 +78,9 @@ def to_onnx_bytes(model: torch.nn.Module, latent_dim: int, meta: dict[str, str],
     decoder = Decoder(model).eval()
     example = torch.from_numpy(latents(2, latent_dim, seed=0))
     # The exporter logs about optional torchvision ops and deprecated pytree APIs; neither concerns us.
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.inference_mode(False):
         warnings.simplefilter("ignore")
         try:
@@ -87,6 +90,8 @@ def to_onnx_bytes(model: torch.nn.Module, latent_dim: int, meta: dict[str, str],
         except Exception as e:
             raise ExportError(f"torch.onnx could not export the {meta.get(META + 'kind')} decoder at opset {opset}: "
                               f"{str(e).splitlines()[0]}") from e
+        finally:
+            onnx_logger.setLevel(level)
     proto = program.model_proto
     proto.producer_name = "latentforge"
     proto.producer_version = __version__
@@ -118,9 +123,11 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, opset:
                 atol: float = 1e-4, rtol: float = 1e-3) -> ExportResult:
     """Export a checkpoint's decoder to `out`; raise ParityError (writing nothing) if onnxruntime disagrees."""
     out = check_output_path(out)
+    if out.suffix.lower() != ".onnx":
+        raise InputError(f"output must end in .onnx (load() tells formats by suffix), got {str(out)!r}")
     if not 14 <= opset <= 23:
         raise InputError(f"opset must be in 14..23, got {opset}")
-    if atol < 0 or rtol < 0:
+    if not (math.isfinite(atol) and math.isfinite(rtol)) or atol < 0 or rtol < 0:
         raise InputError(f"tolerances must be >= 0, got atol={atol}, rtol={rtol}")
     model, info = load_checkpoint(checkpoint)
     meta = metadata(info)

@@ -20,6 +20,16 @@ def _batches(text: str) -> tuple[int, ...]:
     return values
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
@@ -29,14 +39,18 @@ def cmd_demo(args) -> None:
 def cmd_train(args) -> None:
     from latentforge.training.train import TrainConfig, train
 
-    options = json.loads(args.model_options) if args.model_options else {}
+    try:
+        options = json.loads(args.model_options) if args.model_options else {}
+    except json.JSONDecodeError as e:
+        raise InputError(f"--model-options is not valid JSON ({e.msg} at column {e.colno}): "
+                         f"{args.model_options!r}; write it like '{{\"base_channels\": 16}}'") from None
     if not isinstance(options, dict):
         raise InputError(f"--model-options must be a JSON object, got {args.model_options!r}")
     cfg = TrainConfig(kind=args.kind, data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
                       image_size=args.image_size, latent_dim=args.latent_dim, beta=args.beta, lr=args.lr,
                       seed=args.seed, labels=args.labels, model_options=options, sample_every=args.sample_every,
                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
-                      command="latentforge " + shlex.join(sys.argv[1:]))
+                      command="latentforge " + shlex.join(args.argv))
     result = train(cfg)
     print(f"checkpoint: {result.checkpoint} (step {result.step}, {result.seconds:.0f} s)")
 
@@ -74,7 +88,11 @@ def cmd_sample(args) -> None:
     model = load(args.model, backend=args.backend)
     images = model.sample(args.n, seed=args.seed, temperature=args.temperature)
     if out.suffix.lower() == ".npy":
-        atomic_write(out, lambda tmp: np.save(open(tmp, "wb"), images))
+        def write_npy(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.save(f, images, allow_pickle=False)
+
+        atomic_write(out, write_npy)
     else:
         save_grid(images, out, scale=args.scale)
     print(f"wrote {out} ({len(images)} images from {model.backend})")
@@ -86,6 +104,8 @@ def cmd_interpolate(args) -> None:
     from latentforge.images import save_grid
 
     out = check_output_path(args.output)
+    if out.suffix.lower() != ".png":
+        raise InputError(f"output must end in .png (one strip of images), got {str(out)!r}")
     model = load(args.model, backend=args.backend)
     z0, z1 = latents(2, model.latent_dim, seed=args.seed)
     images = model.decode(interpolate(z0, z1, args.steps, args.method))
@@ -155,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--output", required=True)
         p.add_argument("--seed", type=int)
         p.add_argument("--backend", default="auto", help="auto | onnxruntime | torch")
-        p.add_argument("--scale", type=int, default=2, help="enlarge PNG pixels this many times")
+        p.add_argument("--scale", type=_positive, default=2, help="enlarge PNG pixels this many times")
         if name == "sample":
             p.add_argument("-n", type=int, default=64)
             p.add_argument("--temperature", type=float, default=1.0)
@@ -177,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args.func(args)
     except LatentforgeError as e:

@@ -18,6 +18,8 @@ def latents(n: int, dim: int, seed: int | None = None, temperature: float = 1.0)
         raise InputError(f"latent dim must be a positive integer, got {dim!r}")
     if not np.isfinite(temperature) or temperature < 0:
         raise InputError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise InputError(f"seed must be an integer >= 0 or None, got {seed!r}")
     rng = np.random.Generator(np.random.PCG64(seed))
     z = rng.standard_normal((int(n), int(dim)), dtype=np.float32)
     if temperature != 1.0:

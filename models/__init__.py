@@ -29,7 +29,8 @@ def make_config(kind: str, config: dict):
 
 def build_model(kind: str, config: dict) -> nn.Module:
     """A fresh, untrained model of `kind` ("vae" | "dcgan") from a config dict."""
-    return MODELS[kind][0](make_config(kind, config))
+    config = make_config(kind, config)  # checks the kind first
+    return MODELS[kind][0](config)
 
 
 __all__ = [

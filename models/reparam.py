@@ -13,11 +13,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from latentforge.errors import InputError
+
 
 def reparam_python(mu: Sequence[float], logvar: Sequence[float], eps: Sequence[float] | None = None) -> list[float]:
     """Level 0, pure Python: one latent vector, eps from random.gauss when not given."""
     if len(mu) != len(logvar) or (eps is not None and len(eps) != len(mu)):
-        raise ValueError(f"mu, logvar and eps must have the same length, got {len(mu)}, {len(logvar)}, "
+        raise InputError(f"mu, logvar and eps must have the same length, got {len(mu)}, {len(logvar)}, "
                          f"{None if eps is None else len(eps)}")
     if eps is None:
         eps = [random.gauss(0.0, 1.0) for _ in mu]

@@ -28,7 +28,7 @@ class VAEConfig:
     max_channels: int = 256
     output: str = "sigmoid"        # "sigmoid" -> images in [0, 1]; "tanh" -> [-1, 1]
     likelihood: str = "gaussian"   # p(x|z): Gaussian with fixed obs_sigma, or Bernoulli (sigmoid output only)
-    obs_sigma: float = 0.1         # Gaussian std, in units of the output range
+    obs_sigma: float = 0.1         # Gaussian std of p(x|z), in the model's pixel units (the output value range)
 
     def __post_init__(self) -> None:
         check_image_config(self.image_size, self.channels, self.latent_dim)

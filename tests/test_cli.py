@@ -120,3 +120,26 @@ def test_a_checkpoint_whose_header_length_starts_with_the_pickle_byte_loads(tmp_
             break
     assert path.read_bytes()[0] == 0x80
     assert read_info(path).kind == "vae"
+
+
+def test_more_bad_inputs_get_one_line_and_leave_nothing(files, tmp_path, capsys):
+    cases = [
+        (["sample", files["ckpt"], "-n", 2, "--seed", -1, "-o", tmp_path / "s.png"], "seed"),
+        (["interpolate", files["ckpt"], "-o", tmp_path / "walk.npy"], ".png"),
+        (["export", files["ckpt"], "-o", tmp_path / "m.txt"], ".onnx"),
+        (["export", files["ckpt"], "-o", tmp_path / "m.onnx", "--atol", "nan"], "tolerances"),
+        (["train", "vae", "--data", tmp_path / "no_such_folder", "--out", tmp_path / "run"], "no_such_folder"),
+        (["train", "vae", "--out", tmp_path / "run", "--model-options", "{bad"], "JSON"),
+    ]
+    for argv, needle in cases:
+        code, err = run_cli(argv, capsys)
+        assert code == 2 and needle in err and "\n" not in err, (argv, err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_model_kind_is_a_checkpoint_error(tmp_path):
+    from latentforge.errors import CheckpointError
+    from latentforge.models import build_model
+
+    with pytest.raises(CheckpointError, match="unknown model kind 'wgan'"):
+        build_model("wgan", {})

@@ -117,7 +117,7 @@ class TrainResult:
 def train(cfg: TrainConfig, data=None) -> TrainResult:
     """Train `cfg.kind` on `cfg.data` (or on an already-open ImageData `data`) into cfg.out."""
     started = time.perf_counter()
-    run_dir = _run_dir(cfg.out)
+    run_dir = Path(cfg.out)
     ckpt, log_path = run_dir / "checkpoint.safetensors", run_dir / "log.jsonl"
     if ckpt.exists() and not cfg.resume:
         raise InputError(f"RUN_DIR {str(run_dir)!r} has a checkpoint at step {read_info(ckpt).step}; "
@@ -125,6 +125,7 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
     data = _open_data(cfg, data)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
     model = _build_model(cfg, cfg.model_config(data.image_size, data.channels)).to(device).train()
+    _make_run_dir(run_dir)  # only once the data and the model are known to be good: bad input leaves no folder
     optimizers = _optimizers(cfg, model)
     identity = _run_identity(cfg, model, data)
     step, wall_offset, records = _start_or_resume(cfg, ckpt, log_path, model, optimizers, identity, device)
@@ -192,15 +193,13 @@ def _open_data(cfg: TrainConfig, data):
     return data
 
 
-def _run_dir(out: str) -> Path:
-    run_dir = Path(out)
+def _make_run_dir(run_dir: Path) -> None:
     if run_dir.exists() and not run_dir.is_dir():
-        raise InputError(f"--out {out!r} is a file; give a folder for the run")
+        raise InputError(f"--out {str(run_dir)!r} is a file; give a folder for the run")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise InputError(f"cannot create run folder {out!r} ({e.strerror}); choose another --out") from None
-    return run_dir
+        raise InputError(f"cannot create run folder {str(run_dir)!r} ({e.strerror}); choose another --out") from None
 
 
 def _build_model(cfg: TrainConfig, config):
