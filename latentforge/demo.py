@@ -8,13 +8,13 @@ exported engine -> training curves -> the benchmark table.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
+from .files import atomic_write_bytes
 
 WEIGHTS = Path(__file__).parent / "weights"
 SHIPPED = WEIGHTS / "faces_vae.safetensors"
@@ -113,12 +113,11 @@ def run_demo(out: str | Path = "demo_out", train: bool = False, steps: int = 150
     paths["curves"] = out / "curves.png"
     if log.exists():
         plot_curves(read_log(log), info.kind, paths["curves"])
-        shutil.copyfile(log, out / "train_log.jsonl")
+        atomic_write_bytes(out / "train_log.jsonl", log.read_bytes())
     else:
         del paths["curves"]
 
     if bench:
-        from latentforge.files import atomic_write_bytes
         from latentforge.runtime.bench import run_bench
 
         _say("benchmarking (batch 1, 16, 128) ...")
