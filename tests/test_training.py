@@ -151,16 +151,50 @@ def test_resume_refuses_a_different_run(tmp_path, change, field):
         train(config("vae", tmp_path, steps=4, resume=True, **change), data=SquaresData())
 
 
-def test_resume_refuses_another_kind_and_a_mismatched_state(tmp_path):
+def test_resume_refuses_another_kind(tmp_path):
     train(config("vae", tmp_path, steps=2), data=SquaresData())
     with pytest.raises(TrainingError, match=r"differs from RUN_DIR.s checkpoint in kind \(checkpoint .vae., now .dcgan.\); "):
         train(config("dcgan", tmp_path, steps=4, resume=True), data=SquaresData())
-    ckpt = tmp_path / "checkpoint.safetensors"
+
+
+def test_a_kill_between_state_and_weights_still_resumes_exactly(tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(config("vae", whole, steps=4), data=SquaresData())
+    train(config("vae", parts, steps=2), data=SquaresData())
+    ckpt = parts / "checkpoint.safetensors"
     weights = ckpt.read_bytes()
-    train(config("vae", tmp_path, steps=3, resume=True), data=SquaresData())
+    train(config("vae", parts, steps=3, resume=True), data=SquaresData())
     ckpt.write_bytes(weights)  # as if killed after writing the step-3 state but before the step-3 weights
-    with pytest.raises(TrainingError, match="is at step 2 but .* at step 3"):
-        train(config("vae", tmp_path, steps=4, resume=True), data=SquaresData())
+    train(config("vae", parts, steps=4, resume=True), data=SquaresData())
+    a, b = load_file(whole / "checkpoint.safetensors"), load_file(ckpt)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigkilled_cli_run_resumes_to_the_same_weights(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def argv(out, resume=False):
+        return [sys.executable, "-m", "latentforge.cli", "train", "vae", "--data", "digits", "--out", str(out),
+                "--steps", "300", "--checkpoint-every", "5", "--sample-every", "1000", "--latent-dim", "4",
+                "--model-options", '{"base_channels": 4}', "--no-progress"] + (["--resume"] if resume else [])
+
+    killed = subprocess.Popen(argv(tmp_path / "killed"))
+    state = state_path(tmp_path / "killed" / "checkpoint.safetensors")
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline and killed.poll() is None:
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    subprocess.run(argv(tmp_path / "killed", resume=True), check=True)
+    subprocess.run(argv(tmp_path / "whole"), check=True)
+    a = load_file(tmp_path / "whole" / "checkpoint.safetensors")
+    b = load_file(tmp_path / "killed" / "checkpoint.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_forgets_what_was_logged_after_the_checkpoint(tmp_path):

@@ -341,10 +341,14 @@ def _save_samples(model, z: torch.Tensor, path: Path) -> None:
 
 def _save(ckpt: Path, model, optimizers, data_name: str, step: int, cfg: TrainConfig, identity: dict,
           wall: float) -> None:
-    """The resume state first, then the weights; both carry the step, and a resume refuses a mismatched pair."""
+    """The resume state (weights included, so it is complete on its own) first, then the checkpoint.
+
+    A kill between the two writes leaves a state one save newer than the checkpoint; resume reads the state.
+    """
     from safetensors.torch import save_file
 
-    tensors, groups = {}, []
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    groups = []
     for i, opt in enumerate(optimizers):
         sd = opt.state_dict()
         groups.append(sd["param_groups"])
@@ -363,7 +367,6 @@ def _load_for_resume(ckpt: Path, model, optimizers, identity: dict, device) -> t
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    info = read_info(ckpt)
     spath = state_path(ckpt)
     if not spath.exists():
         raise TrainingError(f"{ckpt} has no training state ({spath.name}), so it cannot be resumed exactly; "
@@ -382,10 +385,7 @@ def _load_for_resume(ckpt: Path, model, optimizers, identity: dict, device) -> t
     if differences:
         raise TrainingError(f"cannot resume: this run differs from RUN_DIR's checkpoint in {', '.join(differences)}; "
                             "use the same settings or choose a new --out")
-    if step != info.step:
-        raise TrainingError(f"cannot resume: {ckpt.name} is at step {info.step} but {spath.name} at step {step} "
-                            "(a save was interrupted); start a new --out")
-    model.load_state_dict(load_file(str(ckpt), device=str(device)))
+    model.load_state_dict({k.removeprefix("model."): v.to(device) for k, v in state.items() if k.startswith("model.")})
     for i, opt in enumerate(optimizers):
         per_param: dict[int, dict] = {}
         for key, value in state.items():
