@@ -274,7 +274,8 @@ def test_likelihoods_match_torch_distributions():
 def test_bits_per_dim_of_the_uniform_density_is_eight(value_range):
     lo, hi = value_range
     dims = 3 * 8 * 8
-    assert losses.bits_per_dim(-dims * math.log(hi - lo), dims, value_range) == pytest.approx(8.0)
+    width = 256 * (hi - lo) / 255  # the 256 pixel bins, each (hi - lo) / 255 wide, centred on lo + k * (hi - lo) / 255
+    assert losses.bits_per_dim(-dims * math.log(width), dims, value_range) == pytest.approx(8.0)
 
 
 def test_gan_losses_at_an_undecided_discriminator():

@@ -41,11 +41,11 @@ def vae_terms(model, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, 
 
 def bits_per_dim(elbo_nats: float, dims: int, value_range: tuple[float, float]) -> float:
     """Bits per dimension of a per-image ELBO (nats) on pixels quantized to 256 levels."""
-    # The model's density p is over continuous values in [lo, hi]; an 8-bit pixel is a bin of width
-    # (hi - lo) / 256, whose probability is about p * (hi - lo) / 256. So per image
-    # log P(bins) ~= ELBO + D * ln((hi - lo) / 256), and bpd = -(ELBO + D * ln((hi - lo) / 256)) / (D * ln 2).
+    # The model's density p is over continuous values; 8-bit pixel k sits at lo + k * w with w = (hi - lo) / 255
+    # (images.from_uint8), so its bin has width w and probability about p * w. So per image
+    # log P(bins) ~= ELBO + D * ln(w), and bpd = -(ELBO + D * ln(w)) / (D * ln 2).
     lo, hi = value_range
-    return -(elbo_nats + dims * math.log((hi - lo) / 256.0)) / (dims * math.log(2.0))
+    return -(elbo_nats + dims * math.log((hi - lo) / 255.0)) / (dims * math.log(2.0))
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
