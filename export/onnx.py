@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from latentforge import __version__
+from latentforge.checkpoint import PREFIX as META
 from latentforge.checkpoint import CheckpointInfo, load_checkpoint
 from latentforge.errors import ExportError, InputError, ParityError
 from latentforge.files import atomic_write_bytes, check_output_path
@@ -24,7 +25,6 @@ from latentforge.latents import latents
 
 from .parity import OutputParity, compare
 
-META = "latentforge."
 DEFAULT_OPSET = 18
 PARITY_BATCHES = (1, 16)
 

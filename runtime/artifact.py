@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from latentforge.checkpoint import PREFIX as META
 from latentforge.checkpoint import CheckpointInfo
 from latentforge.errors import CheckpointError
 
-META = "latentforge."
 ONNX_SUFFIX = ".onnx"
 
 

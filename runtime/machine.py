@@ -32,8 +32,9 @@ def _cpuinfo_records() -> list[dict[str, str]]:
 def physical_cores() -> int:
     """Distinct (package, core) pairs: SMT siblings share one core's FMA units, so more threads only contend."""
     records = _cpuinfo_records()
-    cores = {(r.get("physical id"), r.get("core id")) for r in records if "core id" in r}
-    return len(cores) or os.cpu_count() or 1
+    cores = len({(r.get("physical id"), r.get("core id")) for r in records if "core id" in r}) or os.cpu_count() or 1
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    return max(1, min(cores, allowed))  # a container or taskset may allow fewer CPUs than the machine has
 
 
 def cpu_model() -> str:

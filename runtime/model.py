@@ -36,7 +36,6 @@ class Model:
         self.attributes: dict[str, np.ndarray] = info.attributes
         self.backend: str = decoder.name
         self.threads: int = decoder.threads
-        self._format = info.format
         self._decoder = decoder
         self._encoder = encoder
 
@@ -44,13 +43,23 @@ class Model:
         """n images as uint8 [n, H, W, C] from z = latents(n, latent_dim, seed, temperature)."""
         return self.decode(latents(n, self.latent_dim, seed, temperature))
 
-    def decode(self, z) -> np.ndarray:
-        """Latents [N, D] -> uint8 [N, H, W, C]."""
-        return to_uint8(self.decode_float(z), self.value_range)
+    def decode(self, z, chunk: int = 256) -> np.ndarray:
+        """Latents [N, D] -> uint8 [N, H, W, C], `chunk` at a time, so a large N needs no float copy of it all."""
+        z = self._check_latents(z)
+        out = np.empty((len(z), *self.image_shape), dtype=np.uint8)
+        for i in range(0, len(z), chunk):
+            out[i:i + chunk] = to_uint8(self._run(z[i:i + chunk]), self.value_range)
+        return out
 
     def decode_float(self, z) -> np.ndarray:
         """Latents [N, D] -> float32 [N, C, H, W] in `value_range`, exactly what the backend computed."""
-        return self._decoder(self._check_latents(z))
+        return self._run(self._check_latents(z))
+
+    def _run(self, z: np.ndarray) -> np.ndarray:
+        try:
+            return self._decoder(z)
+        except MemoryError:
+            raise InputError(f"decoding {len(z)} latents at once ran out of memory; decode fewer at a time") from None
 
     def encode(self, images) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [N, H, W, C] -> (mu, logvar), float32 [N, D] each. VAE checkpoints only."""

@@ -143,3 +143,12 @@ def test_unknown_model_kind_is_a_checkpoint_error(tmp_path):
 
     with pytest.raises(CheckpointError, match="unknown model kind 'wgan'"):
         build_model("wgan", {})
+
+
+def test_chunked_decode_equals_one_batch(files):
+    import latentforge
+    from latentforge.images import to_uint8
+
+    model = latentforge.load(files["ckpt"])
+    z = latentforge.latents(7, model.latent_dim)
+    np.testing.assert_array_equal(model.decode(z, chunk=3), to_uint8(model.decode_float(z), model.value_range))
