@@ -5,7 +5,6 @@ import argparse
 import json
 import shlex
 import sys
-from pathlib import Path
 
 from .errors import InputError, LatentforgeError
 

@@ -12,20 +12,21 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from latentforge.checkpoint import read_info, save_checkpoint, state_path
+from latentforge.checkpoint import read_info
 from latentforge.errors import InputError, TrainingError
 from latentforge.files import atomic_write
 from latentforge.latents import latents
 
 from . import losses
 from .plots import plot_curves, read_log
+from .state import load_state, save_state
 
 KINDS = ("vae", "dcgan")
 DEFAULT_LR = {"vae": 1e-3, "dcgan": 2e-4}
@@ -173,7 +174,7 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
                 if bad:
                     raise TrainingError(f"weights became non-finite ({bad}) at step {step}; "
                                         f"{_bad_loss_hint(cfg, saved_step, ckpt)}")
-                _save(ckpt, model, optimizers, data.name, step, cfg, identity, wall)
+                save_state(ckpt, model, optimizers, data.name, step, cfg, identity, wall)
                 saved_step = step
     finally:
         bar.close()
@@ -341,72 +342,13 @@ def _save_samples(model, z: torch.Tensor, path: Path) -> None:
     save_grid(to_uint8(images.cpu().numpy(), model.config.value_range), path, nrow=8)
 
 
-def _save(ckpt: Path, model, optimizers, data_name: str, step: int, cfg: TrainConfig, identity: dict,
-          wall: float) -> None:
-    """The resume state (weights included, so it is complete on its own) first, then the checkpoint.
-
-    A kill between the two writes leaves a state one save newer than the checkpoint; resume reads the state.
-    """
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    groups = []
-    for i, opt in enumerate(optimizers):
-        sd = opt.state_dict()
-        groups.append(sd["param_groups"])
-        for index, state in sd["state"].items():
-            for name, value in state.items():
-                tensors[f"opt{i}.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    train_json = json.dumps(asdict(cfg), sort_keys=True)
-    meta = {"step": str(step), "run": json.dumps(identity, sort_keys=True), "train": train_json,
-            "param_groups": json.dumps(groups), "wall_s": repr(wall)}
-    atomic_write(state_path(ckpt), lambda tmp: save_file(tensors, tmp, metadata=meta))
-    save_checkpoint(ckpt, model, data=data_name, step=step, extra={"command": cfg.command, "train": train_json})
-
-
-def _load_for_resume(ckpt: Path, model, optimizers, identity: dict, device) -> tuple[int, float]:
-    """Load weights and optimizer state from RUN_DIR; returns (step, wall seconds so far)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    spath = state_path(ckpt)
-    if not spath.exists():
-        raise TrainingError(f"{ckpt} has no training state ({spath.name}), so it cannot be resumed exactly; "
-                            "start a new --out (the weights themselves are fine to sample from)")
-    try:
-        with safe_open(str(spath), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(spath))
-        stored, step, groups = json.loads(meta["run"]), int(meta["step"]), json.loads(meta["param_groups"])
-    except Exception as e:  # a damaged or foreign file: safetensors, JSON and key errors alike
-        raise TrainingError(f"training state {spath} is unreadable ({type(e).__name__}: {e}); "
-                            "start a new --out") from None
-    differing = [k for k in sorted(set(stored) | set(identity)) if stored.get(k) != identity.get(k)]
-    differences = [f"{k} (checkpoint {stored.get(k)!r}, now {identity.get(k)!r})"  # another kind differs in all else
-                   for k in (["kind"] if "kind" in differing else differing)]
-    if differences:
-        raise TrainingError(f"cannot resume: this run differs from RUN_DIR's checkpoint in {', '.join(differences)}; "
-                            "use the same settings or choose a new --out")
-    model.load_state_dict({k.removeprefix("model."): v.to(device) for k, v in state.items() if k.startswith("model.")})
-    for i, opt in enumerate(optimizers):
-        per_param: dict[int, dict] = {}
-        for key, value in state.items():
-            owner, index, name = key.split(".", 2)
-            if owner == f"opt{i}":
-                per_param.setdefault(int(index), {})[name] = value
-        for group in groups[i]:
-            group["betas"] = tuple(group["betas"])
-        opt.load_state_dict({"state": per_param, "param_groups": groups[i]})
-    return step, float(meta.get("wall_s", 0.0))
-
-
 def _start_or_resume(cfg, ckpt: Path, log_path: Path, model, optimizers, identity: dict, device):
     """Load RUN_DIR's checkpoint when resuming; returns (step, wall seconds so far, log records so far)."""
     if not (cfg.resume and ckpt.exists()):
         _write_log(log_path, [])
         note = "no checkpoint in RUN_DIR; started fresh" if cfg.resume else "started"
         return 0, 0.0, [_event(log_path, 0, 0.0, note)]
-    step, wall = _load_for_resume(ckpt, model, optimizers, identity, device)
+    step, wall = load_state(ckpt, model, optimizers, identity, device)
     records = [r for r in read_log(log_path) if r["step"] <= step]  # what a killed run logged after its checkpoint goes
     _write_log(log_path, records)
     return step, wall, records + [_event(log_path, step, wall, f"resumed from {ckpt} at step {step}")]

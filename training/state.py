@@ -1,0 +1,71 @@
+"""Training state for an exact resume: optimizer moments and weights in one safetensors file beside the checkpoint."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from latentforge.checkpoint import save_checkpoint, state_path
+from latentforge.errors import TrainingError
+from latentforge.files import atomic_write
+
+
+def save_state(ckpt: Path, model, optimizers, data_name: str, step: int, cfg, identity: dict,
+          wall: float) -> None:
+    """The resume state (weights included, so it is complete on its own) first, then the checkpoint.
+
+    A kill between the two writes leaves a state one save newer than the checkpoint; resume reads the state.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    groups = []
+    for i, opt in enumerate(optimizers):
+        sd = opt.state_dict()
+        groups.append(sd["param_groups"])
+        for index, state in sd["state"].items():
+            for name, value in state.items():
+                tensors[f"opt{i}.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    train_json = json.dumps(asdict(cfg), sort_keys=True)
+    meta = {"step": str(step), "run": json.dumps(identity, sort_keys=True), "train": train_json,
+            "param_groups": json.dumps(groups), "wall_s": repr(wall)}
+    atomic_write(state_path(ckpt), lambda tmp: save_file(tensors, tmp, metadata=meta))
+    save_checkpoint(ckpt, model, data=data_name, step=step, extra={"command": cfg.command, "train": train_json})
+
+
+def load_state(ckpt: Path, model, optimizers, identity: dict, device) -> tuple[int, float]:
+    """Load weights and optimizer state from RUN_DIR; returns (step, wall seconds so far)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    spath = state_path(ckpt)
+    if not spath.exists():
+        raise TrainingError(f"{ckpt} has no training state ({spath.name}), so it cannot be resumed exactly; "
+                            "start a new --out (the weights themselves are fine to sample from)")
+    try:
+        with safe_open(str(spath), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(spath))
+        stored, step, groups = json.loads(meta["run"]), int(meta["step"]), json.loads(meta["param_groups"])
+    except Exception as e:  # a damaged or foreign file: safetensors, JSON and key errors alike
+        raise TrainingError(f"training state {spath} is unreadable ({type(e).__name__}: {e}); "
+                            "start a new --out") from None
+    differing = [k for k in sorted(set(stored) | set(identity)) if stored.get(k) != identity.get(k)]
+    differences = [f"{k} (checkpoint {stored.get(k)!r}, now {identity.get(k)!r})"  # another kind differs in all else
+                   for k in (["kind"] if "kind" in differing else differing)]
+    if differences:
+        raise TrainingError(f"cannot resume: this run differs from RUN_DIR's checkpoint in {', '.join(differences)}; "
+                            "use the same settings or choose a new --out")
+    model.load_state_dict({k.removeprefix("model."): v.to(device) for k, v in state.items() if k.startswith("model.")})
+    for i, opt in enumerate(optimizers):
+        per_param: dict[int, dict] = {}
+        for key, value in state.items():
+            owner, index, name = key.split(".", 2)
+            if owner == f"opt{i}":
+                per_param.setdefault(int(index), {})[name] = value
+        for group in groups[i]:
+            group["betas"] = tuple(group["betas"])
+        opt.load_state_dict({"state": per_param, "param_groups": groups[i]})
+    return step, float(meta.get("wall_s", 0.0))
