@@ -14,7 +14,7 @@ from torch import nn
 
 from latentforge.errors import InputError
 
-from .shapes import check_image_config
+from .shapes import check_image_config, levels
 
 
 
@@ -38,8 +38,7 @@ class DCGANConfig:
 
     @property
     def levels(self) -> int:
-        """Stride-2 layers between 4x4 and the image: 32 -> 3, 64 -> 4, 128 -> 5."""
-        return self.image_size.bit_length() - 3
+        return levels(self.image_size)
 
     def to_dict(self) -> dict:
         return asdict(self)

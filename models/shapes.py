@@ -4,6 +4,11 @@ from latentforge.errors import InputError
 IMAGE_SIZES = (32, 64, 128)
 
 
+def levels(image_size: int) -> int:
+    """Stride-2 layers between a 4x4 map and the image: 32 -> 3, 64 -> 4, 128 -> 5."""
+    return image_size.bit_length() - 3
+
+
 def check_image_config(image_size, channels, latent_dim) -> None:
     if image_size not in IMAGE_SIZES:
         raise InputError(f"image_size must be one of {IMAGE_SIZES}, got {image_size!r}")

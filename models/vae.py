@@ -13,7 +13,7 @@ from torch import nn
 from latentforge.errors import InputError
 
 from .reparam import reparam_torch
-from .shapes import check_image_config
+from .shapes import check_image_config, levels
 
 OUTPUTS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
 LIKELIHOODS = ("gaussian", "bernoulli")
@@ -49,8 +49,7 @@ class VAEConfig:
 
     def widths(self) -> list[int]:
         """Channel width at each resolution from image_size/2 down to 4."""
-        levels = self.image_size.bit_length() - 3  # 32 -> 3, 64 -> 4, 128 -> 5 halvings to reach 4x4
-        return [min(self.base_channels * 2**i, self.max_channels) for i in range(levels)]
+        return [min(self.base_channels * 2**i, self.max_channels) for i in range(levels(self.image_size))]
 
     def to_dict(self) -> dict:
         return asdict(self)

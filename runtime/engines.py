@@ -75,7 +75,7 @@ def make_engines(path: str | os.PathLike, threads: int | None = None,
     eager, _ = load_checkpoint(path)
     flops = count_flops_torch(eager, on_torch.latent_dim)
     engines = [latentforge_engine(LATENTFORGE_ORT, on_ort), latentforge_engine(LATENTFORGE_TORCH, on_torch),
-               ort_default_engine(on_ort._decoder.source),  # the graph `load` exported in memory, not exported twice
+               ort_default_engine(on_ort.onnx_source),  # the graph `load` exported in memory, not exported twice
                torch_engine(EAGER, eager.decode)]
     skipped = {}
     if compile:

@@ -39,6 +39,11 @@ class Model:
         self._decoder = decoder
         self._encoder = encoder
 
+    @property
+    def onnx_source(self):
+        """The ONNX graph this model runs (a path, or the bytes exported in memory); None on the torch backend."""
+        return getattr(self._decoder, "source", None)
+
     def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
         """n images as uint8 [n, H, W, C] from z = latents(n, latent_dim, seed, temperature)."""
         return self.decode(latents(n, self.latent_dim, seed, temperature))

@@ -152,3 +152,10 @@ def test_chunked_decode_equals_one_batch(files):
     model = latentforge.load(files["ckpt"])
     z = latentforge.latents(7, model.latent_dim)
     np.testing.assert_array_equal(model.decode(z, chunk=3), to_uint8(model.decode_float(z), model.value_range))
+
+
+def test_onnx_source_names_the_graph_a_model_runs(files):
+    import latentforge
+
+    assert latentforge.load(files["ckpt"]).onnx_source is None
+    assert isinstance(latentforge.load(files["ckpt"], backend="onnxruntime").onnx_source, bytes)
