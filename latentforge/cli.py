@@ -8,6 +8,10 @@ import sys
 
 from .errors import InputError, LatentforgeError
 
+# Modules that add more subcommands: each has add_commands(sub) that calls sub.add_parser(...) and
+# set_defaults(func=...), and imports what its commands need only when they run.
+COMMAND_MODULES: tuple[str, ...] = ()
+
 
 def _batches(text: str) -> tuple[int, ...]:
     try:
@@ -140,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a model; writes RUN_DIR/checkpoint.safetensors")
-    p.add_argument("kind", choices=["vae", "dcgan"])
+    p.add_argument("kind", help="vae | dcgan")
     p.add_argument("--data", default="faces", help="faces | digits | a folder of png/jpg images")
     p.add_argument("--labels", help="CelebA-style attributes CSV for a folder data set")
     p.add_argument("--out", required=True, help="run folder")
@@ -191,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compile", action="store_true", help="leave out torch.compile (it compiles for ~20 s)")
     p.add_argument("--json", help="write the report as JSON here")
     p.set_defaults(func=cmd_bench)
+
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
     return parser
 
 

@@ -126,9 +126,11 @@ def test_exploding_learning_rate_is_stopped_with_advice(tmp_path):
 
 
 def test_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
-    import latentforge.training.train as train_module
+    import dataclasses
 
-    real_step = train_module._vae_step
+    from latentforge.training import recipes
+
+    real_step = recipes.vae_step
 
     def overflowing_step(cfg, model, optimizers, x, noise):  # a finite loss, then an update that overflows
         metrics = real_step(cfg, model, optimizers, x, noise)
@@ -136,7 +138,7 @@ def test_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
             model.encoder[0].weight.fill_(float("inf"))
         return metrics
 
-    monkeypatch.setattr(train_module, "_vae_step", overflowing_step)
+    monkeypatch.setitem(recipes.RECIPES, "vae", dataclasses.replace(recipes.RECIPES["vae"], step=overflowing_step))
     with pytest.raises(TrainingError, match=r"weights became non-finite \(encoder.0.weight\) at step 1; no checkpoint"):
         train(config("vae", tmp_path, checkpoint_every=1), data=SquaresData())
     assert not (tmp_path / "checkpoint.safetensors").exists()

@@ -26,11 +26,10 @@ from latentforge.latents import latents
 
 from . import losses
 from .plots import plot_curves, read_log
+from .recipes import RECIPES, NonFinite
 from .state import load_state, save_state
 
-KINDS = ("vae", "dcgan")
-DEFAULT_LR = {"vae": 1e-3, "dcgan": 2e-4}
-ADAM_BETAS = {"vae": (0.9, 0.999), "dcgan": (0.5, 0.999)}  # dcgan: as pytorch/examples
+KINDS = tuple(RECIPES)
 OWN_FLAGS = ("image_size", "channels", "latent_dim")  # model fields set by TrainConfig or the data, not model_options
 EVAL_STREAM = 0  # training steps are 1..steps, so noise stream 0 is free for the fixed held-out evaluation
 SAMPLE_COUNT = 64
@@ -104,7 +103,7 @@ class TrainConfig:
 
     @property
     def learning_rate(self) -> float:
-        return DEFAULT_LR[self.kind] if self.lr is None else float(self.lr)
+        return RECIPES[self.kind].lr if self.lr is None else float(self.lr)
 
 
 @dataclass
@@ -136,7 +135,7 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
 
     held_out_batches = _eval_batches(cfg, data)
     fixed_z = torch.from_numpy(latents(SAMPLE_COUNT, model.config.latent_dim, seed=cfg.seed)).to(device)
-    train_step = _vae_step if cfg.kind == "vae" else _dcgan_step
+    train_step = RECIPES[cfg.kind].step
     saved_step = step if ckpt.exists() else None
     window: dict[str, list[float]] = {}
     last: dict = {}
@@ -150,7 +149,7 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
             x = _to_model_range(images, model.config.value_range, device)
             try:
                 metrics = train_step(cfg, model, optimizers, x, _torch_generator(cfg.seed, step))
-            except _NonFinite as e:
+            except NonFinite as e:
                 raise TrainingError(f"{e} at step {step}; {_bad_loss_hint(cfg, saved_step, ckpt)}") from None
             for k, v in metrics.items():
                 window.setdefault(k, []).append(v)
@@ -204,24 +203,16 @@ def _make_run_dir(run_dir: Path) -> None:
 
 
 def _build_model(cfg: TrainConfig, config):
-    from latentforge.models import MODELS
-    from latentforge.models.dcgan import init_weights
-
     with torch.random.fork_rng(devices=[]):  # seeds the init without disturbing the caller's global RNG
         torch.manual_seed(cfg.seed)
-        model = MODELS[cfg.kind][0](config)
-        if cfg.kind == "dcgan":
-            model.apply(init_weights)
-    return model
+        return RECIPES[cfg.kind].build(cfg, config)
 
 
 def _optimizers(cfg: TrainConfig, model) -> list[torch.optim.Optimizer]:
     def adam(params):
-        return torch.optim.Adam(params, lr=cfg.learning_rate, betas=ADAM_BETAS[cfg.kind])
+        return torch.optim.Adam(params, lr=cfg.learning_rate, betas=RECIPES[cfg.kind].betas)
 
-    if cfg.kind == "vae":
-        return [adam(model.parameters())]
-    return [adam(model.discriminator.parameters()), adam(model.generator.parameters())]
+    return RECIPES[cfg.kind].optimizers(cfg, model, adam)
 
 
 def _run_identity(cfg: TrainConfig, model, data) -> dict:
@@ -244,56 +235,10 @@ def _to_model_range(images: np.ndarray, value_range: tuple[float, float], device
     return (x * ((hi - lo) / 255.0) + lo).contiguous()
 
 
-class _NonFinite(ArithmeticError):
-    """A loss that is NaN or Inf; the loop adds the step and what to do."""
-
-
-def _finite(name: str, loss: torch.Tensor) -> float:
-    """The loss as a float, checked before any optimizer step can spread it into the weights."""
-    value = loss.item()
-    if not math.isfinite(value):
-        raise _NonFinite(f"{name} became {value}")
-    return value
-
-
-def _vae_step(cfg, model, optimizers, x, noise) -> dict:
-    (opt,) = optimizers
-    eps = torch.randn(x.shape[0], model.config.latent_dim, generator=noise).to(x.device)
-    recon, kl = losses.vae_terms(model, x, eps)
-    loss = (recon + cfg.beta * kl).mean()
-    metrics = {"loss": _finite("loss", loss), "recon": recon.mean().item(), "kl": kl.mean().item()}
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return metrics
-
-
-def _dcgan_step(cfg, model, optimizers, real, noise) -> dict:
-    """pytorch/examples' order: D on real and on detached fake, then G through the updated D."""
-    opt_d, opt_g = optimizers
-    z = torch.randn(real.shape[0], model.config.latent_dim, generator=noise).to(real.device)
-    fake = model.generator(z)
-    real_logits = model.discriminator(real)
-    fake_logits = model.discriminator(fake.detach())
-    loss_d = losses.discriminator_loss(real_logits, fake_logits)
-    metrics = {"loss_d": _finite("loss_d", loss_d)}
-    opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt_d.step()
-    loss_g = losses.generator_loss(model.discriminator(fake))
-    metrics["loss_g"] = _finite("loss_g", loss_g)
-    opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    opt_g.step()
-    metrics["d_x"] = torch.sigmoid(real_logits).mean().item()
-    metrics["d_g_z"] = torch.sigmoid(fake_logits).mean().item()  # D(G(z)) before the G step
-    return metrics
-
-
 def _bad_loss_hint(cfg: TrainConfig, saved_step: int | None, ckpt: Path) -> str:
     kept = (f"kept the last good checkpoint at step {saved_step} ({ckpt})" if saved_step is not None
             else "no checkpoint was written yet")
-    return f"{kept}; lower --lr (now {cfg.learning_rate:g})" + (" or --beta" if cfg.kind == "vae" else "")
+    return f"{kept}; lower --lr (now {cfg.learning_rate:g}){RECIPES[cfg.kind].hint}"
 
 
 def _non_finite_weight(model) -> str | None:
@@ -306,7 +251,7 @@ def _non_finite_weight(model) -> str | None:
 
 def _eval_batches(cfg: TrainConfig, data) -> list[np.ndarray]:
     """The fixed held-out batches: the first eval_batches * batch_size images of the test split."""
-    if cfg.kind != "vae":
+    if not RECIPES[cfg.kind].evaluates:
         return []
     n = min(data.size("test"), cfg.eval_batches * cfg.batch_size)
     return [data.get("test", np.arange(i, min(i + cfg.batch_size, n)))[0] for i in range(0, n, cfg.batch_size)]

@@ -1,0 +1,98 @@
+"""What differs between model kinds in training: a Recipe per kind, registered in RECIPES.
+
+The loop in train.py is shared; a recipe says how to build the model, which optimizers it has,
+what one step does and (optionally) how to evaluate it on held-out data. A new kind adds a
+Recipe in its own module and one line to RECIPES below.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from . import losses
+
+
+@dataclass(frozen=True)
+class Recipe:
+    lr: float                       # default learning rate
+    betas: tuple[float, float]      # Adam betas
+    build: Callable                 # (cfg, config) -> nn.Module, called under a seeded torch RNG
+    optimizers: Callable            # (cfg, model, adam) -> [Optimizer]; adam(params) uses lr and betas
+    step: Callable                  # (cfg, model, optimizers, x, noise: torch.Generator) -> {metric: float}
+    evaluates: bool = False         # True: the loop computes held-out metrics with train.py's evaluator
+    hint: str = ""                  # added to "lower --lr" when a loss becomes non-finite, e.g. " or --beta"
+
+
+class NonFinite(ArithmeticError):
+    """A loss that is NaN or Inf; the loop adds the step and what to do."""
+
+
+def finite(name: str, loss: torch.Tensor) -> float:
+    """The loss as a float, checked before any optimizer step can spread it into the weights."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise NonFinite(f"{name} became {value}")
+    return value
+
+
+def _build_plain(cfg, config):
+    from latentforge.models import MODELS
+
+    return MODELS[cfg.kind][0](config)
+
+
+def _build_dcgan(cfg, config):
+    from latentforge.models import MODELS
+    from latentforge.models.dcgan import init_weights
+
+    model = MODELS[cfg.kind][0](config)
+    model.apply(init_weights)
+    return model
+
+
+def vae_step(cfg, model, optimizers, x, noise) -> dict:
+    (opt,) = optimizers
+    eps = torch.randn(x.shape[0], model.config.latent_dim, generator=noise).to(x.device)
+    recon, kl = losses.vae_terms(model, x, eps)
+    loss = (recon + cfg.beta * kl).mean()
+    metrics = {"loss": finite("loss", loss), "recon": recon.mean().item(), "kl": kl.mean().item()}
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return metrics
+
+
+def dcgan_step(cfg, model, optimizers, real, noise) -> dict:
+    """pytorch/examples' order: D on real and on detached fake, then G through the updated D."""
+    opt_d, opt_g = optimizers
+    z = torch.randn(real.shape[0], model.config.latent_dim, generator=noise).to(real.device)
+    fake = model.generator(z)
+    real_logits = model.discriminator(real)
+    fake_logits = model.discriminator(fake.detach())
+    loss_d = losses.discriminator_loss(real_logits, fake_logits)
+    metrics = {"loss_d": finite("loss_d", loss_d)}
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    loss_g = losses.generator_loss(model.discriminator(fake))
+    metrics["loss_g"] = finite("loss_g", loss_g)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    metrics["d_x"] = torch.sigmoid(real_logits).mean().item()
+    metrics["d_g_z"] = torch.sigmoid(fake_logits).mean().item()  # D(G(z)) before the G step
+    return metrics
+
+
+RECIPES: dict[str, Recipe] = {
+    "vae": Recipe(lr=1e-3, betas=(0.9, 0.999), build=_build_plain,
+                  optimizers=lambda cfg, model, adam: [adam(model.parameters())],
+                  step=vae_step, evaluates=True, hint=" or --beta"),
+    "dcgan": Recipe(lr=2e-4, betas=(0.5, 0.999), build=_build_dcgan,  # betas as pytorch/examples
+                    optimizers=lambda cfg, model, adam: [adam(model.discriminator.parameters()),
+                                                         adam(model.generator.parameters())],
+                    step=dcgan_step),
+}
