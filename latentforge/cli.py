@@ -129,6 +129,19 @@ def cmd_bench(args) -> None:
         atomic_write_bytes(args.json, json.dumps(report.to_json(), indent=2).encode())
 
 
+def cmd_evaluate(args) -> None:
+    from latentforge.files import atomic_write_bytes, check_output_path
+    from latentforge.training.evaluate import evaluate, format_table
+
+    if args.json:
+        check_output_path(args.json)
+    options = {k: v for k, v in (("n", args.n), ("seed", args.seed), ("k", args.k)) if v is not None}
+    result = evaluate(args.checkpoint, **options)
+    print(format_table(result))
+    if args.json:
+        atomic_write_bytes(args.json, json.dumps(result, indent=2, default=float).encode())
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -195,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compile", action="store_true", help="leave out torch.compile (it compiles for ~20 s)")
     p.add_argument("--json", help="write the report as JSON here")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("evaluate", help="held-out metrics of a checkpoint (bounds, mode coverage, FD, ...)")
+    p.add_argument("checkpoint")
+    p.add_argument("-n", type=int, help="samples or held-out images to use (default: the protocol's)")
+    p.add_argument("--k", type=int, help="importance samples for the IWAE bound (VAEs)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--json", help="write the full result as JSON here")
+    p.set_defaults(func=cmd_evaluate)
 
     import importlib
 
