@@ -21,6 +21,7 @@ from .artifact import ArtifactInfo, check_model_file, from_checkpoint, from_onnx
 from .ort_backend import OrtDecoder, import_onnxruntime
 
 BACKENDS = ("auto", "onnxruntime", "torch")
+PRECISIONS = ("fp32", "bf16")
 
 
 class Model:
@@ -53,16 +54,21 @@ class Model:
         z = self._check_latents(z)
         out = np.empty((len(z), *self.image_shape), dtype=np.uint8)
         for i in range(0, len(z), chunk):
-            out[i:i + chunk] = to_uint8(self._run(z[i:i + chunk]), self.value_range)
+            out[i:i + chunk] = self._run(z[i:i + chunk], images=True)
         return out
 
     def decode_float(self, z) -> np.ndarray:
         """Latents [N, D] -> float32 [N, C, H, W] in `value_range`, exactly what the backend computed."""
         return self._run(self._check_latents(z))
 
-    def _run(self, z: np.ndarray) -> np.ndarray:
+    def _run(self, z: np.ndarray, images: bool = False) -> np.ndarray:
         try:
-            return self._decoder(z)
+            if not images:
+                return self._decoder(z)
+            # A backend with its own uint8 conversion (torch: the fused to_uint8_image op) does it on its side.
+            if hasattr(self._decoder, "images"):
+                return self._decoder.images(z)
+            return to_uint8(self._decoder(z), self.value_range)
         except MemoryError:
             raise InputError(f"decoding {len(z)} latents at once ran out of memory; decode fewer at a time") from None
 
@@ -115,17 +121,23 @@ def _check_threads(threads) -> None:
         raise InputError(f"threads must be a positive integer or None (one per physical core), got {threads!r}")
 
 
-def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = None) -> Model:
+def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
+         precision: str = "fp32") -> Model:
     """Load a checkpoint (`.safetensors`) or an exported `.onnx`.
 
     backend "auto" runs an `.onnx` on onnxruntime and a checkpoint on torch; "onnxruntime" with a
     checkpoint exports its decoder in memory (encode stays on torch). `threads` defaults to one per
-    physical core.
+    physical core. precision "bf16" (torch backend) lets the convolutions run in bfloat16.
     """
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     _check_threads(threads)
     path = check_model_file(path)
+    if precision != "fp32" and (backend == "onnxruntime" or (backend == "auto" and is_onnx(path))):
+        raise BackendUnavailable(f"precision {precision!r} runs on the torch backend; load the checkpoint with "
+                                 "backend='torch', or use precision='fp32' on onnxruntime")
     if is_onnx(path):
         if backend == "torch":
             raise BackendUnavailable(f"{str(path)!r}: an .onnx runs on onnxruntime; load the checkpoint for the "
@@ -145,6 +157,6 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
                              label=f"the graph exported from {str(path)!r}")
         encoder = TorchDecoder(module, threads) if info.kind == "vae" else None
     else:
-        decoder = TorchDecoder(module, threads)
+        decoder = TorchDecoder(module, threads, precision=precision, value_range=info.value_range)
         encoder = decoder if info.kind == "vae" else None
     return Model(info, decoder, encoder)
