@@ -94,6 +94,10 @@ class TorchDecoder:
     def _autocast(self):
         if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if self.device.type == "cuda":  # cuDNN would run fp32 convolutions in TF32 by default: 1e-3, not 1e-5
+            cudnn = torch.backends.cudnn
+            return cudnn.flags(enabled=True, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                               allow_tf32=False)
         return nullcontext()
 
     def _float(self, z: torch.Tensor) -> torch.Tensor:

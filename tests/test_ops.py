@@ -322,3 +322,19 @@ def test_cuda_parity(native, rng):
                                ops.from_uint8_image_ref(u, 0, 1), rtol=0, atol=1e-6)
     torch.library.opcheck(torch.ops.latentforge.reparam_linear.default,
                           tuple(t.cuda() if t is not None else None for t in reparam_inputs(5, 6, 7, rng)) + (1.0, "relu"))
+
+
+def test_build_ops_command_says_where_and_how_long(native, capsys, monkeypatch):
+    from latentforge.cli import main
+
+    assert main(["build-ops"]) == 0
+    out = capsys.readouterr().out
+    assert str(native.path) in out and " s" in out
+
+    def no_compiler(verbose=False):
+        raise BackendUnavailable("no C++ compiler 'c++' on PATH; install g++ (or set CXX) to build them")
+
+    monkeypatch.setattr("latentforge.ops_build.build", no_compiler)
+    assert main(["build-ops"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no C++ compiler 'c++' on PATH" in err

@@ -75,7 +75,7 @@ def test_the_fused_ops_run_and_batchnorm_is_folded(dcgan_checkpoint, monkeypatch
     assert fused.activation == "relu" and fused.bias is not None  # the generator's first BatchNorm went into it
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.body.modules())
     model.sample(3, seed=1)
-    assert calls == ["reparam_linear", "to_uint8_image"]
+    assert calls[:2] == ["reparam_linear", "to_uint8_image"]  # more on CUDA: warm-up and graph capture
     assert ops.native.info is not None
 
 
