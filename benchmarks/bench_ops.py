@@ -87,7 +87,9 @@ def image_rows(min_time: float) -> list[dict]:
 
 def uint8_decode_rows(min_time: float) -> list[dict]:
     rows = []
-    models = {"latentforge torch (fused)": load(SHIPPED, "torch"), "latentforge onnxruntime": load(SHIPPED, "onnxruntime")}
+    threads = torch.get_num_threads()
+    models = {"latentforge torch (fused)": load(SHIPPED, "torch", threads=threads),
+              "latentforge onnxruntime": load(SHIPPED, "onnxruntime", threads=threads)}
     for b in DECODE_BATCHES:
         z = latents(b, 16, seed=0)
         for name, model in models.items():
@@ -109,13 +111,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds of timed calls per row")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder for the results")
+    parser.add_argument("--threads", type=int, default=physical_cores(), help="torch threads (default: physical cores)")
     args = parser.parse_args(argv)
     if ops.native.info is None:
         raise SystemExit(f"the native ops did not build: {ops.native.error}")
-    torch.set_num_threads(physical_cores())
+    torch.set_num_threads(args.threads)
     machine = machine_info()
     heads, images = head_rows(args.min_time), image_rows(args.min_time)
-    decode = run_bench(SHIPPED, batches=DECODE_BATCHES, min_time=args.min_time, compile=False)
+    decode = run_bench(SHIPPED, batches=DECODE_BATCHES, min_time=args.min_time, threads=args.threads,
+                       compile=False)
     uint8 = uint8_decode_rows(args.min_time)
     lines = [f"latentforge fused ops, CPU: {machine['cpu']}, {machine['physical_cores']} physical cores, "
              f"features {' '.join(machine['features']) or 'none listed'}, torch threads {torch.get_num_threads()}, "

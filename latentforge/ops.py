@@ -111,9 +111,10 @@ def _sample(mu, logvar, eps, offset, temperature) -> tuple[torch.Tensor, torch.T
 
 def reparam_linear_ref(mu, logvar, eps, offset, weight, bias, temperature: float, activation: str) -> torch.Tensor:
     """The specification: act((mu + t * exp(logvar / 2) * eps + offset) @ weight.T + bias), in float32, cast back."""
-    z, _ = _sample(mu, logvar, eps, offset, temperature)
-    y = F.linear(z, weight.float(), None if bias is None else bias.float())
-    return _activate(y, activation).to(mu.dtype)
+    with torch.autocast(mu.device.type, enabled=False):  # float32 under a caller's autocast too, as native
+        z, _ = _sample(mu, logvar, eps, offset, temperature)
+        y = F.linear(z, weight.float(), None if bias is None else bias.float())
+        return _activate(y, activation).to(mu.dtype)
 
 
 def _check_reparam(mu, logvar, eps, offset, weight, bias, activation) -> None:

@@ -338,3 +338,14 @@ def test_build_ops_command_says_where_and_how_long(native, capsys, monkeypatch):
     assert main(["build-ops"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no C++ compiler 'c++' on PATH" in err
+
+
+@pytest.mark.parametrize("impl", ["native", "ref"])
+def test_reparam_linear_stays_float32_under_autocast(native, rng, impl):
+    """The torch backend calls it inside bf16 autocast; its arithmetic and output must not follow."""
+    args = reparam_inputs(40, 16, 64, rng)
+    plain = ops.reparam_linear(*args[:3], args[4], args[5], offset=args[3], activation="relu", impl=impl)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = ops.reparam_linear(*args[:3], args[4], args[5], offset=args[3], activation="relu", impl=impl)
+    assert inside.dtype == torch.float32
+    torch.testing.assert_close(inside, plain, rtol=0, atol=0)
