@@ -10,6 +10,7 @@ import hashlib
 import importlib.resources
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,8 @@ def build(verbose: bool = False) -> BuildInfo:
     name = f"{LIBRARY}_{key}"
     cached = (out / f"{name}.so").exists()
     sources = [str(root / s) for s in CPU_SOURCES + (CUDA_SOURCES if cuda else ())]
+    if not cached and not verbose:  # else the first use of the ops sits silent for a minute
+        print(f"latentforge: compiling the fused ops into {out} (once per machine and version)", file=sys.stderr)
     start = time.perf_counter()
     try:
         path = cpp_extension.load(name=name, sources=sources, extra_include_paths=[str(root)],

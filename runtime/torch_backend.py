@@ -93,7 +93,8 @@ class TorchDecoder:
 
     def _autocast(self):
         if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+            # No cast cache: a CUDA graph must not capture casts cached from outside it (torch.cuda.graph's docs).
+            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
         if self.device.type == "cuda":  # cuDNN would run fp32 convolutions in TF32 by default: 1e-3, not 1e-5
             cudnn = torch.backends.cudnn
             return cudnn.flags(enabled=True, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
