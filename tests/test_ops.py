@@ -280,6 +280,14 @@ def test_native_op_checks_its_inputs_itself(native, rng):
         torch.ops.latentforge.from_uint8_image(torch.zeros(1, 2, 2, 1), 0.0, 1.0)
 
 
+def test_a_missing_compiler_is_named_before_anything_compiles(monkeypatch):
+    from latentforge.ops_build import build
+
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    with pytest.raises(BackendUnavailable, match="no C\\+\\+ compiler '/nonexistent/c\\+\\+' on PATH"):
+        build()
+
+
 def test_without_the_native_library_auto_warns_once_and_native_raises(native, monkeypatch, rng):
     def no_compiler(verbose=False):
         raise BackendUnavailable("no C++ compiler 'c++' on PATH; install g++ (or set CXX) to build them")
