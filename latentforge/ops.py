@@ -51,7 +51,9 @@ def build(verbose: bool = False) -> BuildInfo:
     return native.load(verbose)
 
 
-def _use_native(impl: str, device: torch.device) -> bool:
+def use_native(impl: str, device: torch.device) -> bool:
+    """Whether `impl` ("auto" | "native" | "ref") runs the native kernel on `device`; "native" raises
+    BackendUnavailable where it cannot, "auto" warns once (per process) that it falls back to the reference."""
     if impl not in IMPLS:
         raise InputError(f"impl must be one of {', '.join(map(repr, IMPLS))}, got {impl!r}")
     if impl == "ref":
@@ -159,7 +161,7 @@ def reparam_linear(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor, we
     """
     _check_reparam(mu, logvar, eps, offset, weight, bias, activation)
     args = (mu, logvar, eps, offset, weight, bias, float(temperature), activation)
-    if _use_native(impl, mu.device):
+    if use_native(impl, mu.device):
         return torch.ops.latentforge.reparam_linear(*args)
     return reparam_linear_ref(*args)
 
@@ -221,7 +223,7 @@ def to_uint8_image(x: torch.Tensor, lo: float, hi: float, *, impl: str = "auto")
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.dtype not in DTYPES:
         raise InputError(f"to_uint8_image: x must be a float32/float16/bfloat16 tensor [B, C, H, W], got "
                          f"{getattr(x, 'dtype', type(x).__name__)} {list(getattr(x, 'shape', []))}")
-    if _use_native(impl, x.device):
+    if use_native(impl, x.device):
         return torch.ops.latentforge.to_uint8_image(x, lo, hi)
     return to_uint8_image_ref(x, lo, hi)
 
@@ -238,7 +240,7 @@ def from_uint8_image(x: torch.Tensor, lo: float, hi: float, *, impl: str = "auto
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.dtype != torch.uint8:
         raise InputError(f"from_uint8_image: x must be a uint8 tensor [B, H, W, C], got "
                          f"{getattr(x, 'dtype', type(x).__name__)} {list(getattr(x, 'shape', []))}")
-    if _use_native(impl, x.device):
+    if use_native(impl, x.device):
         return torch.ops.latentforge.from_uint8_image(x, lo, hi)
     return from_uint8_image_ref(x, lo, hi)
 
