@@ -19,9 +19,9 @@ from latentforge.demo import SHIPPED
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def memcheck() -> None:
-    """Small, odd-sized calls that reach every kernel branch: tile edges, offsets, strides, dtypes, backward."""
-    dev = "cuda"
+def memcheck(dev: str = "cuda") -> None:
+    """Small, odd-sized calls that reach every kernel branch: tile edges, offsets, strides, dtypes, backward.
+    (`memcheck("cpu")` runs the same calls on the CPU kernels.)"""
     for dtype in DTYPES:
         for b, d, h in ((1, 1, 1), (17, 33, 65), (3, 16, 2048)):
             mu, logvar, eps = (torch.randn(b, 2 * d, device=dev, dtype=dtype)[:, ::2] for _ in range(3))
@@ -37,8 +37,9 @@ def memcheck() -> None:
     ops.reparam_linear(*leaves, w, None, activation="silu", impl="native").sum().backward()
     model = load(SHIPPED, "torch")
     model.decode(latents(3, model.latent_dim, seed=0))
-    torch.cuda.synchronize()
-    print("memcheck driver: done")
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    print(f"memcheck driver: done on {dev}")
 
 
 def device_ms(fn, calls: int = 50, repeats: int = 7) -> float:
