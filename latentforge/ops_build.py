@@ -1,8 +1,8 @@
 """Building the native library of latentforge's fused ops (csrc/) with torch.utils.cpp_extension.
 
 The library is compiled on first use and cached under a hash of everything that decides the binary: the
-sources, the flags, the torch version, the CPU's feature flags (it is built with -march=native) and whether the
-CUDA kernels are in. A second process, or a second run, only loads it.
+sources (and where they are installed), the flags, the torch version, the CPU's feature flags (it is built with
+-march=native) and whether the CUDA kernels are in. A second process, or a second run, only loads it.
 """
 from __future__ import annotations
 
@@ -67,7 +67,9 @@ def cache_key(cuda: bool) -> str:
     root = source_dir()
     for name in CPU_SOURCES + HEADERS + (CUDA_SOURCES if cuda else ()):
         h.update(name.encode() + b"\0" + (root / name).read_bytes())
-    h.update(repr((CFLAGS, LDFLAGS, CUDA_FLAGS, cuda, torch.__version__, _cpu_flags())).encode())
+    # The sources' folder too: ninja rebuilds when the paths in its build file change, so two installs sharing one
+    # build folder would recompile each other's library back and forth.
+    h.update(repr((str(root), CFLAGS, LDFLAGS, CUDA_FLAGS, cuda, torch.__version__, _cpu_flags())).encode())
     return h.hexdigest()[:16]
 
 
