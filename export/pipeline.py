@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,16 +109,18 @@ def _fail(result: ExportResult, what: str, out: Path) -> ParityError:
     return ParityError(f"{what}; nothing written to {str(out)!r}: {bad}", result)
 
 
-def export(source: Source | str | os.PathLike, out: str | os.PathLike, options: ExportOptions | None = None,
-           timing_cache: str | os.PathLike | None = None) -> ExportResult:
-    """Export one part of a checkpoint (or a foreign Source) at one precision to `out`; see ExportOptions."""
-    opts = options or ExportOptions()
-    opts.check()
-    out = check_output_path(out)
-    _suffix_check(out, opts.format)
+@dataclass
+class Prepared:
+    """A part's fp32 graph, cleaned up and checked against PyTorch: what every precision variant starts from."""
+    source: Source
+    part: Part
+    fp32: onnx.ModelProto
+    details: dict
+
+
+def prepare(source: Source | str | os.PathLike, opts: ExportOptions) -> Prepared:
     source = source if isinstance(source, Source) else checkpoint_source(source)
     part = build_part(source, opts.part)
-
     meta = source.metadata(part.name, "fp32")
     if part.onnx_bytes is not None:
         data = part.onnx_bytes(meta, opts.opset)
@@ -126,22 +128,29 @@ def export(source: Source | str | os.PathLike, out: str | os.PathLike, options: 
         example = {k: torch.from_numpy(v) for k, v in part.make_inputs(2, 0).items()}
         data = graph_bytes(part.module, example, part.outputs, meta, opts.opset, part.fixed)
     fp32 = onnx.load_from_string(data)
-    details: dict = {"part": part.name, "precision": opts.precision, "format": opts.format}
+    details: dict = {"part": part.name, "format": opts.format}
     if opts.slim:
         fp32, before, after = prec.slim(fp32)
         details["ops_before_slim"], details["ops_after_slim"] = before, after
-
     # The fp32 graph must match PyTorch before any variant of it is worth making.
     check = measure(part, ort_runner(fp32.SerializeToString()), "fp32",
                     opts.atol if opts.precision == "fp32" else None,
                     opts.rtol if opts.precision == "fp32" else None, None)
     details["fp32_parity"] = [p.to_dict() for p in check]
     if not all(p.passed for p in check):
-        raise _fail(ExportResult(None, check, meta, details), "onnxruntime's fp32 graph disagrees with PyTorch", out)
+        raise ParityError("onnxruntime's fp32 graph disagrees with PyTorch; nothing written: "
+                          + "; ".join(p.line() for p in check if not p.passed),
+                          ExportResult(None, check, meta, details))
+    return Prepared(source, part, fp32, details)
 
+
+def finish(prepared: Prepared, out: Path, opts: ExportOptions, timing_cache=None) -> ExportResult:
+    """Make `opts.precision`'s variant of the prepared graph, gate it, and write it in `opts.format` to `out`."""
+    part, fp32 = prepared.part, prepared.fp32
+    details = {**prepared.details, "precision": opts.precision}
     feeds = [part.make_inputs(CALIBRATION[1], 1000 + i) for i in range(CALIBRATION[0])]
     written, measured, kept = prec.variant(fp32, opts.precision, feeds)
-    meta = source.metadata(part.name, opts.precision)
+    meta = prepared.source.metadata(part.name, opts.precision)
     set_metadata(written, meta)
     details["fp32_kept_nodes"] = kept
     if opts.precision == "bf16":
@@ -176,6 +185,35 @@ def export(source: Source | str | os.PathLike, out: str | os.PathLike, options: 
     details["size_bytes"] = _size(out)
     result.path = out
     return result
+
+
+def _checked_out(out, opts: ExportOptions) -> Path:
+    opts.check()
+    out = check_output_path(out)
+    _suffix_check(out, opts.format)
+    return out
+
+
+def export(source: Source | str | os.PathLike, out: str | os.PathLike, options: ExportOptions | None = None,
+           timing_cache: str | os.PathLike | None = None) -> ExportResult:
+    """Export one part of a checkpoint (or a foreign Source) at one precision to `out`; see ExportOptions."""
+    opts = options or ExportOptions()
+    out = _checked_out(out, opts)
+    try:
+        prepared = prepare(source, opts)
+    except ParityError as e:
+        raise ParityError(str(e).replace("nothing written", f"nothing written to {str(out)!r}"), e.result) from None
+    return finish(prepared, out, opts, timing_cache)
+
+
+def export_precisions(source: Source | str | os.PathLike, outs: dict[str, str | os.PathLike],
+                      options: ExportOptions | None = None) -> dict[str, ExportResult]:
+    """One part at several precisions ({precision: out}) from one fp32 export; stops at the first failure."""
+    base = options or ExportOptions()
+    plans = {p: (replace(base, precision=p), out) for p, out in outs.items()}
+    checked = {p: _checked_out(out, o) for p, (o, out) in plans.items()}
+    prepared = prepare(source, replace(base, precision="fp32", atol=None, rtol=None))
+    return {p: finish(prepared, checked[p], o) for p, (o, _) in plans.items()}
 
 
 def _size(path: Path) -> int:

@@ -59,14 +59,13 @@ def _float_tensors(proto: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
 
 
 def activation_peaks(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> dict[str, float]:
-    """max |x| of every node's float outputs over the calibration feeds, keyed by node name."""
+    """max |x| of every float tensor the nodes produce, over the calibration feeds (NaN counts as inf)."""
     import onnxruntime as ort
 
     probe = onnx.ModelProto()
     probe.CopyFrom(proto)
-    tensors = _float_tensors(proto)
     known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(v for name, v in tensors.items() if name not in known)
+    probe.graph.output.extend(v for name, v in _float_tensors(proto).items() if name not in known)
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     peak = dict.fromkeys(names, 0.0)
@@ -74,20 +73,20 @@ def activation_peaks(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]])
         for name, value in zip(names, session.run(names, feed)):
             if value.dtype == np.float32 and value.size:
                 peak[name] = max(peak[name], float(np.nan_to_num(np.abs(value), nan=np.inf).max()))
-    producer = {out: node.name for node in proto.graph.node for out in node.output}
-    nodes: dict[str, float] = {}
-    for name, value in peak.items():
-        if name in producer:
-            nodes[producer[name]] = max(nodes.get(producer[name], 0.0), value)
-    return nodes
+    return peak
+
+
+def fp16_unsafe_nodes(proto: onnx.ModelProto, peaks: dict[str, float]) -> list[str]:
+    """Nodes that make or take a tensor beyond FP16_LIMIT: both ends stay fp32, so the tensor is never cast."""
+    unsafe = {name for name, value in peaks.items() if value > FP16_LIMIT}
+    return sorted({node.name for node in proto.graph.node if unsafe & {*node.input, *node.output}})
 
 
 def to_fp16(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> tuple[onnx.ModelProto, list[str]]:
     """fp16 graph with fp32 I/O; nodes whose calibration activations exceed FP16_LIMIT stay fp32."""
     from onnxconverter_common import float16
 
-    peaks = activation_peaks(proto, feeds)
-    kept = sorted(name for name, value in peaks.items() if value > FP16_LIMIT)
+    kept = fp16_unsafe_nodes(proto, activation_peaks(proto, feeds))
     meta = {p.key: p.value for p in proto.metadata_props}
     # The graph's own Casts stay fp32 (named, not by op type: the converter would then also match the
     # casts it inserts, forever): it retypes a Cast's target but not its recorded output type, which
