@@ -189,9 +189,8 @@ def finish(prepared: Prepared, out: Path, opts: ExportOptions, timing_cache=None
 
 def _checked_out(out, opts: ExportOptions) -> Path:
     opts.check()
-    out = check_output_path(out)
-    _suffix_check(out, opts.format)
-    return out
+    _suffix_check(Path(out), opts.format)
+    return check_output_path(out)
 
 
 def export(source: Source | str | os.PathLike, out: str | os.PathLike, options: ExportOptions | None = None,
