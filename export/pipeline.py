@@ -26,7 +26,7 @@ from .parts import Part, Source, build_part
 
 FORMATS = ("onnx", "tensorrt", "triton")
 PARITY_BATCHES = (1, 16)
-CALIBRATION = (4, 8)  # batches x images: what int8 ranges and fp16 overflow are measured on
+CALIBRATION = (8, 16)  # batches x images: what int8 ranges and fp16 overflow are measured on
 
 
 @dataclass

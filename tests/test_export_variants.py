@@ -184,3 +184,20 @@ def test_prior_part_on_a_vae_is_a_clear_error(vae_checkpoint, tmp_path):
 def test_encoder_of_a_generator_is_a_clear_error(dcgan_checkpoint, tmp_path):
     with pytest.raises(ExportError, match="no.*encoder|has none"):
         export(dcgan_checkpoint, tmp_path / "e.onnx", ExportOptions(part="encoder"))
+
+
+def test_int8_leaves_its_fp32_graph_alone_and_keeps_edge_layers_float(vae_checkpoint, tmp_path):
+    from latentforge.export.pipeline import prepare
+    from latentforge.export.precision import edge_layers, to_int8
+
+    prepared = prepare(vae_checkpoint, ExportOptions())
+    before = prepared.fp32.SerializeToString()
+    quantized = to_int8(prepared.fp32, [prepared.part.make_inputs(8, 0)])
+    assert prepared.fp32.SerializeToString() == before  # other variants are made from the same graph
+    edges = edge_layers(prepared.fp32)
+    ops = {n.name: n.op_type for n in prepared.fp32.graph.node}
+    assert len(edges) == 2 and {ops[e] for e in edges} <= {"Gemm", "ConvTranspose"}
+    # an edge layer's weight is not fed by a DequantizeLinear; the layers between are
+    dequantized = {o for n in quantized.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    weighted = [n for n in quantized.graph.node if n.op_type in ("Gemm", "ConvTranspose")]
+    assert all((n.input[1] in dequantized) == (n.name not in edges) for n in weighted)
