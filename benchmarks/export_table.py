@@ -111,7 +111,9 @@ def markdown(report: dict) -> str:
              f"{m['load_average_1min']:.2f} at the start; onnxruntime CPU, {report['threads']} threads.", "",
              "PSNR: the worst output of the exporter's own check against the fp32 PyTorch module (peak = the value "
              "range for images, 255 for the filter's bytes, 6 = the prior's +-3 sigma for encoder mu/logvar). "
-             "Latency in ms, median / p90 / p99, inputs preallocated, output copies included.", "",
+             "Latency in ms, median / p90 / p99, inputs preallocated, output copies included. A bf16 file is the "
+             "fp32 graph marked for bf16 runtimes, so its onnxruntime latency is fp32's. The random-init DCGANs draw "
+             "nearly flat images, so their PSNRs say little; the faces VAE is the trained model.", "",
              "| model | precision | gate | PSNR dB | max abs | size KiB | batch 1 ms | batch 128 ms |",
              "|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:

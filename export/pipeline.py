@@ -104,9 +104,10 @@ def measure(part: Part, run, precision: str, atol: float | None, rtol: float | N
     return results
 
 
-def _fail(result: ExportResult, what: str, out: Path) -> ParityError:
+def _fail(result: ExportResult, what: str, out: Path | None) -> ParityError:
     bad = "; ".join(p.line() for p in result.parity if not p.passed)
-    return ParityError(f"{what}; nothing written to {str(out)!r}: {bad}", result)
+    where = f" to {str(out)!r}" if out else ""
+    return ParityError(f"{what}; nothing written{where}: {bad}", result)
 
 
 @dataclass
@@ -118,7 +119,8 @@ class Prepared:
     details: dict
 
 
-def prepare(source: Source | str | os.PathLike, opts: ExportOptions) -> Prepared:
+def prepare(source: Source | str | os.PathLike, opts: ExportOptions, out: Path | None = None) -> Prepared:
+    """The part's fp32 graph; ParityError (naming `out`, which stays unwritten) if onnxruntime disagrees."""
     source = source if isinstance(source, Source) else checkpoint_source(source)
     part = build_part(source, opts.part)
     meta = source.metadata(part.name, "fp32")
@@ -138,9 +140,7 @@ def prepare(source: Source | str | os.PathLike, opts: ExportOptions) -> Prepared
                     opts.rtol if opts.precision == "fp32" else None, None)
     details["fp32_parity"] = [p.to_dict() for p in check]
     if not all(p.passed for p in check):
-        raise ParityError("onnxruntime's fp32 graph disagrees with PyTorch; nothing written: "
-                          + "; ".join(p.line() for p in check if not p.passed),
-                          ExportResult(None, check, meta, details))
+        raise _fail(ExportResult(None, check, meta, details), "onnxruntime's fp32 graph disagrees with PyTorch", out)
     return Prepared(source, part, fp32, details)
 
 
@@ -198,11 +198,7 @@ def export(source: Source | str | os.PathLike, out: str | os.PathLike, options: 
     """Export one part of a checkpoint (or a foreign Source) at one precision to `out`; see ExportOptions."""
     opts = options or ExportOptions()
     out = _checked_out(out, opts)
-    try:
-        prepared = prepare(source, opts)
-    except ParityError as e:
-        raise ParityError(str(e).replace("nothing written", f"nothing written to {str(out)!r}"), e.result) from None
-    return finish(prepared, out, opts, timing_cache)
+    return finish(prepare(source, opts, out), out, opts, timing_cache)
 
 
 def export_precisions(source: Source | str | os.PathLike, outs: dict[str, str | os.PathLike],

@@ -86,6 +86,8 @@ def build_engine(onnx_bytes: bytes, part: Part, precision: str, batch: tuple[int
         raise ExportError(f"TensorRT's ONNX parser rejected the {part.name} graph: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE)
+    if precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)  # on by default; fp32 means fp32 parity with PyTorch
     for flag in FLAGS[precision]:
         config.set_flag(getattr(trt.BuilderFlag, flag))
     profile = builder.create_optimization_profile()
