@@ -52,7 +52,7 @@ def cmd_export(args) -> None:
         raise InputError("give a checkpoint, or --module pkg.mod:Class --weights FILE, or --arch dcgan-examples FILE")
     options = ExportOptions(part=args.part, precision=args.dtype, format=args.format, opset=args.opset,
                             batch=args.batch, atol=args.atol, rtol=args.rtol, min_psnr=args.min_psnr,
-                            slim=not args.no_slim, triton_backend=args.triton_backend)
+                            slim=not args.no_slim, triton_backend=args.triton_backend, fp16_io=args.fp16_io)
     try:
         result = export(source, args.output, options, timing_cache=args.timing_cache)
     except LatentforgeError as e:
@@ -89,6 +89,7 @@ def add_commands(sub) -> None:
     p.add_argument("--min-psnr", type=float, help="quality gate in dB (default fp16 40, bf16 35, int8 30)")
     p.add_argument("--report", help="write the parity report as JSON here")
     p.add_argument("--no-slim", action="store_true", help="skip the onnxslim clean-up")
+    p.add_argument("--fp16-io", action="store_true", help="with --dtype fp16: float inputs/outputs in fp16 too")
     p.add_argument("--triton-backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"],
                    help="what --format triton packages")
     p.add_argument("--timing-cache", help="TensorRT timing cache file (default under ~/.cache/latentforge)")

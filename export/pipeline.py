@@ -41,6 +41,7 @@ class ExportOptions:
     min_psnr: float | None = None               # None: the precision's default gate
     slim: bool = True
     triton_backend: str = "onnxruntime"         # onnxruntime | tensorrt (what --format triton packages)
+    fp16_io: bool = False                       # fp16: float inputs/outputs in fp16 too (default: kept fp32)
 
     def check(self) -> None:
         if self.precision not in prec.PRECISIONS:
@@ -56,6 +57,8 @@ class ExportOptions:
         lo, opt, hi = self.batch
         if not 1 <= lo <= opt <= hi:
             raise InputError(f"--batch must be MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX, got {self.batch}")
+        if self.fp16_io and self.precision != "fp16":
+            raise InputError(f"--fp16-io goes with --dtype fp16, not {self.precision}")
         if self.triton_backend not in ("onnxruntime", "tensorrt"):
             raise InputError(f"--triton-backend must be onnxruntime or tensorrt, got {self.triton_backend!r}")
 
@@ -81,7 +84,14 @@ def ort_runner(graph: bytes):
 
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    return lambda feed: dict(zip(names, session.run(names, feed)))
+    # A graph with fp16 inputs (--fp16-io) gets the float32 parity inputs cast, as its caller would.
+    half = {i.name for i in session.get_inputs() if i.type == "tensor(float16)"}
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {k: v.astype(np.float16) if k in half else v for k, v in feed.items()}
+        return dict(zip(names, session.run(names, feed)))
+
+    return run
 
 
 def measure(part: Part, run, precision: str, atol: float | None, rtol: float | None, min_psnr: float | None,
@@ -149,7 +159,7 @@ def finish(prepared: Prepared, out: Path, opts: ExportOptions, timing_cache=None
     part, fp32 = prepared.part, prepared.fp32
     details = {**prepared.details, "precision": opts.precision}
     feeds = [part.make_inputs(CALIBRATION[1], 1000 + i) for i in range(CALIBRATION[0])]
-    written, measured, kept = prec.variant(fp32, opts.precision, feeds)
+    written, measured, kept = prec.variant(fp32, opts.precision, feeds, opts.fp16_io)
     meta = prepared.source.metadata(part.name, opts.precision)
     set_metadata(written, meta)
     details["fp32_kept_nodes"] = kept

@@ -82,8 +82,9 @@ def fp16_unsafe_nodes(proto: onnx.ModelProto, peaks: dict[str, float]) -> list[s
     return sorted({node.name for node in proto.graph.node if unsafe & {*node.input, *node.output}})
 
 
-def to_fp16(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> tuple[onnx.ModelProto, list[str]]:
-    """fp16 graph with fp32 I/O; nodes whose calibration activations exceed FP16_LIMIT stay fp32."""
+def to_fp16(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]],
+            fp16_io: bool = False) -> tuple[onnx.ModelProto, list[str]]:
+    """fp16 graph (float I/O stays fp32 unless `fp16_io`); nodes whose calibration activations exceed FP16_LIMIT stay fp32."""
     from onnxconverter_common import float16
 
     kept = fp16_unsafe_nodes(proto, activation_peaks(proto, feeds))
@@ -92,7 +93,7 @@ def to_fp16(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> tuple
     # casts it inserts, forever): it retypes a Cast's target but not its recorded output type, which
     # breaks the filter's uint8 <-> float casts.
     casts = [node.name for node in proto.graph.node if node.op_type == "Cast"]
-    converted = float16.convert_float_to_float16(proto, keep_io_types=True, node_block_list=kept + casts or None)
+    converted = float16.convert_float_to_float16(proto, keep_io_types=not fp16_io, node_block_list=kept + casts or None)
     del converted.graph.value_info[:]  # it can leave a stale fp32 entry beside the fp16 one; onnxruntime infers types
     set_metadata(converted, meta)
     return converted, kept
@@ -195,12 +196,12 @@ def to_int8(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> onnx.
     return quantized
 
 
-def variant(proto: onnx.ModelProto, precision: str, feeds: list[dict[str, np.ndarray]]):
+def variant(proto: onnx.ModelProto, precision: str, feeds: list[dict[str, np.ndarray]], fp16_io: bool = False):
     """(graph to write, graph whose outputs the gate measures, nodes kept fp32)."""
     if precision == "fp32":
         return proto, proto, []
     if precision == "fp16":
-        converted, kept = to_fp16(proto, feeds)
+        converted, kept = to_fp16(proto, feeds, fp16_io)
         return converted, converted, kept
     if precision == "bf16":
         return proto, bf16_emulation(proto), []

@@ -21,23 +21,38 @@ DTYPES = {np.dtype(np.float32): "TYPE_FP32", np.dtype(np.float16): "TYPE_FP16", 
 QUEUE_DELAY_US = 100  # how long dynamic batching waits to fill a batch
 
 
-def _tensor(name: str, value: np.ndarray, batched: bool) -> str:
-    dims = list(value.shape[1:]) if batched else [-1, *value.shape[1:]]
-    return f'  {{ name: "{name}" data_type: {DTYPES[value.dtype]} dims: [ {", ".join(map(str, dims))} ] }}'
+def _tensor(name: str, dims: list[int], dtype) -> str:
+    return f'  {{ name: "{name}" data_type: {DTYPES[np.dtype(dtype)]} dims: [ {", ".join(map(str, dims))} ] }}'
 
 
-def config_text(name: str, part: Part, platform: str, batch: tuple[int, int, int]) -> str:
-    """config.pbtxt. A part with an unbatched input (the filter's temperature [1]) cannot use Triton's
-    implicit batch dimension, so it gets max_batch_size 0, explicit -1 batch dims and no dynamic batching."""
+def graph_dtypes(graph: bytes) -> dict[str, np.dtype]:
+    """The element types of an ONNX graph's inputs and outputs (fp16 ones after --fp16-io)."""
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    proto = onnx.load_from_string(graph)
+    return {v.name: tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)
+            for v in [*proto.graph.input, *proto.graph.output]}
+
+
+def config_text(name: str, part: Part, platform: str, batch: tuple[int, int, int],
+                dtypes: dict[str, np.dtype] | None = None) -> str:
+    """config.pbtxt; `dtypes` overrides the part's own I/O types. A part with an unbatched input (the filter's
+    temperature [1]) cannot use Triton's implicit batch dimension, so it gets max_batch_size 0, explicit -1
+    batch dims and no dynamic batching."""
     sample = part.make_inputs(1, 0)
     outputs = part.reference(sample)
     batched = not part.fixed
-    inputs = [_tensor(n, v, batched) if n not in part.fixed else
-              f'  {{ name: "{n}" data_type: {DTYPES[v.dtype]} dims: [ {", ".join(map(str, v.shape))} ] }}'
-              for n, v in sample.items()]
+    dtypes = {**{n: v.dtype for n, v in [*sample.items(), *outputs.items()]}, **(dtypes or {})}
+
+    def tensor(n, v):
+        dims = list(v.shape) if n in part.fixed else list(v.shape[1:]) if batched else [-1, *v.shape[1:]]
+        return _tensor(n, dims, dtypes[n])
+
+    inputs = [tensor(n, v) for n, v in sample.items()]
     lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {batch[2] if batched else 0}",
              "input [", ",\n".join(inputs), "]",
-             "output [", ",\n".join(_tensor(n, v, batched) for n, v in outputs.items()), "]"]
+             "output [", ",\n".join(tensor(n, v) for n, v in outputs.items()), "]"]
     if batched:
         preferred = " ".join(f"preferred_batch_size: {b}" for b in sorted({batch[1], batch[2]}))
         lines.append(f"dynamic_batching {{ {preferred} max_queue_delay_microseconds: {QUEUE_DELAY_US} }}")
@@ -49,13 +64,14 @@ def config_text(name: str, part: Part, platform: str, batch: tuple[int, int, int
 def write_repository(out: str | os.PathLike, part: Part, model, batch: tuple[int, int, int]) -> Path:
     """`model` is ONNX bytes or a tensorrt.Engine; the folder's name is the model's name in Triton."""
     out = Path(out)
-    onnx = isinstance(model, bytes)
-    platform = "onnxruntime_onnx" if onnx else "tensorrt_plan"
+    is_onnx = isinstance(model, bytes)
+    platform = "onnxruntime_onnx" if is_onnx else "tensorrt_plan"
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "1").mkdir()
-        atomic_write_bytes(tmp / "config.pbtxt", config_text(out.name, part, platform, batch).encode())
-        if onnx:
+        dtypes = graph_dtypes(model) if is_onnx else None
+        atomic_write_bytes(tmp / "config.pbtxt", config_text(out.name, part, platform, batch, dtypes).encode())
+        if is_onnx:
             atomic_write_bytes(tmp / "1" / "model.onnx", model)
         else:
             model.write(tmp / "1" / "model.plan")

@@ -29,15 +29,19 @@ def _triton_config(path):
 
 def test_triton_repository_for_the_decoder(vae_checkpoint, tmp_path):
     folder = tmp_path / "faces_vae"
-    export(vae_checkpoint, folder, ExportOptions(format="triton", precision="fp16", batch=(1, 8, 64)))
+    export(vae_checkpoint, folder, ExportOptions(format="triton", precision="fp16", fp16_io=True, batch=(1, 8, 64)))
     config = _triton_config(folder / "config.pbtxt")
+    from tritonclient.grpc import model_config_pb2
+
+    assert config.input[0].data_type == config.output[0].data_type == model_config_pb2.TYPE_FP16  # --fp16-io
     assert config.name == "faces_vae" and config.platform == "onnxruntime_onnx" and config.max_batch_size == 64
     assert list(config.dynamic_batching.preferred_batch_size) == [8, 64]
     assert config.instance_group[0].count == 1
     assert [(i.name, list(i.dims)) for i in config.input] == [("z", [8])]
     assert [(o.name, list(o.dims)) for o in config.output] == [("image", [3, 32, 32])]
     session = ort.InferenceSession(str(folder / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert session.run(None, {"z": latents(2, 8)})[0].shape == (2, 3, 32, 32)
+    image = session.run(None, {"z": latents(2, 8).astype(np.float16)})[0]
+    assert image.shape == (2, 3, 32, 32) and image.dtype == np.float16
     with pytest.raises(InputError, match="already exists"):
         export(vae_checkpoint, folder, ExportOptions(format="triton"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["faces_vae"]  # no half-built folder left beside it
