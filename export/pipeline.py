@@ -20,12 +20,11 @@ from latentforge.errors import InputError, ParityError
 from latentforge.files import atomic_write_bytes, check_output_path
 
 from . import precision as prec
-from .onnx import DEFAULT_OPSET, ExportResult, graph_bytes, set_metadata
+from .onnx import DEFAULT_OPSET, PARITY_BATCHES, ExportResult, graph_bytes, set_metadata
 from .parity import OutputParity, compare
 from .parts import Part, Source, build_part
 
 FORMATS = ("onnx", "tensorrt", "triton")
-PARITY_BATCHES = (1, 16)
 CALIBRATION = (8, 16)  # batches x images: what int8 ranges and fp16 overflow are measured on
 
 
