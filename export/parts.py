@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from latentforge.checkpoint import CheckpointInfo
 from latentforge.errors import ExportError
 from latentforge.images import to_uint8
 from latentforge.latents import latents
@@ -31,6 +32,7 @@ class Source:
     value_range: tuple[float, float]
     data: str = "unknown"
     attributes: str | None = None           # JSON {name: [floats]} from the checkpoint, passed through
+    info: CheckpointInfo | None = None      # the checkpoint's, for parts a kind builds itself (KIND_PARTS)
 
     def metadata(self, part: str, precision: str) -> dict[str, str]:
         return metadata_props(self.kind, part, self.latent_dim, self.image_shape, self.value_range, self.data,
@@ -101,6 +103,10 @@ def _own_images(source: Source, n: int, seed: int | None) -> np.ndarray:
 
 
 def decoder_part(source: Source) -> Part:
+    if source.latent_dim < 1:
+        raise ExportError(f"a {source.kind!r} model has no latent vector to decode from, and no exporter of its "
+                          "own is registered for this part; update latentforge")
+
     def make(n, seed):
         return {"z": latents(n, source.latent_dim, seed)}
 
