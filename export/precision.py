@@ -5,8 +5,9 @@
 - bf16: onnxruntime's CPU provider has no bf16 kernels for Conv/ConvTranspose/Gemm, so
   the written graph is the fp32 one marked `latentforge.precision=bf16`, for runtimes that
   compute in bf16 on request (TensorRT's BF16 flag, OpenVINO's bf16 inference precision).
-  Its gate runs an emulation on onnxruntime: every weight and every activation rounded
-  through bf16, accumulation in fp32, which is what bf16 matrix units do.
+  Its gate runs on OpenVINO at bf16 where this CPU computes bf16 (pipeline.openvino_has_bf16),
+  else an emulation on onnxruntime: every weight and every activation rounded through bf16,
+  accumulation in fp32, which is what bf16 matrix units do.
 - int8: onnxruntime static quantization, QDQ, calibrated on the part's own inputs.
 """
 from __future__ import annotations

@@ -155,3 +155,16 @@ def test_fp32_graph_runs_the_same_in_openvino(vae_checkpoint, tmp_path, part):
         assert np.abs(value.astype(int) - ref.astype(int)).max() <= 1
     else:
         np.testing.assert_allclose(value, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_bf16_gate_runs_on_openvino_where_it_computes_bf16(vae_checkpoint, tmp_path, monkeypatch):
+    pytest.importorskip("openvino", reason="OpenVINO is the bf16 runtime of this check")
+    import latentforge.export.pipeline as pipeline
+
+    # Where the CPU has no bf16 units OpenVINO computes the bf16 request in fp32; the path is the same.
+    monkeypatch.setattr(pipeline, "openvino_has_bf16", lambda: True)
+    result = export(vae_checkpoint, tmp_path / "d.onnx", ExportOptions(part="filter", precision="bf16"))
+    assert result.passed and result.details["measured_by"].startswith("OpenVINO")
+    monkeypatch.setattr(pipeline, "openvino_has_bf16", lambda: False)
+    result = export(vae_checkpoint, tmp_path / "e.onnx", ExportOptions(precision="bf16"))
+    assert result.passed and result.details["measured_by"].startswith("bf16 emulation")
