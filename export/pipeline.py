@@ -59,6 +59,10 @@ class ExportOptions:
             raise InputError(f"--batch must be MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX, got {self.batch}")
         if self.fp16_io and self.precision != "fp16":
             raise InputError(f"--fp16-io goes with --dtype fp16, not {self.precision}")
+        if self.precision == "bf16" and (self.format == "tensorrt" or
+                                         (self.format == "triton" and self.triton_backend == "tensorrt")):
+            raise InputError("TensorRT engines are fp32, fp16 or int8 (TensorRT 11 takes precision from the graph, "
+                             "and no bf16 graph is made); use --dtype fp16, or bf16 with --format onnx")
         if self.triton_backend not in ("onnxruntime", "tensorrt"):
             raise InputError(f"--triton-backend must be onnxruntime or tensorrt, got {self.triton_backend!r}")
 
@@ -197,8 +201,7 @@ def finish(prepared: Prepared, out: Path, opts: ExportOptions, timing_cache=None
     if opts.format == "tensorrt" or (opts.format == "triton" and opts.triton_backend == "tensorrt"):
         from .tensorrt import build_engine, engine_runner
 
-        onnx_for_trt = graph if opts.precision == "int8" else fp32.SerializeToString()
-        engine = build_engine(onnx_for_trt, part, opts.precision, opts.batch, meta, timing_cache)
+        engine = build_engine(graph, part, opts.precision, opts.batch, meta, timing_cache)
         parity = measure(part, engine_runner(engine.plan), opts.precision, opts.atol, opts.rtol, min_psnr,
                          batches=sorted({opts.batch[0], opts.batch[1]}))
         details["engine"] = engine.sidecar

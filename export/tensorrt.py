@@ -1,9 +1,13 @@
 """ONNX -> serialized TensorRT engine (`.plan`) with an optimization profile, precision flags, a timing cache
 and the sidecar JSON the runtime checks before it loads the plan (runtime/engine_sidecar.py).
 
-Written against the TensorRT 10 Python API: Builder, network from OnnxParser, BuilderConfig,
-build_serialized_network. The engine is built without VERSION_COMPATIBLE, so it holds no
-host code, and the runtime deserializes with engine_host_code_allowed = False.
+Written against the TensorRT Python API (10.x and 11.x): Builder, a strongly typed network from
+OnnxParser, BuilderConfig, build_serialized_network. The precision lives in the ONNX graph it is
+given (fp32, the fp16 graph with its fp32-kept layers, or the int8 QDQ graph), not in builder
+flags: TensorRT 11 removed the FP16/INT8/BF16 flags and builds only strongly typed networks.
+There is no bf16 graph to give it, so bf16 engines are refused. The engine is built without
+VERSION_COMPATIBLE, so it holds no host code, and the runtime deserializes with
+engine_host_code_allowed = False.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from latentforge.runtime.engine_sidecar import FORMAT, sidecar_path
 from .parts import Part
 
 INSTALL = 'pip install "latentforge[tensorrt]" on a machine with an NVIDIA GPU'
-FLAGS = {"fp32": [], "fp16": ["FP16"], "bf16": ["BF16"], "int8": ["INT8", "FP16"]}  # int8: QDQ graph, fp16 fallback
+PRECISIONS = ("fp32", "fp16", "int8")
 WORKSPACE = 1 << 30
 
 
@@ -75,21 +79,26 @@ def _tensor_info(name: str, value: np.ndarray, fixed: bool) -> dict:
 
 def build_engine(onnx_bytes: bytes, part: Part, precision: str, batch: tuple[int, int, int], meta: dict[str, str],
                  timing_cache: str | os.PathLike | None = None) -> Engine:
+    """`onnx_bytes` is the graph at `precision` already (see the module docstring)."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"TensorRT engines are built as fp32, fp16 or int8 here, not {precision}; "
+                          "use --dtype fp16 for a half-precision engine")
     trt = import_tensorrt()
     gpu_name, capability = gpu()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    # Required for the graph's own types to decide precision on 10.x; accepted and always on in 11.x.
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportError(f"TensorRT's ONNX parser rejected the {part.name} graph: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE)
-    if precision == "fp32":
+    flags = ["STRONGLY_TYPED"]
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)  # on by default; fp32 means fp32 parity with PyTorch
-    for flag in FLAGS[precision]:
-        config.set_flag(getattr(trt.BuilderFlag, flag))
+        flags.append("NO_TF32")
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in profile_shapes(part, batch).items():
         profile.set_shape(name, lo, opt, hi)
@@ -118,7 +127,7 @@ def build_engine(onnx_bytes: bytes, part: Part, precision: str, batch: tuple[int
         "tensorrt_version": trt.__version__,
         "gpu_name": gpu_name,
         "compute_capability": capability,
-        "flags": FLAGS[precision],
+        "flags": flags,
         "profile": dict(zip(("min", "opt", "max"), batch)),
         "sha256": hashlib.sha256(plan).hexdigest(),
         "input": inputs[0],

@@ -75,6 +75,15 @@ def test_tensorrt_missing_names_the_extra_and_writes_nothing(vae_checkpoint, tmp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_tensorrt_bf16_is_refused_before_any_work(vae_checkpoint, tmp_path):
+    with pytest.raises(InputError, match="fp32, fp16 or int8"):
+        export(vae_checkpoint, tmp_path / "d.plan", ExportOptions(format="tensorrt", precision="bf16"))
+    with pytest.raises(InputError, match="fp32, fp16 or int8"):
+        export(vae_checkpoint, tmp_path / "m", ExportOptions(format="triton", triton_backend="tensorrt",
+                                                             precision="bf16"))
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.skipif(not HAS_TENSORRT, reason=NO_TENSORRT)
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_tensorrt_engine_builds_matches_and_verifies(vae_checkpoint, tmp_path, precision):
@@ -87,12 +96,13 @@ def test_tensorrt_engine_builds_matches_and_verifies(vae_checkpoint, tmp_path, p
     sidecar = verify_engine(plan, trt.__version__, torch.cuda.get_device_name(),
                             "%d.%d" % torch.cuda.get_device_capability())
     assert sidecar["profile"] == {"min": 1, "opt": 4, "max": 16} and sidecar["metadata"]["precision"] == precision
+    assert "STRONGLY_TYPED" in sidecar["flags"] and sidecar["input"]["name"] == "z"
 
 
 def _fake_engine(tmp_path, **changes):
     plan = b"not really a plan, but bytes with a hash"
     sidecar = {"format": FORMAT, "tensorrt_version": "10.9.0", "gpu_name": "NVIDIA H100 80GB HBM3",
-               "compute_capability": "9.0", "flags": ["FP16"], "profile": {"min": 1, "opt": 16, "max": 128},
+               "compute_capability": "9.0", "flags": ["STRONGLY_TYPED"], "profile": {"min": 1, "opt": 16, "max": 128},
                "sha256": hashlib.sha256(plan).hexdigest(),
                "input": {"name": "z", "shape": [-1, 8], "dtype": "float32"},
                "output": {"name": "image", "shape": [-1, 3, 32, 32], "dtype": "float32"},
