@@ -242,6 +242,10 @@ def export(source: Source | str | os.PathLike, out: str | os.PathLike, options: 
     """Export one part of a checkpoint (or a foreign Source) at one precision to `out`; see ExportOptions."""
     opts = options or ExportOptions()
     out = _checked_out(out, opts)
+    if opts.format == "tensorrt" or (opts.format == "triton" and opts.triton_backend == "tensorrt"):
+        from .tensorrt import gpu, import_tensorrt
+
+        import_tensorrt(), gpu()  # say what is missing before minutes of export and calibration
     return finish(prepare(source, opts, out), out, opts, timing_cache)
 
 
