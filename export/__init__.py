@@ -1,5 +1,6 @@
-"""Checkpoint -> ONNX, with parity checked against PyTorch at every export."""
+"""Checkpoint (or a foreign generator) -> ONNX / TensorRT / Triton, every variant checked against PyTorch."""
 from .onnx import ExportResult, export_onnx
 from .parity import OutputParity, compare
+from .pipeline import ExportOptions, export, export_precisions
 
-__all__ = ["ExportResult", "OutputParity", "compare", "export_onnx"]
+__all__ = ["ExportOptions", "ExportResult", "OutputParity", "compare", "export", "export_onnx", "export_precisions"]

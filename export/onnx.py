@@ -33,6 +33,7 @@ class ExportResult:
     path: Path | None
     parity: list[OutputParity] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    details: dict = field(default_factory=dict)  # precision, gate, op counts, fp32-kept nodes, engine facts
 
     @property
     def passed(self) -> bool:
@@ -40,7 +41,7 @@ class ExportResult:
 
     def report(self) -> dict:
         return {"path": str(self.path) if self.path else None, "passed": self.passed,
-                "metadata": self.metadata, "outputs": [p.to_dict() for p in self.parity]}
+                "metadata": self.metadata, **self.details, "outputs": [p.to_dict() for p in self.parity]}
 
 
 class Decoder(torch.nn.Module):
@@ -54,28 +55,44 @@ class Decoder(torch.nn.Module):
         return self.model.decode(z)
 
 
-def metadata(info: CheckpointInfo) -> dict[str, str]:
+def metadata(info: CheckpointInfo, part: str = "decoder", precision: str = "fp32") -> dict[str, str]:
+    """The `latentforge.*` metadata_props of a checkpoint's exported graph."""
     cfg = info.config
+    return metadata_props(info.kind, part, cfg["latent_dim"], (cfg["channels"], cfg["image_size"], cfg["image_size"]),
+                          info.value_range, info.data, precision, info.extra.get("attributes"))
+
+
+def metadata_props(kind: str, part: str, latent_dim: int, image_shape, value_range, data: str, precision: str,
+                   attributes: str | None = None) -> dict[str, str]:
+    """`image_shape` is (C, H, W). The runtime reads these keys; `precision` is fp32 | fp16 | bf16 | int8."""
     meta = {
         "version": __version__,
-        "kind": info.kind,
-        "part": "decoder",
-        "latent_dim": str(cfg["latent_dim"]),
-        "image_shape": json.dumps([cfg["channels"], cfg["image_size"], cfg["image_size"]]),
-        "value_range": json.dumps(list(info.value_range)),
-        "data": info.data,
+        "kind": kind,
+        "part": part,
+        "precision": precision,
+        "latent_dim": str(int(latent_dim)),
+        "image_shape": json.dumps([int(v) for v in image_shape]),
+        "value_range": json.dumps([float(v) for v in value_range]),
+        "data": data,
     }
-    if "attributes" in info.extra:
-        meta["attributes"] = info.extra["attributes"]
+    if attributes is not None:
+        meta["attributes"] = attributes
     return {META + k: v for k, v in meta.items()}
 
 
 def to_onnx_bytes(model: torch.nn.Module, latent_dim: int, meta: dict[str, str], opset: int = DEFAULT_OPSET) -> bytes:
     """Export `model.decode` with a dynamic batch; return the serialized ModelProto."""
+    example = {"z": torch.from_numpy(latents(2, latent_dim, seed=0))}
+    return graph_bytes(Decoder(model), example, ["image"], meta, opset)
+
+
+def graph_bytes(module: torch.nn.Module, example: dict[str, torch.Tensor], output_names: list[str],
+                meta: dict[str, str], opset: int = DEFAULT_OPSET, fixed: tuple[str, ...] = ()) -> bytes:
+    """Export `module(**example)` with dim 0 of every input but those in `fixed` as one dynamic batch."""
     import onnx
 
-    decoder = Decoder(model).eval()
-    example = torch.from_numpy(latents(2, latent_dim, seed=0))
+    batch = torch.export.Dim("batch")
+    dynamic = {name: ({} if name in fixed else {0: batch}) for name in example}
     # The exporter logs about optional torchvision ops and deprecated pytree APIs; neither concerns us.
     onnx_logger = logging.getLogger("torch.onnx")
     level = onnx_logger.level
@@ -83,22 +100,29 @@ def to_onnx_bytes(model: torch.nn.Module, latent_dim: int, meta: dict[str, str],
     with warnings.catch_warnings(), torch.inference_mode(False):
         warnings.simplefilter("ignore")
         try:
-            program = torch.onnx.export(decoder, (example,), dynamo=True, input_names=["z"], output_names=["image"],
-                                        dynamic_shapes={"z": {0: torch.export.Dim("batch")}},
-                                        opset_version=opset, verbose=False)
+            program = torch.onnx.export(module.eval(), tuple(example.values()), dynamo=True,
+                                        input_names=list(example), output_names=output_names,
+                                        dynamic_shapes=dynamic, opset_version=opset, verbose=False)
         except Exception as e:
-            raise ExportError(f"torch.onnx could not export the {meta.get(META + 'kind')} decoder at opset {opset}: "
-                              f"{str(e).splitlines()[0]}") from e
+            raise ExportError(f"torch.onnx could not export the {meta.get(META + 'kind')} "
+                              f"{meta.get(META + 'part', 'decoder')} at opset {opset}: "
+                              f"{str(e).strip().splitlines()[0]}") from e
         finally:
             onnx_logger.setLevel(level)
     proto = program.model_proto
+    set_metadata(proto, meta)
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def set_metadata(proto, meta: dict[str, str]) -> None:
+    """Stamp producer and `latentforge.*` metadata_props on a ModelProto (replacing any there)."""
     proto.producer_name = "latentforge"
     proto.producer_version = __version__
+    del proto.metadata_props[:]
     for key, value in sorted(meta.items()):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.checker.check_model(proto)
-    return proto.SerializeToString()
 
 
 def check_parity(model: torch.nn.Module, onnx_bytes: bytes, latent_dim: int, value_range: tuple[float, float],

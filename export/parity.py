@@ -19,27 +19,31 @@ class OutputParity:
     rtol: float
     nonfinite: int
     passed: bool
+    min_psnr: float | None = None  # the quality gate, when one applies
+
 
     def line(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
         return (f"{verdict} {self.name} {self.shape}: max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g} "
                 f"at {self.worst_index}, PSNR {self.psnr_db:.1f} dB, non-finite {self.nonfinite} "
-                f"(atol {self.atol:g}, rtol {self.rtol:g})")
+                f"(atol {self.atol:g}, rtol {self.rtol:g}" + ("" if self.min_psnr is None else
+                                                              f", PSNR >= {self.min_psnr:g} dB") + ")")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def compare(name: str, reference: np.ndarray, actual: np.ndarray, atol: float, rtol: float,
-            peak: float = 1.0) -> OutputParity:
-    """Pass when |actual - reference| <= atol + rtol * |reference| everywhere and nothing is NaN/Inf.
+            peak: float = 1.0, min_psnr: float | None = None) -> OutputParity:
+    """Pass when |actual - reference| <= atol + rtol * |reference| everywhere, nothing is NaN/Inf and
+    (given `min_psnr`) the PSNR reaches it.
 
     `peak` is the signal range used for PSNR (the width of the model's value range).
     """
     ref = np.asarray(reference, dtype=np.float64)
     got = np.asarray(actual, dtype=np.float64)
     if ref.shape != got.shape:
-        return OutputParity(name, list(got.shape), math.inf, math.inf, [], 0.0, atol, rtol, 0, False)
+        return OutputParity(name, list(got.shape), math.inf, math.inf, [], 0.0, atol, rtol, 0, False, min_psnr)
     nonfinite = int((~np.isfinite(got)).sum())
     diff = np.abs(got - ref)
     diff = np.where(np.isfinite(diff), diff, np.inf)
@@ -48,6 +52,18 @@ def compare(name: str, reference: np.ndarray, actual: np.ndarray, atol: float, r
     rel = diff / np.maximum(np.abs(ref), 1e-12)
     mse = float(np.mean(np.square(np.where(np.isfinite(diff), diff, peak)))) if ref.size else 0.0
     psnr = math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
-    passed = nonfinite == 0 and bool(np.all(excess <= 0))
+    passed = nonfinite == 0 and bool(np.all(excess <= 0)) and (min_psnr is None or psnr >= min_psnr)
     return OutputParity(name, list(ref.shape), float(diff.max(initial=0.0)), float(rel.max(initial=0.0)),
-                        [int(i) for i in worst], psnr, atol, rtol, nonfinite, passed)
+                        [int(i) for i in worst], psnr, atol, rtol, nonfinite, passed, min_psnr)
+
+
+def table(results: list[OutputParity]) -> str:
+    """The comparison as a fixed-width table, one row per output."""
+    head = ("output", "shape", "max abs", "max rel", "worst index", "PSNR dB", "atol", "rtol", "min PSNR", "result")
+    rows = [head] + [(p.name, "x".join(map(str, p.shape)), f"{p.max_abs:.3g}", f"{p.max_rel:.3g}",
+                      ",".join(map(str, p.worst_index)), f"{p.psnr_db:.1f}", f"{p.atol:g}", f"{p.rtol:g}",
+                      "-" if p.min_psnr is None else f"{p.min_psnr:g}",
+                      ("PASS" if p.passed else "FAIL") + (f" ({p.nonfinite} non-finite)" if p.nonfinite else ""))
+                     for p in results]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

@@ -10,7 +10,7 @@ from .errors import InputError, LatentforgeError
 
 # Modules that add more subcommands: each has add_commands(sub) that calls sub.add_parser(...) and
 # set_defaults(func=...), and imports what its commands need only when they run.
-COMMAND_MODULES: tuple[str, ...] = ("latentforge.cli_ops",)
+COMMAND_MODULES: tuple[str, ...] = ("latentforge.cli_ops", "latentforge.export.command")
 
 
 def _batches(text: str) -> tuple[int, ...]:
@@ -56,26 +56,6 @@ def cmd_train(args) -> None:
                       command="latentforge " + shlex.join(args.argv))
     result = train(cfg)
     print(f"checkpoint: {result.checkpoint} (step {result.step}, {result.seconds:.0f} s)")
-
-
-def cmd_export(args) -> None:
-    from latentforge.export import export_onnx
-    from latentforge.files import atomic_write_bytes, check_output_path
-
-    if args.report:
-        check_output_path(args.report)
-    try:
-        result = export_onnx(args.checkpoint, args.output, opset=args.opset, atol=args.atol, rtol=args.rtol)
-    except LatentforgeError as e:
-        failed = getattr(e, "result", None)
-        if args.report and failed is not None:
-            atomic_write_bytes(args.report, json.dumps(failed.report(), indent=2).encode())
-        raise
-    for p in result.parity:
-        print(p.line())
-    if args.report:
-        atomic_write_bytes(args.report, json.dumps(result.report(), indent=2).encode())
-    print(f"wrote {result.path}")
 
 
 def cmd_sample(args) -> None:
@@ -174,15 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's checkpoint")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("export", help="export a checkpoint's decoder to ONNX, checked against PyTorch")
-    p.add_argument("checkpoint")
-    p.add_argument("-o", "--output", required=True, help="OUT.onnx")
-    p.add_argument("--opset", type=int, default=18)
-    p.add_argument("--atol", type=float, default=1e-4)
-    p.add_argument("--rtol", type=float, default=1e-3)
-    p.add_argument("--report", help="write the parity report as JSON here")
-    p.set_defaults(func=cmd_export)
 
     for name, func, helptext in (("sample", cmd_sample, "decode random latents to a PNG grid or .npy"),
                                  ("interpolate", cmd_interpolate, "decode a walk between two latents")):

@@ -1,0 +1,167 @@
+"""What can be exported from a model: decoder, encoder, the real-time filter, and (VQ models) the prior.
+
+A part is an nn.Module with named inputs and outputs plus a way to draw inputs for it
+from the model itself (latents for a decoder, the model's own decoded images for an
+encoder or filter), so calibration and parity need no data set. The module is also the
+plain-PyTorch reference every exported variant of the part is checked against.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from latentforge.checkpoint import CheckpointInfo
+from latentforge.errors import ExportError
+from latentforge.images import to_uint8
+from latentforge.latents import latents
+
+from .onnx import Decoder, metadata_props
+
+
+@dataclass
+class Source:
+    """A model to export and the facts its metadata needs, whether from a checkpoint or a foreign module."""
+    model: nn.Module                        # has decode(z) -> float [N, C, H, W]; VAEs also encode(x)
+    kind: str
+    latent_dim: int
+    image_shape: tuple[int, int, int]       # (C, H, W)
+    value_range: tuple[float, float]
+    data: str = "unknown"
+    attributes: str | None = None           # JSON {name: [floats]} from the checkpoint, passed through
+    info: CheckpointInfo | None = None      # the checkpoint's, for parts a kind builds itself (KIND_PARTS)
+
+    def metadata(self, part: str, precision: str) -> dict[str, str]:
+        return metadata_props(self.kind, part, self.latent_dim, self.image_shape, self.value_range, self.data,
+                              precision, self.attributes)
+
+    @property
+    def peak(self) -> float:
+        return self.value_range[1] - self.value_range[0]
+
+
+@dataclass
+class Part:
+    name: str
+    module: nn.Module                                   # the reference, and what torch.onnx exports
+    make_inputs: Callable[[int, int | None], dict[str, np.ndarray]]  # (n, seed) -> named inputs
+    outputs: list[str]
+    peaks: dict[str, float]                             # PSNR peak (signal span) per output
+    fixed: tuple[str, ...] = ()                         # inputs without a batch dimension
+    onnx_bytes: Callable[[dict[str, str], int], bytes] | None = None  # (metadata, opset) -> graph, if not torch.onnx
+
+    def reference(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            out = self.module(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+        out = out if isinstance(out, tuple) else (out,)
+        return {name: t.contiguous().numpy() for name, t in zip(self.outputs, out)}
+
+
+class Encoder(nn.Module):
+    """image float32 [N, C, H, W] in the value range -> (mu, logvar) [N, D]."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor):
+        return self.model.encode(image)
+
+
+class Filter(nn.Module):
+    """The real-time filter in one graph: camera bytes in, display bytes out.
+
+    frame uint8 [N, H, W, C], offset float32 [N, D], temperature float32 [1], eps float32 [N, D]
+    -> frame_out uint8 [N, H, W, C]; z = mu + temperature * exp(logvar / 2) * eps + offset.
+    The byte conversions are latentforge.images.from_uint8 / to_uint8 op for op: scale then
+    shift in, shift then scale out, round half to even, NaN -> 0, clamp to 0..255.
+    """
+
+    def __init__(self, model: nn.Module, value_range: tuple[float, float]) -> None:
+        super().__init__()
+        self.model = model
+        self.lo, self.hi = float(value_range[0]), float(value_range[1])
+
+    def forward(self, frame: torch.Tensor, offset: torch.Tensor, temperature: torch.Tensor, eps: torch.Tensor):
+        scale_in = torch.tensor((self.hi - self.lo) / 255.0, dtype=torch.float32)  # float32, as from_uint8 rounds it
+        x = frame.permute(0, 3, 1, 2).to(torch.float32) * scale_in + self.lo
+        mu, logvar = self.model.encode(x)
+        z = mu + temperature * torch.exp(0.5 * logvar) * eps + offset
+        y = (self.model.decode(z) - self.lo) * (255.0 / (self.hi - self.lo))
+        y = torch.where(torch.isnan(y), torch.zeros_like(y), y)
+        y = torch.clamp(torch.round(y), 0.0, 255.0).to(torch.uint8)
+        return y.permute(0, 2, 3, 1)
+
+
+def _own_images(source: Source, n: int, seed: int | None) -> np.ndarray:
+    """Images the model itself draws from latents: in-distribution inputs for an encoder, no data set needed."""
+    with torch.inference_mode():
+        return source.model.decode(torch.from_numpy(latents(n, source.latent_dim, seed))).contiguous().numpy()
+
+
+def decoder_part(source: Source) -> Part:
+    if source.latent_dim < 1:
+        raise ExportError(f"a {source.kind!r} model has no latent vector to decode from, and no exporter of its "
+                          "own is registered for this part; update latentforge")
+
+    def make(n, seed):
+        return {"z": latents(n, source.latent_dim, seed)}
+
+    return Part("decoder", Decoder(source.model), make, ["image"], {"image": source.peak})
+
+
+def _needs_encoder(source: Source, part: str) -> None:
+    if not hasattr(source.model, "encode"):
+        raise ExportError(f"--part {part} needs an encoder, and a {source.kind} model has none; "
+                          "export --part decoder, or use a VAE checkpoint")
+
+
+def encoder_part(source: Source) -> Part:
+    _needs_encoder(source, "encoder")
+
+    def make(n, seed):
+        return {"image": _own_images(source, n, seed)}
+
+    # PSNR of mu and logvar is taken against the prior's +-3 sigma span: an error in units of the latent
+    # scale the decoder sees, not of one batch's (for an untrained model, tiny) spread.
+    return Part("encoder", Encoder(source.model), make, ["mu", "logvar"], {"mu": 6.0, "logvar": 6.0})
+
+
+def filter_part(source: Source) -> Part:
+    _needs_encoder(source, "filter")
+
+    def make(n, seed):
+        rng = np.random.default_rng(seed)
+        frame = to_uint8(_own_images(source, n, seed), source.value_range)
+        offset = (0.5 * rng.standard_normal((n, source.latent_dim))).astype(np.float32)
+        return {"frame": frame, "offset": offset, "temperature": np.array([0.5], np.float32),
+                "eps": latents(n, source.latent_dim, None if seed is None else seed + 1)}
+
+    return Part("filter", Filter(source.model, source.value_range), make, ["frame_out"], {"frame_out": 255.0},
+                fixed=("temperature",))
+
+
+def prior_part(source: Source) -> Part:
+    raise ExportError(f"--part prior exports a VQ model's code prior; {source.kind!r} models have none "
+                      "(train a VQ-VAE, or export --part decoder)")
+
+
+PARTS: dict[str, Callable[[Source], Part]] = {
+    "decoder": decoder_part,
+    "encoder": encoder_part,
+    "filter": filter_part,
+    "prior": prior_part,
+}
+# Parts whose graph a kind's own module builds (e.g. the VQ decoder and prior from export/vq.py):
+# {(kind, part): Source -> Part with onnx_bytes set}. Looked up before PARTS.
+KIND_PARTS: dict[tuple[str, str], Callable[[Source], Part]] = {}
+
+
+def build_part(source: Source, part: str) -> Part:
+    builder = KIND_PARTS.get((source.kind, part)) or PARTS.get(part)
+    if builder is None:
+        raise ExportError(f"unknown part {part!r}; choose one of {sorted(PARTS)}")
+    return builder(source)
