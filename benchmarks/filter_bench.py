@@ -32,7 +32,8 @@ from latentforge import Filter, load
 from latentforge.checkpoint import save_checkpoint
 from latentforge.demo import SHIPPED
 from latentforge.models import ConvVAE, VAEConfig
-from latentforge.runtime.machine import machine_info
+from latentforge.runtime.flops import count_flops_torch
+from latentforge.runtime.machine import machine_info, matmul_ceiling
 
 TARGETS = {64: "≥ 1000 frames/s and p99 < 2 ms", 256: "≥ 60 frames/s"}
 
@@ -132,6 +133,8 @@ def bench_model(name: str, ckpt: Path, size: int, offset: np.ndarray, seconds: f
         if threads == 1:
             graph_file = tmp / f"{name}.filter.onnx"
             graph_file.write_bytes(f._graph.source)
+            flops = count_flops_torch(model._encoder.module, model.latent_dim,
+                                      lambda m: m.decode(m.encode(torch.zeros(1, 3, size, size))[0]))
         stream = Filter(model, {"edit": 1.0})
         list(stream.stream(frames[:16]))  # warm-up
         stream.stats.__init__()
@@ -167,6 +170,9 @@ def bench_model(name: str, ckpt: Path, size: int, offset: np.ndarray, seconds: f
     times, fps = time_calls(plain_onnxruntime(module, size, offset), frames, seconds)
     rows.append(row(name, "onnxruntime (plain)", "default", frames[0].shape, times, fps))
     print(name, "done", flush=True)
+    for r in rows:
+        r["flops_per_frame"] = flops
+        r["gflops_at_p50"] = flops / r["p50_ms"] / 1e6 if r["p50_ms"] else None
     return rows
 
 
@@ -176,14 +182,15 @@ def _stage(r, stage):
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| model | engine | threads | frame | frames/s | p50 ms | p99 ms | pre p50/p99 ms | infer p50/p99 ms "
-            "| post p50/p99 ms |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|")
+    head = ("| model | engine | threads | frame | frames/s | p50 ms | p99 ms | GFLOP/s at p50 | pre p50/p99 ms "
+            "| infer p50/p99 ms | post p50/p99 ms |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for r in rows:
         p50 = "—" if r["p50_ms"] is None else f"{r['p50_ms']:.3f}"
         p99 = "—" if r["p99_ms"] is None else f"{r['p99_ms']:.3f}"
+        gflops = "—" if r["gflops_at_p50"] is None else f"{r['gflops_at_p50']:.1f}"
         lines.append(f"| {r['model']} | {r['engine']} | {r['threads']} | {r['frame']} | {r['fps']:.0f} | {p50} | "
-                     f"{p99} | {_stage(r, 'pre')} | {_stage(r, 'infer')} | {_stage(r, 'post')} |")
+                     f"{p99} | {gflops} | {_stage(r, 'pre')} | {_stage(r, 'infer')} | {_stage(r, 'post')} |")
     return "\n".join(lines)
 
 
@@ -193,6 +200,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="benchmarks/results/filter-cpu-2core", help="writes OUT.md and OUT.json")
     args = parser.parse_args(argv)
     machine = machine_info()
+    ceiling = matmul_ceiling("float32")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -202,14 +210,19 @@ def main(argv=None) -> int:
         big = ConvVAE(VAEConfig(image_size=256, base_channels=16, max_channels=128, latent_dim=16)).eval()
         ckpt = save_checkpoint(tmp / "vae256.safetensors", big, data="random", step=0)
         rows += bench_model("random VAE 256px", ckpt, 256, offset, args.seconds, tmp)
-    report = {"machine": machine, "seconds_per_row": args.seconds, "targets": TARGETS, "rows": rows,
+    flops = {r["model"]: r["flops_per_frame"] for r in rows}
+    report = {"machine": machine, "fp32_ceiling": ceiling, "seconds_per_row": args.seconds, "targets": TARGETS,
+              "rows": rows,
               "counted": "uint8 frame in -> uint8 frame out per call, including crop/resize when the frame is "
                          "larger than the model; latentforge rows include edit offset and stats bookkeeping"}
     text = (f"# Filter benchmark\n\nmachine: {machine['cpu']}, {machine['physical_cores']} physical cores, features "
             f"{' '.join(machine['features'])}, 1-min load {machine['load_average_1min']:.1f}; "
             f"{', '.join(f'{k} {v}' for k, v in machine['versions'].items())}; {machine['date']}\n\n"
             f"{report['counted']}. {args.seconds} s timed per row, after warm-up. Targets: 64 px {TARGETS[64]}; "
-            f"256 px {TARGETS[256]}.\n\n" + table(rows) + "\n")
+            f"256 px {TARGETS[256]}.\n\nFLOPs per frame (encode + decode convolutions and linears, from forward hooks): "
+            + ", ".join(f"{k} {v / 1e9:.3f} GFLOP" for k, v in flops.items())
+            + f"; fp32 ceiling in this run: {ceiling['gflops']:.0f} GFLOP/s ({ceiling['library']}, "
+            f"{ceiling['n']}^2).\n\n" + table(rows) + "\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps(report, indent=2, default=str))
     Path(args.out + ".md").write_text(text)
