@@ -148,3 +148,17 @@ def test_stream_stats_are_live_and_complete(vae):
     assert all(snap["stages"][s]["n"] == 12 and snap["stages"][s]["p99_ms"] >= snap["stages"][s]["p50_ms"]
                for s in ("pre", "infer", "post"))
     assert "12 frames out of 12" in f.summary()
+
+
+def test_a_256px_vae_filters_frames(tmp_path):
+    import torch
+
+    from latentforge.checkpoint import save_checkpoint
+    from latentforge.models import ConvVAE, VAEConfig
+
+    torch.manual_seed(0)
+    vae = ConvVAE(VAEConfig(image_size=256, base_channels=4, max_channels=8, latent_dim=4)).eval()
+    model = load(save_checkpoint(tmp_path / "vae256.safetensors", vae, data="random", step=0))
+    frame = _frames(1, 200, 300)[0]
+    fast, plain = Filter(model)(frame), Filter(model, use_graph=False)(frame)
+    assert fast.shape == frame.shape and np.abs(fast.astype(int) - plain).max() <= 1
