@@ -64,7 +64,7 @@ def cmd_filter(args) -> None:
         bar.close()
         source.close()
         sink.close()  # also after Ctrl-C or an error: the output stays valid up to its last frame
-        print(f"{model.backend} ({f.path}): {f.summary()}", file=sys.stderr)
+        print(f"{f.backend} ({f.path}): {f.summary()}", file=sys.stderr)
         print(f"wrote {sink.written} frames to {args.output}")
 
 

@@ -69,6 +69,8 @@ class Filter:
             raise InputError(f"{str(model.path)!r} has no encoder and no filter graph, so frames cannot be encoded; "
                              "load the VAE checkpoint or the exporter's filter graph (.onnx with part=filter)")
         self.path = "filter graph" if self._graph is not None else "encode-decode"
+        # a checkpoint on torch runs its filter graph on onnxruntime: say where the frames really go
+        self.backend = self._graph.name if self._graph is not None else model.backend
         if skip_similar is not None and not 0.0 < skip_similar < 1.0:
             raise InputError(f"skip_similar must be a cosine-similarity threshold in (0, 1), e.g. 0.98, "
                              f"got {skip_similar!r}")
@@ -122,6 +124,8 @@ class Filter:
     def preprocess(self, frame) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
         """(model-size frame [h, w, c], the original frame, its crop box (top, left, height, width))."""
         start = time.perf_counter()
+        if self.stats.frames_in == 0:
+            self.stats.started = start  # frames/s counts from the first frame, not from construction
         self.stats.frames_in += 1
         arr = np.asarray(frame)
         if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:

@@ -175,6 +175,8 @@ class GraphDecoder:
         self.graph = graph
 
     def __getattr__(self, name):
+        if name == "graph":  # not set yet (a copy being built): never recurse
+            raise AttributeError(name)
         return getattr(self.graph, name)
 
     def __call__(self, z: np.ndarray) -> np.ndarray:

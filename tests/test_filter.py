@@ -25,6 +25,7 @@ def test_graph_path_matches_encode_decode_twin(vae, temperature):
     fast = Filter(vae, {"smile": 1.5}, temperature=temperature, seed=3)
     plain = Filter(vae, {"smile": 1.5}, temperature=temperature, seed=3, use_graph=False)
     assert (fast.path, plain.path) == ("filter graph", "encode-decode")
+    assert (fast.backend, plain.backend) == ("onnxruntime", "torch")
     for frame in _frames(4, 45, 71):  # odd sizes, wider than tall: crop and both resizes
         a, b = fast(frame), plain(frame)
         assert a.shape == frame.shape and a.dtype == np.uint8
