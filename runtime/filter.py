@@ -15,6 +15,7 @@ them between frames costs nothing.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import threading
 import time
@@ -94,7 +95,7 @@ class Filter:
                 known = ", ".join(sorted(self.directions)) or "none"
                 raise InputError(f"unknown attribute {name!r}; this model has: {known} "
                                  "(pass an attributes file made by `latentforge attributes` for others)")
-            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount):
+            if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not math.isfinite(amount):
                 raise InputError(f"edit amount for {name!r} must be a finite number, got {amount!r}")
             offset += np.float32(amount) * self.directions[name]
         self._offset = offset[None]  # swapped whole, so a frame in flight sees the old or the new, never half
@@ -102,7 +103,7 @@ class Filter:
 
     def set_temperature(self, temperature: float) -> None:
         """Noise around the encoded mean: 0 is deterministic, 1 samples the posterior."""
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0 \
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature >= 0 \
                 or not math.isfinite(temperature):
             raise InputError(f"temperature must be a finite number >= 0, got {temperature!r}")
         self._temperature = np.array([temperature], np.float32)
