@@ -95,6 +95,30 @@ def plain_onnxruntime(module, size: int, offset: np.ndarray):
     return run
 
 
+def op_shares(graph_bytes: bytes, frame: np.ndarray, latent_dim: int, tmp: Path, runs: int = 30) -> dict:
+    """Where the filter step's time goes inside onnxruntime (1 thread): % of kernel time per op type."""
+    import collections
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp / "profile")
+    session = ort.InferenceSession(graph_bytes, options, providers=["CPUExecutionProvider"])
+    feeds = {"frame": frame[None], "offset": np.zeros((1, latent_dim), np.float32),
+             "temperature": np.zeros(1, np.float32), "eps": np.zeros((1, latent_dim), np.float32)}
+    for _ in range(runs):
+        session.run(None, feeds)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    per_op = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += e["dur"]
+    total = sum(per_op.values())
+    return {op: round(100 * us / total, 1) for op, us in per_op.most_common(6)}
+
+
 def time_calls(run, frames, seconds: float) -> tuple[np.ndarray, float]:
     """Per-call latencies (s) over at least `seconds` (and 20 calls) after 10 warm-up calls; frames/s."""
     for frame in frames[:10]:
@@ -135,6 +159,7 @@ def bench_model(name: str, ckpt: Path, size: int, offset: np.ndarray, seconds: f
         if threads == 1:
             graph_file = tmp / f"{name}.filter.onnx"
             graph_file.write_bytes(f._graph.source)
+            shares = op_shares(f._graph.source, frames[0], model.latent_dim, tmp)
             flops = count_flops_torch(model._encoder.module, model.latent_dim,
                                       lambda m: m.decode(m.encode(torch.zeros(1, 3, size, size))[0]))
         stream = Filter(model, {"edit": 1.0})
@@ -173,6 +198,7 @@ def bench_model(name: str, ckpt: Path, size: int, offset: np.ndarray, seconds: f
     rows.append(row(name, "onnxruntime (plain)", "default", frames[0].shape, times, fps))
     print(name, "done", flush=True)
     for r in rows:
+        r["onnxruntime_op_shares_pct"] = shares
         r["flops_per_frame"] = flops
         r["gflops_at_p50"] = flops / r["p50_ms"] / 1e6 if r["p50_ms"] else None
     return rows
@@ -213,6 +239,7 @@ def main(argv=None) -> int:
         ckpt = save_checkpoint(tmp / "vae256.safetensors", big, data="random", step=0)
         rows += bench_model("random VAE 256px", ckpt, 256, offset, args.seconds, tmp)
     flops = {r["model"]: r["flops_per_frame"] for r in rows}
+    shares = {r["model"]: r["onnxruntime_op_shares_pct"] for r in rows}
     report = {"machine": machine, "fp32_ceiling": ceiling, "seconds_per_row": args.seconds, "targets": TARGETS,
               "rows": rows,
               "counted": "uint8 frame in -> uint8 frame out per call, including crop/resize when the frame is "
@@ -224,7 +251,10 @@ def main(argv=None) -> int:
             f"256 px {TARGETS[256]}.\n\nFLOPs per frame (encode + decode convolutions and linears, from forward hooks): "
             + ", ".join(f"{k} {v / 1e9:.3f} GFLOP" for k, v in flops.items())
             + f"; fp32 ceiling in this run: {ceiling['gflops']:.0f} GFLOP/s ({ceiling['library']}, "
-            f"{ceiling['n']}^2).\n\n" + table(rows) + "\n")
+            f"{ceiling['n']}^2).\n\n" + table(rows) + "\n\nWhere the filter step's time goes inside onnxruntime "
+            "(1 thread, % of kernel time by op): "
+            + "; ".join(f"{k}: " + ", ".join(f"{op} {pct}%" for op, pct in v.items()) for k, v in shares.items())
+            + "\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps(report, indent=2, default=str))
     Path(args.out + ".md").write_text(text)
