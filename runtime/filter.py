@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import threading
 import time
 from pathlib import Path
 

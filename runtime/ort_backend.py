@@ -67,7 +67,9 @@ class OrtGraph:
 
     `run(feeds, out=...)` writes the first output into the caller's preallocated array through IO
     binding, so a frame loop reuses one buffer instead of allocating per call. A binding is per
-    thread: session.run is thread-safe, a shared IOBinding is not.
+    thread: session.run is thread-safe, a shared IOBinding is not. On the CPU provider it measured no faster
+    than run() for the 64 px filter graph at batch 1 (0.57 vs 0.55 ms p50), so the Filter calls run(); with a
+    GPU provider it saves the per-call allocation of the host copy.
     """
 
     name = NAME
