@@ -144,6 +144,9 @@ class VideoSink:
 
             self._stream = self._container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001))
             self._stream.width, self._stream.height, self._stream.pix_fmt = w, h, "yuv420p"
+        if frame.shape[:2] != (self._stream.height, self._stream.width):
+            raise InputError(f"frames change size mid-stream ({self._stream.width}x{self._stream.height}, then "
+                             f"{frame.shape[1]}x{frame.shape[0]}); a video has one size: write to a folder instead")
         for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
             self._container.mux(packet)
         self.written += 1

@@ -79,6 +79,17 @@ def test_bad_input_is_one_line(vae_checkpoint, tmp_path, monkeypatch, capsys, ar
     assert len(err) == 1 and message in err[0], err
 
 
+def test_frames_that_change_size_stop_a_video_cleanly(vae_checkpoint, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i, size in enumerate((32, 32, 48)):
+        Image.fromarray(np.full((size, size, 3), 60 * i, np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "out.mkv"
+    assert main(["filter", str(vae_checkpoint), "--input", str(folder), "--output", str(out), "--no-progress"]) == 2
+    assert "frames change size mid-stream (32x32, then 48x48)" in capsys.readouterr().err
+    assert len(_read_video(out)) == 2  # the frames before it, in a playable file
+
+
 def test_bad_edit_syntax_is_refused_by_the_parser(vae_checkpoint, capsys):
     with pytest.raises(SystemExit):
         main(["filter", str(vae_checkpoint), "--input", "x", "--output", "y", "--edit", "smile"])
