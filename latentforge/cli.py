@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("model", help="checkpoint (.safetensors) or exported .onnx")
         p.add_argument("-o", "--output", required=True)
         p.add_argument("--seed", type=int)
-        p.add_argument("--backend", default="auto", help="auto | onnxruntime | torch")
+        p.add_argument("--backend", default="auto", help="auto | onnxruntime | openvino | tensorrt | torch")
         p.add_argument("--scale", type=_positive, default=2, help="enlarge PNG pixels this many times")
         if name == "sample":
             p.add_argument("-n", type=int, default=64)

@@ -36,7 +36,7 @@ class BackendStatus:
         return f"{self.name}: {'available' if self.available else 'unavailable'} — {self.reason}"
 
 
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
     if module in sys.modules:  # imported already, or blocked with None
         return sys.modules[module] is not None
     return importlib.util.find_spec(module) is not None
@@ -45,7 +45,7 @@ def _installed(module: str) -> bool:
 def backend_status(name: str) -> BackendStatus:
     if name not in NAMES:
         raise InputError(f"backend must be one of {', '.join(map(repr, NAMES))}, got {name!r}")
-    if not _installed(name):
+    if not installed(name):
         return BackendStatus(name, False, f"not installed — {INSTALL[name]}")
     if name == "onnxruntime":
         from .ort_backend import providers
@@ -86,7 +86,7 @@ def pick(path: Path, is_onnx: bool) -> str:
     if not is_onnx:
         return "torch"
     for name in ("onnxruntime", "openvino"):
-        if _installed(name):
+        if installed(name):
             return name
     raise BackendUnavailable(f"{str(path)!r} needs onnxruntime or openvino; {INSTALL['onnxruntime']}")
 

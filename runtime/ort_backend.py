@@ -27,8 +27,16 @@ def import_onnxruntime():
 
 
 def providers() -> list[str]:
-    """The GPU providers this onnxruntime build can use, best first, then the CPU one."""
+    """The GPU providers this onnxruntime build can use, best first, then the CPU one.
+
+    onnxruntime-gpu lists the TensorRT provider whether or not TensorRT's libraries are installed, and a
+    session then fails to create it; so it is offered only when the tensorrt package is importable.
+    """
+    from .backends import installed
+
     available = set(import_onnxruntime().get_available_providers())
+    if not installed("tensorrt"):
+        available.discard("TensorrtExecutionProvider")
     return [p for p in GPU_PROVIDERS if p in available] + ["CPUExecutionProvider"]
 
 

@@ -29,6 +29,19 @@ def test_backends_lists_every_backend_with_a_reason(monkeypatch):
     assert listed["tensorrt"].line() == 'tensorrt: unavailable — not installed — pip install "latentforge[tensorrt]"'
 
 
+def test_gpu_providers_come_first_when_onnxruntime_gpu_has_them(monkeypatch):
+    import onnxruntime
+
+    from latentforge.runtime.ort_backend import providers
+
+    every = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: every)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # TensorRT's libraries absent: its provider cannot start
+    assert providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    assert providers() == every
+
+
 def test_auto_picks_per_artifact(vae_onnx, vae_checkpoint, tmp_path, monkeypatch):
     assert load(vae_onnx).backend == "onnxruntime"
     assert load(vae_checkpoint).backend == "torch"
