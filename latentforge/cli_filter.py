@@ -52,8 +52,9 @@ def cmd_filter(args) -> None:
         raise
     bar = tqdm(total=source.count, unit="frame", disable=args.no_progress, file=sys.stderr)
     shown = time.perf_counter()
+    outputs = f.stream(source, drop=source.live)
     try:
-        for out in f.stream(source, drop=source.live):
+        for out in outputs:
             sink.write(out)
             bar.update()
             if time.perf_counter() - shown > 0.5:
@@ -61,6 +62,7 @@ def cmd_filter(args) -> None:
                 bar.set_postfix(fps=f"{s.snapshot()['fps']:.0f}", dropped=s.dropped, skipped=s.skipped)
                 shown = time.perf_counter()
     finally:
+        outputs.close()  # stops the capture and inference threads before their source is closed under them
         bar.close()
         source.close()
         sink.close()  # also after Ctrl-C or an error: the output stays valid up to its last frame
