@@ -29,13 +29,35 @@ def load(path, backend: str = "auto", **options):
     return _load(path, backend=backend, **options)
 
 
+def backends():
+    """Every runtime backend as (name, available, reason), e.g. tensorrt: not installed — pip install ..."""
+    from .runtime.backends import backends as _backends
+
+    return _backends()
+
+
+def __getattr__(name):
+    if name == "Filter":  # imported on first use, like load's runtime
+        from .runtime.filter import Filter
+
+        return Filter
+    if name == "MicroBatcher":
+        from .runtime.batching import MicroBatcher
+
+        return MicroBatcher
+    raise AttributeError(f"module 'latentforge' has no attribute {name!r}")
+
+
 __all__ = [
     "BackendUnavailable",
+    "backends",
     "CheckpointError",
     "DataError",
     "ExportError",
+    "Filter",
     "InputError",
     "LatentforgeError",
+    "MicroBatcher",
     "ParityError",
     "TrainingError",
     "interpolate",

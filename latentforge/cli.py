@@ -10,7 +10,7 @@ from .errors import InputError, LatentforgeError
 
 # Modules that add more subcommands: each has add_commands(sub) that calls sub.add_parser(...) and
 # set_defaults(func=...), and imports what its commands need only when they run.
-COMMAND_MODULES: tuple[str, ...] = ("latentforge.cli_ops", "latentforge.export.command")
+COMMAND_MODULES: tuple[str, ...] = ("latentforge.cli_ops", "latentforge.export.command", "latentforge.cli_filter")
 
 
 def _batches(text: str) -> tuple[int, ...]:
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("model", help="checkpoint (.safetensors) or exported .onnx")
         p.add_argument("-o", "--output", required=True)
         p.add_argument("--seed", type=int)
-        p.add_argument("--backend", default="auto", help="auto | onnxruntime | torch")
+        p.add_argument("--backend", default="auto", help="auto | onnxruntime | openvino | tensorrt | torch")
         p.add_argument("--scale", type=_positive, default=2, help="enlarge PNG pixels this many times")
         if name == "sample":
             p.add_argument("-n", type=int, default=64)

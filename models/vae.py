@@ -13,7 +13,7 @@ from torch import nn
 from latentforge.errors import InputError
 
 from .reparam import reparam_torch
-from .shapes import check_image_config, levels
+from .shapes import VAE_IMAGE_SIZES, check_image_config, levels
 
 OUTPUTS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
 LIKELIHOODS = ("gaussian", "bernoulli")
@@ -31,7 +31,7 @@ class VAEConfig:
     obs_sigma: float = 0.1         # Gaussian std of p(x|z), in the model's pixel units (the output value range)
 
     def __post_init__(self) -> None:
-        check_image_config(self.image_size, self.channels, self.latent_dim)
+        check_image_config(self.image_size, self.channels, self.latent_dim, VAE_IMAGE_SIZES)
         if not 1 <= self.base_channels <= self.max_channels:
             raise InputError(f"base_channels must be in 1..max_channels ({self.max_channels}), got {self.base_channels!r}")
         if self.output not in OUTPUTS:

@@ -2,6 +2,9 @@
 
 Importing this never imports torch; only a checkpoint or the torch backend does.
 """
+from .backends import backends
+from .batching import MicroBatcher
+from .filter import Filter
 from .model import BACKENDS, Model, load
 
-__all__ = ["BACKENDS", "Model", "load"]
+__all__ = ["BACKENDS", "Filter", "MicroBatcher", "Model", "backends", "load"]

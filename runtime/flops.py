@@ -13,8 +13,9 @@ import os
 ONNX_MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
-def count_flops_torch(module, latent_dim: int) -> int:
-    """FLOPs of `module.decode` for one image, from forward hooks on its layers."""
+def count_flops_torch(module, latent_dim: int, call=None) -> int:
+    """FLOPs of `module.decode` (or of `call(module)`, e.g. an encode and a decode) for one image, from forward
+    hooks on its layers."""
     import torch
     from torch import nn
 
@@ -34,7 +35,7 @@ def count_flops_torch(module, latent_dim: int) -> int:
     handles = [m.register_forward_hook(hook) for m in layers]
     try:
         with torch.inference_mode():
-            module.decode(torch.zeros(1, latent_dim))
+            module.decode(torch.zeros(1, latent_dim)) if call is None else call(module)
     finally:
         for handle in handles:
             handle.remove()

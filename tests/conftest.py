@@ -40,3 +40,46 @@ def vae_onnx(vae_checkpoint):
 @pytest.fixture(scope="session")
 def dcgan_onnx(dcgan_checkpoint):
     return export_onnx(dcgan_checkpoint, dcgan_checkpoint.with_suffix(".onnx")).path
+
+
+@pytest.fixture(scope="session")
+def vae_filter_onnx(vae_checkpoint):
+    """The tiny VAE's filter graph in the exporter's contract (frame, offset, temperature, eps -> frame_out),
+    built here with torch.onnx from a small wrapper, independently of the runtime's own in-memory exporter."""
+    import io
+    import warnings
+
+    import onnx
+
+    from latentforge.checkpoint import load_checkpoint
+    from latentforge.export.onnx import metadata
+
+    model, info = load_checkpoint(vae_checkpoint)
+
+    class FrameFilter(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vae = model
+
+        def forward(self, frame, offset, temperature, eps):
+            mu, logvar = self.vae.encode(frame.permute(0, 3, 1, 2).float() / 255.0)  # sigmoid VAE: [0, 1]
+            z = mu + temperature * torch.exp(0.5 * logvar) * eps + offset
+            return torch.round(self.vae.decode(z).clamp(0, 1) * 255.0).to(torch.uint8).permute(0, 2, 3, 1)
+
+    size, dim = TINY_VAE.image_size, TINY_VAE.latent_dim
+    example = (torch.zeros(1, size, size, 3, dtype=torch.uint8), torch.zeros(1, dim), torch.zeros(1),
+               torch.zeros(1, dim))
+    buffer, batch = io.BytesIO(), {0: "n"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(FrameFilter().eval(), example, buffer, dynamo=False,
+                          input_names=["frame", "offset", "temperature", "eps"], output_names=["frame_out"],
+                          dynamic_axes={"frame": batch, "offset": batch, "eps": batch, "frame_out": batch},
+                          opset_version=18)
+    proto = onnx.load_from_string(buffer.getvalue())
+    for key, value in {**metadata(info), "latentforge.part": "filter"}.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    path = vae_checkpoint.with_name("vae.filter.onnx")
+    path.write_bytes(proto.SerializeToString())
+    return path

@@ -170,9 +170,9 @@ def test_pickle_given_as_checkpoint(tmp_path):
 
 
 def test_backend_choices(vae_onnx, vae_checkpoint):
-    with pytest.raises(InputError, match="'auto', 'onnxruntime', 'torch'.*'tensorflow'"):
+    with pytest.raises(InputError, match="'auto', 'onnxruntime', 'openvino', 'tensorrt', 'torch'.*'tensorflow'"):
         load(vae_checkpoint, backend="tensorflow")
-    with pytest.raises(BackendUnavailable, match="runs on onnxruntime; load the checkpoint"):
+    with pytest.raises(BackendUnavailable, match="runs on onnxruntime or openvino; load the checkpoint"):
         load(vae_onnx, backend="torch")
     for threads in (0, -1, 1.5, True):
         with pytest.raises(InputError, match="threads"):
@@ -181,6 +181,7 @@ def test_backend_choices(vae_onnx, vae_checkpoint):
 
 def test_missing_onnxruntime_says_how_to_install(vae_onnx, vae_checkpoint, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
+    monkeypatch.setitem(sys.modules, "openvino", None)  # else auto runs the .onnx on OpenVINO
     for path, backend in ((vae_onnx, "auto"), (vae_checkpoint, "onnxruntime")):
         with pytest.raises(BackendUnavailable, match="pip install onnxruntime"):
             load(path, backend)

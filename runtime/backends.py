@@ -1,0 +1,110 @@
+"""Which backends exist here, which one `auto` picks, and where a precision variant lives.
+
+`backends()` answers without importing torch or building anything, so `latentforge backends`
+is instant. The auto order was measured on a 2-core AVX2 CPU with the 64 px faces VAE at
+batch 1 (benchmarks/results/filter-cpu-2core.md): a `.plan` runs on TensorRT; an `.onnx` on
+onnxruntime (0.5 ms per filter step, vs 0.9 ms on OpenVINO), then OpenVINO; a checkpoint on torch
+(no export to wait for; its fused ops are the torch backend's own).
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from latentforge.checkpoint import PREFIX as META
+from latentforge.errors import BackendUnavailable, CheckpointError, InputError
+
+NAMES = ("onnxruntime", "openvino", "tensorrt", "torch")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+PLAN_SUFFIX = ".plan"
+INSTALL = {"onnxruntime": "pip install onnxruntime", "openvino": 'pip install "latentforge[openvino]"',
+           "tensorrt": 'pip install "latentforge[tensorrt]"', "torch": "pip install torch"}
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    name: str
+    available: bool
+    reason: str
+
+    def __iter__(self):  # unpacks as (name, available, reason)
+        return iter((self.name, self.available, self.reason))
+
+    def line(self) -> str:
+        return f"{self.name}: {'available' if self.available else 'unavailable'} — {self.reason}"
+
+
+def installed(module: str) -> bool:
+    if module in sys.modules:  # imported already, or blocked with None
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def backend_status(name: str) -> BackendStatus:
+    if name not in NAMES:
+        raise InputError(f"backend must be one of {', '.join(map(repr, NAMES))}, got {name!r}")
+    if not installed(name):
+        return BackendStatus(name, False, f"not installed — {INSTALL[name]}")
+    if name == "onnxruntime":
+        from .ort_backend import providers
+
+        return BackendStatus(name, True, "providers " + ", ".join(providers()))
+    if name == "openvino":
+        from .openvino_backend import supports_bf16
+
+        bf16 = "bf16 native" if supports_bf16() else "no bf16 units on this CPU: a bf16 hint compiles f32"
+        return BackendStatus(name, True, f"CPU plugin; {bf16}")
+    if name == "tensorrt":
+        from .trt_backend import cuda_reason
+
+        reason = cuda_reason()
+        return BackendStatus(name, reason is None, reason or "CUDA device present")
+    return BackendStatus(name, True, "checkpoints (.safetensors) only")
+
+
+def backend_status_or_raise(name: str) -> None:
+    status = backend_status(name)
+    if not status.available:
+        raise BackendUnavailable(f"backend {name!r} is unavailable: {status.reason}")
+
+
+def backends() -> list[BackendStatus]:
+    """Every backend, available or not and why, e.g. tensorrt: not installed — pip install "latentforge[tensorrt]"."""
+    return [backend_status(name) for name in NAMES]
+
+
+def is_plan(path: Path) -> bool:
+    return path.suffix.lower() == PLAN_SUFFIX
+
+
+def pick(path: Path, is_onnx: bool) -> str:
+    """The backend `auto` means for this artifact: the fastest available, in the measured order above."""
+    if is_plan(path):
+        return "tensorrt"
+    if not is_onnx:
+        return "torch"
+    for name in ("onnxruntime", "openvino"):
+        if installed(name):
+            return name
+    raise BackendUnavailable(f"{str(path)!r} needs onnxruntime or openvino; {INSTALL['onnxruntime']}")
+
+
+def variant_path(path: Path, precision: str) -> Path:
+    """`faces.onnx` + fp16 -> the exporter's gated variant `faces.fp16.onnx`, or an error naming the command."""
+    if precision == "fp32":
+        return path
+    variant = path.with_name(f"{path.stem}.{precision}{path.suffix}")
+    if not variant.exists():
+        raise CheckpointError(f"precision {precision!r} loads the variant {str(variant)!r}, which does not exist; "
+                              f"make it with `latentforge export CHECKPOINT --dtype {precision} -o {variant}`")
+    return variant
+
+
+def check_variant(metadata: dict[str, str], path: Path, precision: str) -> None:
+    """A variant must say in its metadata that it is the precision it is named for."""
+    found = metadata.get(META + "precision", "fp32")
+    if found != precision:
+        raise CheckpointError(f"{str(path)!r} is named as a {precision} variant but its metadata says "
+                              f"latentforge.precision={found!r}; re-export it with --dtype {precision}")
