@@ -10,7 +10,7 @@ from .errors import InputError, LatentforgeError
 
 # Modules that add more subcommands: each has add_commands(sub) that calls sub.add_parser(...) and
 # set_defaults(func=...), and imports what its commands need only when they run.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("latentforge.cli_edit",)
 
 
 def _batches(text: str) -> tuple[int, ...]:

@@ -81,6 +81,21 @@ class Model:
                              f"got {arr.dtype} {list(arr.shape)}")
         return self._encoder.encode(from_uint8(arr, self.value_range))
 
+    def edit(self, images, amounts: dict[str, float], attributes: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Encode uint8 images, move each posterior mean by sum(amount * direction), decode: uint8 [N, H, W, C].
+
+        Directions come from `attributes` (e.g. latentforge.directions.load_directions) or the model's own.
+        """
+        directions = self.attributes if attributes is None else attributes
+        unknown = sorted(set(amounts) - set(directions))
+        if unknown:
+            have = ", ".join(sorted(directions)) or "none; compute some with `latentforge attributes`"
+            raise InputError(f"no direction for attribute(s) {unknown}; this model has: {have}")
+        mu, _ = self.encode(images)
+        for name, amount in amounts.items():
+            mu = mu + np.float32(amount) * np.asarray(directions[name], dtype=np.float32)
+        return self.decode(mu)
+
     def _check_latents(self, z) -> np.ndarray:
         expected = f"[N, {self.latent_dim}]"
         arr = np.asarray(z)
