@@ -43,11 +43,11 @@ def bounds(model, x: torch.Tensor, k: int, noise: torch.Generator) -> tuple[torc
     return w.mean(1), torch.logsumexp(w, 1) - math.log(k)
 
 
-def held_out(info, n: int):
+def held_out(info, n: int, image_size: int | None = None):
     """The data set a checkpoint was trained on, and the first n images (and attributes) of its test split."""
     from .data import open_data
 
-    data = open_data(info.data, image_size=info.config["image_size"])
+    data = open_data(info.data, image_size=image_size or info.config["image_size"])
     n = min(n, data.size("test"))
     images, attrs = data.get("test", np.arange(n))
     return data, images, attrs
