@@ -149,6 +149,10 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
         return Model(from_onnx_metadata(decoder.metadata, path), decoder)
 
     checkpoint = read_info(path)  # refuses pickles, truncated and foreign files before torch is imported
+    if checkpoint.kind in ("vqvae", "prior"):  # code grids, not latent vectors: their own model class
+        from .vq_model import load_vq
+
+        return load_vq(path, backend, threads)
     info = from_checkpoint(checkpoint)
     if backend == "onnxruntime":
         import_onnxruntime()  # say it is missing before spending seconds on torch and the export
