@@ -32,7 +32,7 @@ def next_code(logits: np.ndarray, u: np.ndarray, temperature: float, top_k: int 
         logits = np.where(logits < kth, -np.inf, logits)
     p = np.exp((logits - logits.max(1, keepdims=True)) / temperature)
     cdf = np.cumsum(p, axis=1)
-    picks = (cdf < (u * cdf[:, -1])[:, None]).sum(1)
+    picks = (cdf <= (u * cdf[:, -1])[:, None]).sum(1)   # the first code whose cdf passes u: never a p = 0 one
     return np.minimum(picks, logits.shape[1] - 1)   # u * total can round up to the last bin's edge
 
 
