@@ -79,7 +79,7 @@ def vae_step(cfg, model, optimizers, x, noise) -> dict:
     if cfg.kl_warmup:
         metrics["kl_weight"] = weight
     if model.config.learn_sigma:
-        metrics["obs_sigma"] = float(model.observation_sigma())
+        metrics["obs_sigma"] = model.observation_sigma().item()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
