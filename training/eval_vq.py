@@ -74,6 +74,13 @@ def prior_samples(model, n: int, seed: int, temperature: float = 1.0, top_k: int
     return np.concatenate(out)
 
 
+@torch.inference_mode()
+def code_nll(model, codes: torch.Tensor) -> tuple[float, float]:
+    """The prior's mean -log p(code grid): (nats per image, bits per code)."""
+    nll = torch.cat([model.nll(codes[i:i + 64]) for i in range(0, len(codes), 64)]).mean().item()
+    return nll, nll / codes[0].numel() / math.log(2)
+
+
 def evaluate_prior(path, info, options) -> dict:
     from .readout import frechet_distance, train_readout
 
@@ -81,9 +88,7 @@ def evaluate_prior(path, info, options) -> dict:
     model, info = load_checkpoint(path)
     data, images, _ = held_out(info, n, model.config.vq.image_size)
     numbers, codes = vq_numbers(model.vqvae, images, info.value_range)
-    with torch.inference_mode():
-        nll = torch.cat([model.nll(codes[i:i + 64]) for i in range(0, len(codes), 64)]).mean().item()
-    per_code = nll / codes[0].numel() / math.log(2)
+    nll, per_code = code_nll(model, codes)
     result = {"n": len(images), **numbers, "code_nll_nats": nll, "code_nll_bits_per_code": per_code}
     table = _table(len(images), numbers, model.config.vq.codebook_size)
     table += [("prior NLL of held-out codes", nll, "nats/image"), ("prior NLL", per_code, "bits/code")]
