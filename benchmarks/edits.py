@@ -21,7 +21,7 @@ import torch
 
 from latentforge.checkpoint import load_checkpoint
 from latentforge.files import atomic_write_bytes
-from latentforge.images import save_grid, save_png, to_uint8
+from latentforge.images import save_grid, to_uint8
 from latentforge.runtime.machine import machine_info
 from latentforge.training.attributes import attribute_directions, encode_images
 from latentforge.training.data import open_data

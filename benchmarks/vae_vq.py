@@ -80,8 +80,8 @@ def main(argv=None) -> int:
     nll, bits = eval_vq.code_nll(prior, codes)
     samples = eval_vq.prior_samples(prior, args.n, seed=0)
     save_grid(samples[:64], out / "vq_prior_samples.png", nrow=8, scale=2)
-    save_grid(eval_vq.prior_samples(prior, 64, seed=0, temperature=0.8, top_k=32), out / "vq_prior_samples_t0.8_k32.png",
-              nrow=8, scale=2)
+    cooler = eval_vq.prior_samples(prior, 64, seed=0, temperature=0.8, top_k=32)
+    save_grid(cooler, out / "vq_prior_samples_t0.8_k32.png", nrow=8, scale=2)
     save_grid(recon_pairs(lambda x: prior.vqvae(x)[0], held[:32], info.value_range), out / "vq_recon.png", nrow=8,
               scale=2)
     k = prior.config.vq.codebook_size

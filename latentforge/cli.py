@@ -57,11 +57,12 @@ def cmd_train(args) -> None:
             if args.kind != "vqvae":
                 raise InputError(f"{flag} is a VQ-VAE option; {args.kind} has no codebook")
             options[name] = getattr(args, name)
-    data = args.data
-    if data is None:  # a prior learns the codes of its VQ-VAE's own training data
-        data = read_info(args.source).data if args.kind == "prior" and args.source else "faces"
+    data, image_size = args.data or "faces", args.image_size
+    if args.kind == "prior" and args.source:  # a prior learns the codes of its VQ-VAE's own training data
+        vq = read_info(args.source)
+        data, image_size = args.data or vq.data, image_size or vq.config.get("image_size")
     cfg = TrainConfig(kind=args.kind, data=data, out=args.out, steps=args.steps, batch_size=args.batch_size,
-                      image_size=args.image_size, latent_dim=args.latent_dim, beta=args.beta, lr=args.lr,
+                      image_size=image_size, latent_dim=args.latent_dim, beta=args.beta, lr=args.lr,
                       kl_warmup=args.kl_warmup, source=args.source,
                       seed=args.seed, labels=args.labels, model_options=options, sample_every=args.sample_every,
                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,

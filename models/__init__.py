@@ -6,8 +6,8 @@ from torch import nn
 from latentforge.errors import CheckpointError
 
 from .dcgan import DCGAN, DCGANConfig, DCGANDiscriminator, DCGANGenerator
-from .reparam import reparam_numpy, reparam_python, reparam_torch
 from .prior import PriorConfig, VQPrior
+from .reparam import reparam_numpy, reparam_python, reparam_torch
 from .vae import ConvVAE, VAEConfig
 from .vqvae import VQVAE, VQVAEConfig
 
@@ -38,6 +38,7 @@ def build_model(kind: str, config: dict) -> nn.Module:
 
 
 __all__ = [
-    "MODELS", "ConvVAE", "VAEConfig", "VQVAE", "VQVAEConfig", "VQPrior", "PriorConfig", "DCGAN", "DCGANConfig", "DCGANGenerator", "DCGANDiscriminator",
+    "MODELS", "ConvVAE", "VAEConfig", "VQVAE", "VQVAEConfig", "VQPrior", "PriorConfig",
+    "DCGAN", "DCGANConfig", "DCGANGenerator", "DCGANDiscriminator",
     "build_model", "make_config", "reparam_numpy", "reparam_python", "reparam_torch",
 ]

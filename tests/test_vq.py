@@ -1,4 +1,6 @@
 """VQ-VAE quantizer, code prior, their training, export parity and the runtime's sampling on both backends."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ import latentforge
 from latentforge.cli import main
 from latentforge.errors import InputError
 from latentforge.export.vq import check_prior, check_vq_decoder, export_vq, vq_graphs
-from latentforge.models import VQPrior, VQVAE, PriorConfig, VQVAEConfig
+from latentforge.models import PriorConfig, VQPrior, VQVAEConfig
 from latentforge.models.vqvae import Quantizer, usage
 from latentforge.runtime.vq_sampling import next_code, sample_codes
 from latentforge.training.train import TrainConfig, train
@@ -145,3 +147,23 @@ def test_evaluate_vq_cli(trained_prior, capsys):
     assert "code perplexity" in out and "reconstruction MSE" in out
     assert main(["train", "vae", str(trained_prior[0]), "--out", "x"]) == 2
     assert "only `train prior`" in capsys.readouterr().err
+
+
+def test_vqvae_and_prior_train_on_digits_and_on_an_image_folder(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(10):
+        Image.fromarray(np.full((40, 40, 3), 20 * i, dtype=np.uint8)).save(folder / f"{i}.png")
+    for data in ("digits", str(folder)):
+        out = tmp_path / Path(data).name
+        assert main(["train", "vqvae", "--data", data, "--out", str(out / "vq"), "--steps", "2", "--batch-size", "4",
+                     "--codebook-size", "8", "--code-dim", "4", "--image-size", "32", "--no-progress",
+                     "--model-options", '{"base_channels": 8, "res_blocks": 0}']) == 0
+        assert main(["train", "prior", str(out / "vq" / "checkpoint.safetensors"), "--out", str(out / "prior"),
+                     "--steps", "2", "--batch-size", "4", "--no-progress",
+                     "--model-options", '{"width": 8, "layers": 1, "heads": 1}']) == 0
+        model = latentforge.load(out / "prior" / "checkpoint.safetensors")
+        assert model.sample(2, seed=0).shape == (2, 32, 32, 1 if data == "digits" else 3)
+    assert main(["train", "vae", "--data", "digits", "--out", str(tmp_path / "x"), "--codebook-size", "8"]) == 2
