@@ -94,3 +94,19 @@ def test_eyes_open_edit_opens_the_eyes_of_held_out_faces_monotonically():
                                   amounts=(0.0, 0.75, 1.5))
     assert readings[0] < readings[1] < readings[2]
     assert readings[2] - readings[0] > 0.2
+
+
+def test_frechet_distance_matches_the_sqrtm_formula_and_survives_dead_features():
+    from scipy import linalg
+
+    from latentforge.training.readout import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((400, 5))
+    b = rng.standard_normal((300, 5)) @ rng.standard_normal((5, 5)) + 0.5
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    reference = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a + cov_b - 2 * linalg.sqrtm(cov_a @ cov_b).real)
+    assert frechet_distance(a, b) == pytest.approx(reference, rel=1e-9)
+    dead = np.zeros((len(a), 3))   # ReLU features that never fire: singular covariances, same distance
+    assert frechet_distance(np.hstack([a, dead]), np.hstack([b, dead[:300]])) == pytest.approx(reference, rel=1e-9)
+    assert abs(frechet_distance(a, a)) < 1e-9
