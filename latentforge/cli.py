@@ -10,7 +10,8 @@ from .errors import InputError, LatentforgeError
 
 # Modules that add more subcommands: each has add_commands(sub) that calls sub.add_parser(...) and
 # set_defaults(func=...), and imports what its commands need only when they run.
-COMMAND_MODULES: tuple[str, ...] = ("latentforge.cli_ops", "latentforge.export.command", "latentforge.cli_filter")
+COMMAND_MODULES: tuple[str, ...] = ("latentforge.cli_ops", "latentforge.export.command", "latentforge.cli_filter",
+                                   "latentforge.cli_edit")
 
 
 def _batches(text: str) -> tuple[int, ...]:
@@ -40,6 +41,7 @@ def cmd_demo(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from latentforge.checkpoint import read_info
     from latentforge.training.train import TrainConfig, train
 
     try:
@@ -49,8 +51,20 @@ def cmd_train(args) -> None:
                          f"{args.model_options!r}; write it like '{{\"base_channels\": 16}}'") from None
     if not isinstance(options, dict):
         raise InputError(f"--model-options must be a JSON object, got {args.model_options!r}")
-    cfg = TrainConfig(kind=args.kind, data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
-                      image_size=args.image_size, latent_dim=args.latent_dim, beta=args.beta, lr=args.lr,
+    if args.source and args.kind != "prior":
+        raise InputError(f"only `train prior` takes a checkpoint argument ({args.source!r}); drop it for {args.kind}")
+    for flag, name in (("--codebook-size", "codebook_size"), ("--code-dim", "code_dim")):
+        if getattr(args, name) is not None:
+            if args.kind != "vqvae":
+                raise InputError(f"{flag} is a VQ-VAE option; {args.kind} has no codebook")
+            options[name] = getattr(args, name)
+    data, image_size = args.data or "faces", args.image_size
+    if args.kind == "prior" and args.source:  # a prior learns the codes of its VQ-VAE's own training data
+        vq = read_info(args.source)
+        data, image_size = args.data or vq.data, image_size or vq.config.get("image_size")
+    cfg = TrainConfig(kind=args.kind, data=data, out=args.out, steps=args.steps, batch_size=args.batch_size,
+                      image_size=image_size, latent_dim=args.latent_dim, beta=args.beta, lr=args.lr,
+                      kl_warmup=args.kl_warmup, source=args.source,
                       seed=args.seed, labels=args.labels, model_options=options, sample_every=args.sample_every,
                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
                       command="latentforge " + shlex.join(args.argv))
@@ -137,8 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a model; writes RUN_DIR/checkpoint.safetensors")
-    p.add_argument("kind", help="vae | dcgan")
-    p.add_argument("--data", default="faces", help="faces | digits | a folder of png/jpg images")
+    p.add_argument("kind", help="vae | dcgan | vqvae | prior")
+    p.add_argument("source", nargs="?", help="prior: the VQ-VAE checkpoint whose codes it learns")
+    p.add_argument("--data", help="faces | digits | a folder of png/jpg images (default faces; "
+                                  "a prior: its VQ-VAE's data)")
     p.add_argument("--labels", help="CelebA-style attributes CSV for a folder data set")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--steps", type=int, default=2000)
@@ -146,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, choices=[32, 64, 128])
     p.add_argument("--latent-dim", type=int)
     p.add_argument("--beta", type=float, default=1.0, help="KL weight (VAE)")
+    p.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS", help="VAE: ramp the KL weight from 0")
+    p.add_argument("--codebook-size", type=int, help="VQ-VAE: number of codes K (default 256)")
+    p.add_argument("--code-dim", type=int, help="VQ-VAE: width D of each code (default 32)")
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-options", help='extra model config as JSON, e.g. \'{"base_channels": 16}\'')

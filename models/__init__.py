@@ -6,12 +6,16 @@ from torch import nn
 from latentforge.errors import CheckpointError
 
 from .dcgan import DCGAN, DCGANConfig, DCGANDiscriminator, DCGANGenerator
+from .prior import PriorConfig, VQPrior
 from .reparam import reparam_numpy, reparam_python, reparam_torch
 from .vae import ConvVAE, VAEConfig
+from .vqvae import VQVAE, VQVAEConfig
 
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "vae": (ConvVAE, VAEConfig),
     "dcgan": (DCGAN, DCGANConfig),
+    "vqvae": (VQVAE, VQVAEConfig),
+    "prior": (VQPrior, PriorConfig),
 }
 
 
@@ -28,12 +32,13 @@ def make_config(kind: str, config: dict):
 
 
 def build_model(kind: str, config: dict) -> nn.Module:
-    """A fresh, untrained model of `kind` ("vae" | "dcgan") from a config dict."""
+    """A fresh, untrained model of `kind` ("vae" | "dcgan" | "vqvae" | "prior") from a config dict."""
     config = make_config(kind, config)  # checks the kind first
     return MODELS[kind][0](config)
 
 
 __all__ = [
-    "MODELS", "ConvVAE", "VAEConfig", "DCGAN", "DCGANConfig", "DCGANGenerator", "DCGANDiscriminator",
+    "MODELS", "ConvVAE", "VAEConfig", "VQVAE", "VQVAEConfig", "VQPrior", "PriorConfig",
+    "DCGAN", "DCGANConfig", "DCGANGenerator", "DCGANDiscriminator",
     "build_model", "make_config", "reparam_numpy", "reparam_python", "reparam_torch",
 ]

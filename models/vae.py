@@ -5,6 +5,7 @@ so the decoder exports cleanly.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -29,6 +30,7 @@ class VAEConfig:
     output: str = "sigmoid"        # "sigmoid" -> images in [0, 1]; "tanh" -> [-1, 1]
     likelihood: str = "gaussian"   # p(x|z): Gaussian with fixed obs_sigma, or Bernoulli (sigmoid output only)
     obs_sigma: float = 0.1         # Gaussian std of p(x|z), in the model's pixel units (the output value range)
+    learn_sigma: bool = False      # True: obs_sigma is only the start; one shared std is learned with the weights
 
     def __post_init__(self) -> None:
         check_image_config(self.image_size, self.channels, self.latent_dim, VAE_IMAGE_SIZES)
@@ -40,6 +42,8 @@ class VAEConfig:
             raise InputError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
         if self.likelihood == "bernoulli" and self.output != "sigmoid":
             raise InputError("likelihood 'bernoulli' needs output 'sigmoid' (values in [0, 1])")
+        if self.learn_sigma and self.likelihood != "gaussian":
+            raise InputError("learn_sigma needs likelihood 'gaussian' (a Bernoulli has no variance to learn)")
         if not self.obs_sigma > 0:
             raise InputError(f"obs_sigma must be > 0, got {self.obs_sigma!r}")
 
@@ -78,6 +82,12 @@ class ConvVAE(nn.Module):
         up += [nn.ConvTranspose2d(widths[0], cfg.channels, 4, 2, 1),
                nn.Sigmoid() if cfg.output == "sigmoid" else nn.Tanh()]
         self.decoder = nn.Sequential(*up)
+        if cfg.learn_sigma:
+            self.log_sigma = nn.Parameter(torch.tensor(math.log(cfg.obs_sigma)))
+
+    def observation_sigma(self) -> torch.Tensor | float:
+        """The std of the Gaussian p(x|z): the learned one, or the fixed config value."""
+        return self.log_sigma.exp() if self.config.learn_sigma else self.config.obs_sigma
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images [N, C, H, W] in the value range -> (mu, logvar), each [N, latent_dim]."""

@@ -110,6 +110,21 @@ class Model:
                              f"got {arr.dtype} {list(arr.shape)}")
         return self._encoder.encode(from_uint8(arr, self.value_range))
 
+    def edit(self, images, amounts: dict[str, float], attributes: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Encode uint8 images, move each posterior mean by sum(amount * direction), decode: uint8 [N, H, W, C].
+
+        Directions come from `attributes` (e.g. latentforge.directions.load_directions) or the model's own.
+        """
+        directions = self.attributes if attributes is None else attributes
+        unknown = sorted(set(amounts) - set(directions))
+        if unknown:
+            have = ", ".join(sorted(directions)) or "none; compute some with `latentforge attributes`"
+            raise InputError(f"no direction for attribute(s) {unknown}; this model has: {have}")
+        mu, _ = self.encode(images)
+        for name, amount in amounts.items():
+            mu = mu + np.float32(amount) * np.asarray(directions[name], dtype=np.float32)
+        return self.decode(mu)
+
     def _check_latents(self, z) -> np.ndarray:
         expected = f"[N, {self.latent_dim}]"
         arr = np.asarray(z)
@@ -237,6 +252,10 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str) -> Model
         raise BackendUnavailable(f"{str(path)!r}: TensorRT runs engines; build one with the exporter and load "
                                  "its .plan")
     checkpoint = read_info(path)  # refuses pickles, truncated and foreign files before torch is imported
+    if checkpoint.kind in ("vqvae", "prior"):  # code grids, not latent vectors: their own model class
+        from .vq_model import load_vq
+
+        return load_vq(path, backend, threads)
     info = from_checkpoint(checkpoint)
     if backend in ("onnxruntime", "openvino"):
         if precision not in ("fp32", "bf16") or (precision == "bf16" and backend == "onnxruntime"):

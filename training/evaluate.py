@@ -12,7 +12,11 @@ from pathlib import Path
 from latentforge.checkpoint import read_info
 from latentforge.errors import InputError
 
-EVALUATORS: dict[str, str] = {}
+EVALUATORS: dict[str, str] = {
+    "vae": "latentforge.training.eval_vae:evaluate_vae",
+    "vqvae": "latentforge.training.eval_vq:evaluate_vqvae",
+    "prior": "latentforge.training.eval_vq:evaluate_prior",
+}
 
 
 def evaluate(path: str | Path, **options) -> dict:

@@ -14,11 +14,13 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
     return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(dim=1)
 
 
-def gaussian_nll(x: torch.Tensor, x_mean: torch.Tensor, sigma: float) -> torch.Tensor:
-    """-log N(x; x_mean, sigma^2 I) per image, summed over all pixels: [N, C, H, W] -> [N]."""
+def gaussian_nll(x: torch.Tensor, x_mean: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    """-log N(x; x_mean, sigma^2 I) per image, summed over all pixels: [N, C, H, W] -> [N].
+
+    sigma is a float (fixed) or a scalar tensor (learned, so the gradient reaches it)."""
     dims = x[0].numel()
     squared = ((x - x_mean) / sigma).square().flatten(1).sum(dim=1)
-    return 0.5 * squared + dims * (math.log(sigma) + 0.5 * LOG_2PI)
+    return 0.5 * squared + dims * (torch.as_tensor(sigma).log() + 0.5 * LOG_2PI)
 
 
 def bernoulli_nll(x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -26,17 +28,17 @@ def bernoulli_nll(x: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy(probs, x, reduction="none").flatten(1).sum(dim=1)
 
 
-def reconstruction_nll(x: torch.Tensor, x_out: torch.Tensor, config) -> torch.Tensor:
-    """-log p(x|z) per image under the likelihood a VAEConfig names."""
-    if config.likelihood == "bernoulli":
+def reconstruction_nll(x: torch.Tensor, x_out: torch.Tensor, model) -> torch.Tensor:
+    """-log p(x|z) per image under the likelihood a ConvVAE's config names."""
+    if model.config.likelihood == "bernoulli":
         return bernoulli_nll(x, x_out)
-    return gaussian_nll(x, x_out, config.obs_sigma)
+    return gaussian_nll(x, x_out, model.observation_sigma())
 
 
 def vae_terms(model, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(reconstruction NLL, KL) per image, one posterior sample z = mu + sigma * eps each."""
     x_out, mu, logvar = model(x, eps)
-    return reconstruction_nll(x, x_out, model.config), kl_to_standard_normal(mu, logvar)
+    return reconstruction_nll(x, x_out, model), kl_to_standard_normal(mu, logvar)
 
 
 def bits_per_dim(elbo_nats: float, dims: int, value_range: tuple[float, float]) -> float:

@@ -14,6 +14,10 @@ PANELS = {
             ("held-out ELBO (nats/image)", [("test_elbo", "ELBO")])],
     "dcgan": [("losses", [("loss_d", "D"), ("loss_g", "G")]),
               ("discriminator outputs", [("d_x", "D(x)"), ("d_g_z", "D(G(z))")])],
+    "vqvae": [("reconstruction MSE", [("recon_mse", "MSE")]),
+              ("codebook usage", [("perplexity", "perplexity"), ("unused_codes", "unused codes in batch")]),
+              ("commitment (per latent element)", [("commitment", "commitment")])],
+    "prior": [("next-code loss", [("bits_per_code", "bits / code")])],
 }
 
 

@@ -24,6 +24,8 @@ class Recipe:
     step: Callable                  # (cfg, model, optimizers, x, noise: torch.Generator) -> {metric: float}
     evaluates: bool = False         # True: the loop computes held-out metrics with train.py's evaluator
     hint: str = ""                  # added to "lower --lr" when a loss becomes non-finite, e.g. " or --beta"
+    configure: Callable | None = None  # (cfg, image_size, channels) -> model config; None: TrainConfig's own
+    samples: Callable | None = None    # (model, seed, data) -> float images for samples_NNNNNN.png; None: decode z
 
 
 class NonFinite(ArithmeticError):
@@ -53,12 +55,31 @@ def _build_dcgan(cfg, config):
     return model
 
 
+def kl_weight(cfg, updates_done: int) -> float:
+    """beta, ramped linearly from 0 over the first kl_warmup steps (Bowman et al. 2016's KL annealing)."""
+    if not cfg.kl_warmup:
+        return float(cfg.beta)
+    return float(cfg.beta) * min(1.0, (updates_done + 1) / cfg.kl_warmup)
+
+
+def _updates_done(opt: torch.optim.Optimizer) -> int:
+    """Adam's own update count, which the resume state carries: training step t has done t - 1 updates."""
+    for state in opt.state.values():
+        return int(state["step"])
+    return 0
+
+
 def vae_step(cfg, model, optimizers, x, noise) -> dict:
     (opt,) = optimizers
     eps = torch.randn(x.shape[0], model.config.latent_dim, generator=noise).to(x.device)
     recon, kl = losses.vae_terms(model, x, eps)
-    loss = (recon + cfg.beta * kl).mean()
+    weight = kl_weight(cfg, _updates_done(opt))
+    loss = (recon + weight * kl).mean()
     metrics = {"loss": finite("loss", loss), "recon": recon.mean().item(), "kl": kl.mean().item()}
+    if cfg.kl_warmup:
+        metrics["kl_weight"] = weight
+    if model.config.learn_sigma:
+        metrics["obs_sigma"] = model.observation_sigma().item()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -96,3 +117,7 @@ RECIPES: dict[str, Recipe] = {
                                                          adam(model.generator.parameters())],
                     step=dcgan_step),
 }
+
+from .vq_recipes import PRIOR, VQVAE  # noqa: E402  (they use Recipe, defined above)
+
+RECIPES.update({"vqvae": VQVAE, "prior": PRIOR})

@@ -37,7 +37,7 @@ SAMPLE_COUNT = 64
 
 @dataclass
 class TrainConfig:
-    kind: str                       # "vae" | "dcgan"
+    kind: str                       # "vae" | "dcgan" | "vqvae" | "prior"
     data: str = "faces"             # spec for open_data
     out: str = "runs/vae"           # RUN_DIR
     steps: int = 2000
@@ -45,6 +45,8 @@ class TrainConfig:
     image_size: int | None = None   # None -> the data set's own size
     latent_dim: int | None = None   # None -> the model default (vae 32, dcgan 100)
     beta: float = 1.0               # VAE KL weight
+    kl_warmup: int = 0              # VAE: ramp the KL weight linearly from 0 to beta over this many steps
+    source: str | None = None       # prior: the VQ-VAE checkpoint whose codes it models
     lr: float | None = None         # None -> 1e-3 (vae), 2e-4 (dcgan)
     seed: int = 0
     labels: str | None = None
@@ -71,6 +73,8 @@ class TrainConfig:
             raise InputError(f"seed must be an integer in 0..2**32-1, got {self.seed!r}")
         if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0):
             raise InputError(f"beta must be a finite number >= 0, got {self.beta!r}")
+        if not isinstance(self.kl_warmup, int) or isinstance(self.kl_warmup, bool) or self.kl_warmup < 0:
+            raise InputError(f"kl_warmup must be an integer >= 0 (steps), got {self.kl_warmup!r}")
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise InputError(f"lr must be a finite number > 0, got {self.lr!r}")
         for name in ("image_size", "latent_dim"):
@@ -81,12 +85,15 @@ class TrainConfig:
             raise InputError(f"model_options must be a dict, got {self.model_options!r}")
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
             raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
-        self.model_config(self.image_size or 64, 3)  # checks model_options' names and values now, not mid-run
+        if RECIPES[self.kind].configure is None:  # a recipe's own configure runs when the data are known
+            self.model_config(self.image_size or 64, 3)  # checks model_options' names and values now, not mid-run
 
     def model_config(self, image_size: int, channels: int):
         """The VAEConfig / DCGANConfig this run trains, for data of `image_size` px and `channels`."""
         from latentforge.models import MODELS
 
+        if RECIPES[self.kind].configure is not None:
+            return RECIPES[self.kind].configure(self, image_size, channels)
         config_cls = MODELS[self.kind][1]
         known = set(config_cls.__dataclass_fields__) - set(OWN_FLAGS)
         bad = sorted(set(self.model_options) & set(OWN_FLAGS))
@@ -134,7 +141,6 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
         return TrainResult(ckpt, step, {}, time.perf_counter() - started)
 
     held_out_batches = _eval_batches(cfg, data)
-    fixed_z = torch.from_numpy(latents(SAMPLE_COUNT, model.config.latent_dim, seed=cfg.seed)).to(device)
     train_step = RECIPES[cfg.kind].step
     saved_step = step if ckpt.exists() else None
     window: dict[str, list[float]] = {}
@@ -166,7 +172,7 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
                     last.update(_evaluate_vae(model, held_out_batches, cfg.seed, device))
                     records.append(_log(log_path, {"step": step, "wall_s": wall, "test_elbo": last["test_elbo"],
                                                    "test_bpd": last["test_bpd"]}))
-                _save_samples(model, fixed_z, run_dir / f"samples_{step:06d}.png")
+                _save_samples(model, cfg, data, run_dir / f"samples_{step:06d}.png")
                 plot_curves(records, cfg.kind, run_dir / "curves.png")
             if step % cfg.checkpoint_every == 0 or final:
                 bad = _non_finite_weight(model)
@@ -221,6 +227,8 @@ def _run_identity(cfg: TrainConfig, model, data) -> dict:
                 "lr": cfg.learning_rate, **{f"model.{k}": v for k, v in model.config.to_dict().items()}}
     if cfg.kind == "vae":
         identity["beta"] = float(cfg.beta)
+        if cfg.kl_warmup:
+            identity["kl_warmup"] = cfg.kl_warmup
     return identity
 
 
@@ -278,12 +286,18 @@ def _evaluate_vae(model, batches: list[np.ndarray], seed: int, device) -> dict:
 
 
 @torch.no_grad()
-def _save_samples(model, z: torch.Tensor, path: Path) -> None:
+def _save_samples(model, cfg: TrainConfig, data, path: Path) -> None:
+    """The recipe's picture of progress; by default 64 decoded latents, the same ones at every step."""
     from latentforge.images import save_grid, to_uint8
 
-    model.eval()  # the DCGAN generator's BatchNorm uses its running statistics and leaves them alone
-    images = model.decode(z)
-    model.train()
+    samples = RECIPES[cfg.kind].samples
+    if samples is not None:
+        images = samples(model, cfg.seed, data)
+    else:
+        z = torch.from_numpy(latents(SAMPLE_COUNT, model.config.latent_dim, seed=cfg.seed))
+        model.eval()  # the DCGAN generator's BatchNorm uses its running statistics and leaves them alone
+        images = model.decode(z.to(next(model.parameters()).device))
+        model.train()
     save_grid(to_uint8(images.cpu().numpy(), model.config.value_range), path, nrow=8)
 
 

@@ -1,0 +1,161 @@
+"""The VQ parts as ONNX graphs, each checked against PyTorch on fresh random inputs before it is returned.
+
+- VQ decoder: `codes` int64 [N, h, w] -> `image` float32 [N, C, H, W] in the model's value range.
+- Prior: `tokens` int64 [N, T] (start token K first, then codes; 1 <= T <= h*w) -> `logits` float32
+  [N, T, K]. One graph for every step of the sampling loop: the loop (NumPy, seeded PCG64,
+  latentforge.runtime.vq_sampling) feeds the tokens so far and reads the last row. No KV cache:
+  at 64 tokens recomputing the prefix costs less than the graph plumbing a cache would need.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+
+import numpy as np
+import torch
+
+from latentforge import __version__
+from latentforge.checkpoint import PREFIX as META
+from latentforge.checkpoint import load_checkpoint
+from latentforge.errors import ExportError, InputError, ParityError
+from latentforge.files import atomic_write_bytes, check_output_path
+
+from .onnx import DEFAULT_OPSET
+from .parity import OutputParity, compare
+
+PARITY_BATCHES = (1, 8)
+
+
+class _CodesToImage(torch.nn.Module):
+    def __init__(self, vqvae: torch.nn.Module) -> None:
+        super().__init__()
+        self.vqvae = vqvae
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.vqvae.decode(codes)
+
+
+def vq_metadata(info, part: str) -> dict[str, str]:
+    """metadata_props of a VQ graph; `info` is the checkpoint's (a vqvae or a prior)."""
+    vq = info.config["vqvae"] if info.kind == "prior" else info.config
+    grid = vq["image_size"] >> vq["downsample"]
+    meta = {"version": __version__, "kind": info.kind, "part": part, "codebook_size": str(vq["codebook_size"]),
+            "code_grid": json.dumps([grid, grid]), "image_shape": json.dumps([vq["channels"], vq["image_size"],
+                                                                              vq["image_size"]]),
+            "value_range": json.dumps(list(info.value_range)), "data": info.data}
+    return {META + k: v for k, v in meta.items()}
+
+
+def _export(module: torch.nn.Module, example: torch.Tensor, names: tuple[str, str], dynamic: dict,
+            meta: dict[str, str], opset: int) -> bytes:
+    import onnx
+
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)
+    with warnings.catch_warnings(), torch.inference_mode(False):
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(module.eval(), (example,), dynamo=True, input_names=[names[0]],
+                                        output_names=[names[1]], dynamic_shapes={names[0]: dynamic},
+                                        opset_version=opset, verbose=False)
+        except Exception as e:
+            raise ExportError(f"torch.onnx could not export the {meta.get(META + 'part')} at opset {opset}: "
+                              f"{str(e).splitlines()[0]}") from e
+        finally:
+            onnx_logger.setLevel(level)
+    proto = program.model_proto
+    proto.producer_name, proto.producer_version = "latentforge", __version__
+    for key, value in sorted(meta.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def vq_decoder_onnx(vqvae, meta: dict[str, str], opset: int = DEFAULT_OPSET) -> bytes:
+    grid = vqvae.config.grid_size
+    example = torch.zeros(2, grid, grid, dtype=torch.int64)
+    return _export(_CodesToImage(vqvae), example, ("codes", "image"), {0: torch.export.Dim("batch")}, meta, opset)
+
+
+def prior_onnx(transformer, length: int, meta: dict[str, str], opset: int = DEFAULT_OPSET) -> bytes:
+    example = torch.zeros(2, max(2, length // 2), dtype=torch.int64)
+    dynamic = {0: torch.export.Dim("batch"), 1: torch.export.Dim("tokens", min=1, max=length)}
+    return _export(transformer, example, ("tokens", "logits"), dynamic, meta, opset)
+
+
+def _session(data: bytes):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+
+
+def check_vq_decoder(vqvae, data: bytes, atol: float = 1e-4, rtol: float = 1e-3) -> list[OutputParity]:
+    """onnxruntime vs torch on fresh random code grids."""
+    session, rng = _session(data), np.random.default_rng()
+    cfg = vqvae.config
+    results = []
+    for n in PARITY_BATCHES:
+        codes = rng.integers(0, cfg.codebook_size, (n, cfg.grid_size, cfg.grid_size), dtype=np.int64)
+        with torch.inference_mode():
+            ref = vqvae.decode(torch.from_numpy(codes)).numpy()
+        got = session.run(["image"], {"codes": codes})[0]
+        lo, hi = cfg.value_range
+        results.append(compare(f"image[batch={n}]", ref, got, atol, rtol, peak=hi - lo))
+    return results
+
+
+def check_prior(transformer, codebook_size: int, length: int, data: bytes, atol: float = 1e-3,
+                rtol: float = 1e-3) -> list[OutputParity]:
+    """onnxruntime vs torch on fresh random token sequences: one token, a prefix, the full length."""
+    session, rng = _session(data), np.random.default_rng()
+    results = []
+    for n, t in ((1, 1), (PARITY_BATCHES[-1], max(1, length // 3)), (PARITY_BATCHES[-1], length)):
+        tokens = rng.integers(0, codebook_size, (n, t), dtype=np.int64)
+        tokens[:, 0] = codebook_size
+        with torch.inference_mode():
+            ref = transformer(torch.from_numpy(tokens)).numpy()
+        got = session.run(["logits"], {"tokens": tokens})[0]
+        results.append(compare(f"logits[batch={n}, tokens={t}]", ref, got, atol, rtol))
+    return results
+
+
+def _checked(name: str, data: bytes, parity: list[OutputParity]) -> bytes:
+    failed = [p for p in parity if not p.passed]
+    if failed:
+        raise ParityError(f"the {name} graph disagrees with PyTorch: " + "; ".join(p.line() for p in failed))
+    return data
+
+
+def vq_graphs(model, info, opset: int = DEFAULT_OPSET) -> dict[str, bytes]:
+    """{"decoder": bytes} for a vqvae, plus {"prior": bytes} for a prior; every graph parity-checked."""
+    vqvae = model.vqvae if info.kind == "prior" else model
+    graphs = {"decoder": vq_decoder_onnx(vqvae, vq_metadata(info, "vq_decoder"), opset)}
+    _checked("VQ decoder", graphs["decoder"], check_vq_decoder(vqvae, graphs["decoder"]))
+    if info.kind == "prior":
+        length, k = model.config.sequence_length, model.config.vq.codebook_size
+        graphs["prior"] = prior_onnx(model.transformer, length, vq_metadata(info, "prior"), opset)
+        _checked("prior", graphs["prior"], check_prior(model.transformer, k, length, graphs["prior"]))
+    return graphs
+
+
+def export_vq(checkpoint: str | os.PathLike, decoder_out: str | os.PathLike, prior_out: str | os.PathLike | None = None,
+              opset: int = DEFAULT_OPSET) -> dict[str, str]:
+    """Write a VQ checkpoint's decoder (and, for a prior checkpoint, the prior) as .onnx files; nothing on failure."""
+    model, info = load_checkpoint(checkpoint)
+    if info.kind not in ("vqvae", "prior"):
+        raise InputError(f"{checkpoint} is a {info.kind} checkpoint; export_vq takes a vqvae or prior checkpoint")
+    targets = {"decoder": decoder_out} | ({"prior": prior_out} if prior_out is not None else {})
+    if "prior" in targets and info.kind != "prior":
+        raise InputError(f"{checkpoint} is a VQ-VAE without a prior; train one with `latentforge train prior`")
+    paths = {part: check_output_path(p) for part, p in targets.items()}
+    for part, path in paths.items():
+        if path.suffix.lower() != ".onnx":
+            raise InputError(f"{part} output must end in .onnx, got {str(path)!r}")
+    graphs = vq_graphs(model, info, opset)
+    for part, path in paths.items():
+        atomic_write_bytes(path, graphs[part])
+    return {part: str(path) for part, path in paths.items()}

@@ -1,0 +1,151 @@
+"""`latentforge attributes` (named latent directions from labels) and `latentforge edit` (encode, move, decode)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import InputError
+
+METHOD = "mean posterior mean of the high group minus the low group (split at the attribute's midpoint)"
+
+
+def cmd_attributes(args) -> None:
+    from latentforge.checkpoint import load_checkpoint
+    from latentforge.directions import save_directions
+    from latentforge.files import check_output_path
+    from latentforge.training.attributes import attribute_directions
+    from latentforge.training.data import open_data
+
+    if args.n < 1:
+        raise InputError(f"-n must be a positive number of images, got {args.n}")
+    out = check_output_path(args.output)
+    if out.suffix.lower() != ".safetensors":
+        raise InputError(f"output must end in .safetensors, got {str(out)!r}")
+    model, info = _vae(args.checkpoint, load_checkpoint)
+    data = open_data(args.data, image_size=info.config["image_size"], labels=args.labels)
+    if data.channels != info.config["channels"]:
+        raise InputError(f"{data.name!r} has {data.channels}-channel images but the VAE takes "
+                         f"{info.config['channels']}; use the data it was trained on ({info.data})")
+    if not data.attribute_names:
+        raise InputError(f"{data.name!r} has no attribute labels; pass --labels CSV (filename,attr1,attr2,...)")
+    directions = attribute_directions(model, info.value_range, data, n=args.n)
+    save_directions(out, directions, checkpoint=str(args.checkpoint), data=data.name, method=METHOD)
+    for name, d in directions.items():
+        print(f"{name}: |d| = {float((d ** 2).sum() ** 0.5):.3f}")
+    print(f"wrote {out} ({len(directions)} directions, from {min(args.n, data.size('train'))} {data.name} images)")
+
+
+def cmd_edit(args) -> None:
+    import numpy as np
+
+    from latentforge import load
+    from latentforge.directions import load_directions, parse_amount
+    from latentforge.files import check_output_path
+    from latentforge.images import save_png
+
+    amounts = dict(parse_amount(a) for a in args.attr)
+    files, root = _inputs(args.input)
+    single = root is None
+    out = check_output_path(args.output) if single else Path(args.output)
+    if single and out.suffix.lower() != ".png":
+        raise InputError(f"output for one image must end in .png, got {str(out)!r}")
+    if not single and out.exists() and not out.is_dir():
+        raise InputError(f"--input is a folder, so -o must be a folder; {str(out)!r} is a file")
+    model = load(args.checkpoint, backend=args.backend)
+    if model.kind != "vae":
+        raise InputError(f"edit needs a VAE checkpoint (it encodes); {args.checkpoint} is a {model.kind} model")
+    if args.attributes:
+        directions = load_directions(args.attributes, model.latent_dim)
+    elif model.attributes:
+        directions = model.attributes
+    else:
+        directions = _directions_from_training_data(args.checkpoint)
+    images = np.stack([_read(f, model.image_shape) for f in files])
+    edited = model.edit(images, amounts, directions)
+    if single:
+        save_png(edited[0], out)
+        print(f"wrote {out}")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for f, image in zip(files, edited):
+        target = out / Path(os.path.relpath(f, root)).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_png(image, target)
+    print(f"wrote {len(files)} edited images to {out}")
+
+
+def _vae(path, load_checkpoint):
+    from latentforge.checkpoint import read_info
+
+    kind = read_info(path).kind
+    if kind != "vae":
+        raise InputError(f"attribute directions live in a VAE's latent space; {path} is a {kind} checkpoint")
+    return load_checkpoint(path)
+
+
+def _directions_from_training_data(path) -> dict:
+    """No attributes file and none in the checkpoint: learn them from the labelled data it was trained on."""
+    from latentforge.checkpoint import load_checkpoint
+    from latentforge.training.attributes import attribute_directions
+    from latentforge.training.data import open_data
+
+    model, info = load_checkpoint(path)
+    data = open_data(info.data, image_size=info.config["image_size"]) if info.data in ("faces", "digits") else None
+    if data is None or not data.attribute_names:
+        raise InputError(f"{path} carries no attribute directions; make some with `latentforge attributes {path} "
+                         "--data DIR --labels CSV -o attrs.safetensors` and pass --attributes attrs.safetensors")
+    return attribute_directions(model, info.value_range, data)
+
+
+def _inputs(spec: str) -> tuple[list[str], str | None]:
+    """(image files, the folder they are under or None for one file)."""
+    from latentforge.training.data import IMAGE_EXTENSIONS, _find_images
+
+    if os.path.isdir(spec):
+        files = [os.path.join(spec, f) for f in _find_images(spec)]
+        if not files:
+            raise InputError(f"no png/jpg images in {spec}; point --input at an image or a folder of them")
+        return files, spec
+    if not os.path.isfile(spec):
+        raise InputError(f"--input {spec!r} does not exist; give an image file or a folder of images")
+    if not spec.lower().endswith(IMAGE_EXTENSIONS):
+        raise InputError(f"--input {spec!r} is not a .png/.jpg/.jpeg image")
+    return [spec], None
+
+
+def _read(path: str, shape: tuple[int, int, int]):
+    """An image file as uint8 [H, W, C] in the model's size and channels (centre crop, resize)."""
+    import numpy as np
+
+    from latentforge.errors import DataError
+    from latentforge.training.data import _load_image
+
+    try:
+        rgb = _load_image(path, shape[0])
+    except DataError as e:
+        raise InputError(str(e)) from None
+    if shape[2] == 1:  # ITU-R 601 luma, as Pillow's convert("L")
+        grey = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return np.rint(grey)[..., None].astype(np.uint8)
+    return rgb
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("attributes", help="named latent directions of a VAE from labelled images")
+    p.add_argument("checkpoint", help="VAE checkpoint (.safetensors)")
+    p.add_argument("--data", required=True, help="faces | digits | a folder of images (with --labels)")
+    p.add_argument("--labels", help="CelebA-style CSV for a folder: filename,attr1,attr2,...")
+    p.add_argument("-n", type=int, default=2000, help="training images to encode (default 2000)")
+    p.add_argument("-o", "--output", required=True, help="attrs.safetensors")
+    p.set_defaults(func=cmd_attributes)
+
+    p = sub.add_parser("edit", help="encode images, move them along attribute directions, decode")
+    p.add_argument("checkpoint", help="VAE checkpoint (.safetensors)")
+    p.add_argument("--input", required=True, help="an image file or a folder of images")
+    p.add_argument("--attr", action="append", required=True, metavar="NAME=AMOUNT",
+                   help="e.g. eyes_open=+1.5; repeat for several")
+    p.add_argument("--attributes", help="directions file from `latentforge attributes` (default: the checkpoint's, "
+                                        "or learned from its faces/digits labels)")
+    p.add_argument("--backend", default="auto", help="auto | onnxruntime | torch (decoding; encoding is torch)")
+    p.add_argument("-o", "--output", required=True, help="OUT.png for one image, a folder for a folder")
+    p.set_defaults(func=cmd_edit)

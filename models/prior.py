@@ -1,0 +1,124 @@
+"""A code prior for a VQ-VAE: a small causal transformer over the code grid in raster order.
+
+The "prior" model carries its VQ-VAE inside (frozen), so one checkpoint samples images:
+the transformer draws a code grid token by token, the VQ-VAE's decoder turns it into an
+image. Token K (the codebook size) is a start token that is never sampled. The graph maps
+tokens [N, T] to next-code logits [N, T, K]; the sampling loop runs outside it (NumPy,
+seeded PCG64 in latentforge.runtime.vq_sampling) so every backend draws the same codes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentforge.errors import InputError
+
+from .vqvae import VQVAE, VQVAEConfig
+
+
+@dataclass
+class PriorConfig:
+    vqvae: dict = field(default_factory=dict)   # the VQVAEConfig of the VQ-VAE whose codes this models
+    layers: int = 4
+    width: int = 128
+    heads: int = 4
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vqvae, VQVAEConfig):
+            self.vqvae = self.vqvae.to_dict()
+        self.vq = VQVAEConfig(**self.vqvae)
+        if not 1 <= self.layers <= 24 or not 1 <= self.heads <= 32:
+            raise InputError(f"layers must be in 1..24 and heads in 1..32, got {self.layers!r}, {self.heads!r}")
+        if not 8 <= self.width <= 2048 or self.width % self.heads:
+            raise InputError(f"width must be in 8..2048 and divisible by heads ({self.heads}), got {self.width!r}")
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        return self.vq.value_range
+
+    @property
+    def sequence_length(self) -> int:
+        return self.vq.grid_size ** 2
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "vq"}
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, c = x.shape
+        q, k, v = self.qkv(x).view(n, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(c // self.heads)
+        # Written out rather than scaled_dot_product_attention: the mask then exports as plain ONNX ops.
+        future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+        weights = scores.masked_fill(future, float("-inf")).softmax(-1)
+        return self.out((weights @ v).transpose(1, 2).reshape(n, t, c))
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attention = CausalSelfAttention(width, heads)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class CodeTransformer(nn.Module):
+    """tokens [N, T] (int64; token 0 is the start token K) -> logits [N, T, K] for the next code."""
+
+    def __init__(self, codebook_size: int, length: int, width: int, layers: int, heads: int) -> None:
+        super().__init__()
+        self.token = nn.Embedding(codebook_size + 1, width)
+        self.position = nn.Parameter(torch.zeros(length, width))
+        nn.init.normal_(self.position, std=0.02)
+        self.blocks = nn.Sequential(*[Block(width, heads) for _ in range(layers)])
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, codebook_size)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.token(tokens) + self.position[:tokens.shape[1]]
+        return self.head(self.norm(self.blocks(h)))
+
+
+class VQPrior(nn.Module):
+    kind = "prior"
+
+    def __init__(self, config: PriorConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or PriorConfig()
+        self.vqvae = VQVAE(cfg.vq)
+        self.transformer = CodeTransformer(cfg.vq.codebook_size, cfg.sequence_length, cfg.width, cfg.layers,
+                                           cfg.heads)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.vqvae.eval()  # frozen: its codebook must not move while the prior learns its codes
+        return self
+
+    def start_tokens(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code grids [N, h, w] -> transformer input [N, T]: the start token, then all codes but the last."""
+        flat = codes.reshape(codes.shape[0], -1)
+        start = torch.full_like(flat[:, :1], self.config.vq.codebook_size)
+        return torch.cat([start, flat[:, :-1]], dim=1)
+
+    def nll(self, codes: torch.Tensor) -> torch.Tensor:
+        """-log p(codes) per image, in nats: [N, h, w] -> [N]."""
+        logits = self.transformer(self.start_tokens(codes))
+        return F.cross_entropy(logits.transpose(1, 2), codes.reshape(codes.shape[0], -1), reduction="none").sum(1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.vqvae.decode(codes)

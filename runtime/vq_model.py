@@ -1,0 +1,105 @@
+"""A loaded VQ-VAE or VQ-VAE + prior: `sample()` draws a code grid with the prior, then decodes it.
+
+Backends: "torch" runs the checkpoint's modules; "onnxruntime" exports the decoder and the
+prior in memory (latentforge.export.vq, parity-checked) and runs them in sessions. The
+sampling loop is NumPy with a seeded PCG64 either way, so a seed gives the same codes and the
+same image on both.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from latentforge.errors import InputError
+from latentforge.images import from_uint8, to_uint8
+
+from .vq_sampling import sample_codes
+
+
+class VQModel:
+    def __init__(self, path: Path, info, backend: str, decode, logits=None, encode=None, threads: int = 1):
+        vq = info.config["vqvae"] if info.kind == "prior" else info.config
+        self.path, self.kind, self.backend, self.threads = Path(path), info.kind, backend, threads
+        self.image_shape = (vq["image_size"], vq["image_size"], vq["channels"])
+        self.value_range = info.value_range
+        self.codebook_size = vq["codebook_size"]
+        self.code_grid = vq["image_size"] >> vq["downsample"]
+        self.attributes: dict[str, np.ndarray] = {}
+        self._decode, self._logits, self._encode = decode, logits, encode
+
+    def sample(self, n: int, seed: int | None = None, temperature: float = 1.0, top_k: int | None = None) -> np.ndarray:
+        """n images uint8 [n, H, W, C]: codes drawn by the prior (temperature, top-k), then decoded."""
+        if self._logits is None:
+            raise InputError(f"{str(self.path)!r} is a VQ-VAE without a prior, so it cannot sample; train one with "
+                             f"`latentforge train prior {self.path}` and load that checkpoint")
+        return self.decode_codes(self.sample_codes(n, seed, temperature, top_k))
+
+    def sample_codes(self, n: int, seed: int | None = None, temperature: float = 1.0,
+                     top_k: int | None = None) -> np.ndarray:
+        return sample_codes(self._logits, n, self.code_grid, self.codebook_size, seed, temperature, top_k)
+
+    def decode_codes(self, codes) -> np.ndarray:
+        """Code grids int [N, h, w] -> uint8 [N, H, W, C]."""
+        codes = np.asarray(codes)
+        g = self.code_grid
+        if codes.dtype.kind not in "iu" or codes.ndim != 3 or codes.shape[1:] != (g, g) or len(codes) == 0:
+            raise InputError(f"codes must be integers of shape [N, {g}, {g}] with N >= 1, "
+                             f"got {codes.dtype} {list(codes.shape)}")
+        if codes.min() < 0 or codes.max() >= self.codebook_size:
+            raise InputError(f"codes must be in 0..{self.codebook_size - 1}, got {codes.min()}..{codes.max()}")
+        return to_uint8(self._decode(codes.astype(np.int64)), self.value_range)
+
+    def encode(self, images) -> np.ndarray:
+        """uint8 [N, H, W, C] -> code grids int64 [N, h, w] (torch; checkpoints only)."""
+        arr = np.asarray(images)
+        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != self.image_shape or not len(arr):
+            raise InputError(f"images must be uint8 [N, {', '.join(map(str, self.image_shape))}] with N >= 1, "
+                             f"got {arr.dtype} {list(arr.shape)}")
+        return self._encode(from_uint8(arr, self.value_range))
+
+    def __repr__(self) -> str:
+        return (f"VQModel(kind={self.kind!r}, image_shape={self.image_shape}, codebook_size={self.codebook_size}, "
+                f"code_grid={self.code_grid}, backend={self.backend!r}, path={str(self.path)!r})")
+
+
+def load_vq(path: Path, backend: str, threads: int | None) -> VQModel:
+    import torch
+
+    from latentforge.checkpoint import load_checkpoint
+
+    from .torch_backend import thread_count
+
+    module, info = load_checkpoint(path)
+    vqvae = module.vqvae if info.kind == "prior" else module
+
+    def encode(x: np.ndarray) -> np.ndarray:
+        with thread_count(threads), torch.inference_mode():
+            return vqvae.encode(torch.from_numpy(x)).numpy()
+
+    if backend == "onnxruntime":
+        from latentforge.export.vq import vq_graphs
+
+        from .ort_backend import open_session, session_options
+
+        graphs = vq_graphs(module, info)
+        sessions = {part: open_session(g, session_options(threads), f"the {part} graph of {str(path)!r}")
+                    for part, g in graphs.items()}
+
+        def decode(codes: np.ndarray) -> np.ndarray:
+            return sessions["decoder"].run(["image"], {"codes": codes})[0]
+
+        def logits(tokens: np.ndarray) -> np.ndarray:
+            return sessions["prior"].run(["logits"], {"tokens": tokens})[0]
+    else:
+        def decode(codes: np.ndarray) -> np.ndarray:
+            with thread_count(threads), torch.inference_mode():
+                return vqvae.decode(torch.from_numpy(codes)).numpy()
+
+        def logits(tokens: np.ndarray) -> np.ndarray:
+            with thread_count(threads), torch.inference_mode():
+                return module.transformer(torch.from_numpy(tokens)).numpy()
+
+    prior = logits if info.kind == "prior" else None
+    return VQModel(path, info, "onnxruntime" if backend == "onnxruntime" else "torch", decode, prior, encode,
+                   threads or torch.get_num_threads())

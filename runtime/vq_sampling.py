@@ -1,0 +1,53 @@
+"""The code prior's sampling loop, in NumPy, outside any graph.
+
+The transformer (torch or an onnxruntime session) is only a function tokens [N, t] ->
+logits [N, t, K]; the draws come from NumPy's PCG64, so a seed gives the same code grid,
+and so the same image, on every backend (as `latentforge.latents` does for VAEs).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from latentforge.errors import InputError
+
+
+def check_sampling(temperature: float, top_k: int | None, codebook_size: int) -> None:
+    if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature >= 0):
+        raise InputError(f"temperature must be a finite number >= 0 (0 picks the most likely code), "
+                         f"got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
+                              or not 1 <= top_k <= codebook_size):
+        raise InputError(f"top_k must be an integer in 1..{codebook_size} (the codebook size) or None, got {top_k!r}")
+
+
+def next_code(logits: np.ndarray, u: np.ndarray, temperature: float, top_k: int | None) -> np.ndarray:
+    """One code per row of logits [N, K], by inverse CDF at the uniforms u [N]."""
+    logits = logits.astype(np.float64)
+    if temperature == 0:
+        return logits.argmax(1)
+    if top_k is not None and top_k < logits.shape[1]:
+        kth = np.partition(logits, -top_k, axis=1)[:, -top_k][:, None]
+        logits = np.where(logits < kth, -np.inf, logits)
+    p = np.exp((logits - logits.max(1, keepdims=True)) / temperature)
+    cdf = np.cumsum(p, axis=1)
+    picks = (cdf <= (u * cdf[:, -1])[:, None]).sum(1)   # the first code whose cdf passes u: never a p = 0 one
+    return np.minimum(picks, logits.shape[1] - 1)   # u * total can round up to the last bin's edge
+
+
+def sample_codes(logits_fn: Callable[[np.ndarray], np.ndarray], n: int, grid: int, codebook_size: int,
+                 seed: int | None = None, temperature: float = 1.0, top_k: int | None = None) -> np.ndarray:
+    """n code grids int64 [n, grid, grid], drawn in raster order from `logits_fn`."""
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
+        raise InputError(f"n must be a positive integer, got {n!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise InputError(f"seed must be an integer >= 0 or None, got {seed!r}")
+    check_sampling(temperature, top_k, codebook_size)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    tokens = np.full((n, 1), codebook_size, dtype=np.int64)   # the start token
+    for _ in range(grid * grid):
+        logits = logits_fn(tokens)[:, -1]
+        code = next_code(logits, rng.random(n), temperature, top_k)
+        tokens = np.concatenate([tokens, code[:, None].astype(np.int64)], axis=1)
+    return tokens[:, 1:].reshape(n, grid, grid)

@@ -1,0 +1,169 @@
+"""VQ-VAE quantizer, code prior, their training, export parity and the runtime's sampling on both backends."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import latentforge
+from latentforge.cli import main
+from latentforge.errors import InputError
+from latentforge.export.vq import check_prior, check_vq_decoder, export_vq, vq_graphs
+from latentforge.models import PriorConfig, VQPrior, VQVAEConfig
+from latentforge.models.vqvae import Quantizer, usage
+from latentforge.runtime.vq_sampling import next_code, sample_codes
+from latentforge.training.train import TrainConfig, train
+
+TINY_VQ = dict(base_channels=8, codebook_size=16, code_dim=4, downsample=3, res_blocks=1)
+
+
+def test_straight_through_gradient_and_nearest_codes():
+    q = Quantizer(8, 3, decay=0.99, dead_after=0.1).eval()
+    z = torch.randn(2, 3, 4, 4, requires_grad=True)
+    out, idx, commitment = q(z)
+    torch.testing.assert_close(out, q.lookup(idx))          # the forward value is the nearest code...
+    distance = torch.cdist(z.detach().permute(0, 2, 3, 1).reshape(-1, 3), q.codebook)
+    assert torch.equal(idx.reshape(-1), distance.argmin(1))
+    weight = torch.randn_like(out)
+    (out * weight).sum().backward()
+    torch.testing.assert_close(z.grad, weight)              # ...and the gradient passes straight through
+    torch.testing.assert_close(commitment, (z - out).detach().square().flatten(1).sum(1))
+
+
+def test_ema_update_moves_used_codes_to_their_running_mean():
+    q = Quantizer(4, 2, decay=0.5, dead_after=0.0).train()
+    q.codebook.copy_(torch.tensor([[0.0, 0.0], [10.0, 10.0], [-10.0, 10.0], [10.0, -10.0]]))
+    q.cluster_size.fill_(1.0)
+    q.code_sum.copy_(q.codebook)
+    z = torch.tensor([[1.0, 2.0], [3.0, 0.0]]).t().reshape(1, 2, 1, 2)  # two vectors, both nearest to code 0
+    q(z)
+    # cluster 0: 0.5 * 1 + 0.5 * 2 = 1.5; sum: 0.5 * 0 + 0.5 * (1+3, 2+0) = (2, 1); others decay to 0.5
+    torch.testing.assert_close(q.cluster_size, torch.tensor([1.5, 0.5, 0.5, 0.5]))
+    torch.testing.assert_close(q.code_sum[0], torch.tensor([2.0, 1.0]))
+    total = q.cluster_size.sum()
+    smoothed = (q.cluster_size + 1e-5) / (total + 4e-5) * total
+    torch.testing.assert_close(q.codebook, q.code_sum / smoothed[:, None])
+    q.eval()
+    before = q.codebook.clone()
+    q(z)
+    assert torch.equal(q.codebook, before)  # eval mode leaves the codebook alone
+
+
+def test_dead_code_is_restarted_on_a_vector_of_the_batch():
+    q = Quantizer(4, 2, decay=0.99, dead_after=0.5).train()
+    q.codebook.copy_(torch.tensor([[0.0, 0.0], [100.0, 100.0], [1.0, 1.0], [2.0, 2.0]]))
+    q.cluster_size.copy_(torch.tensor([5.0, 0.0, 5.0, 5.0]))   # code 1 is far away and unused: dead
+    q.code_sum.copy_(q.codebook * q.cluster_size[:, None])
+    z = torch.randn(2, 2, 3, 3) * 0.1
+    q(z, torch.Generator().manual_seed(0))
+    batch = z.permute(0, 2, 3, 1).reshape(-1, 2)
+    assert q.restarted == 1
+    assert (batch - q.codebook[1]).abs().sum(1).min() < 1e-6     # now sits on one of the batch's vectors
+    assert q.cluster_size[1] == pytest.approx(0.5)
+
+
+def test_usage_perplexity_and_unused():
+    assert usage(torch.tensor([0, 1, 2, 3] * 5), 6) == (pytest.approx(4.0), 2)
+    assert usage(torch.zeros(10, dtype=torch.long), 3) == (pytest.approx(1.0), 2)
+
+
+def test_prior_is_causal_and_nll_matches_cross_entropy():
+    torch.manual_seed(0)
+    model = VQPrior(PriorConfig(vqvae=VQVAEConfig(image_size=32, **TINY_VQ), width=16, layers=2, heads=2)).eval()
+    codes = torch.randint(0, 16, (3, 4, 4))
+    tokens = model.start_tokens(codes)
+    assert torch.equal(tokens[:, 0], torch.full((3,), 16)) and torch.equal(tokens[:, 1:], codes.flatten(1)[:, :-1])
+    with torch.inference_mode():
+        logits = model.transformer(tokens)
+        changed = tokens.clone()
+        changed[:, 9:] = (changed[:, 9:] + 1) % 16
+        torch.testing.assert_close(model.transformer(changed)[:, :9], logits[:, :9])  # no peeking ahead
+        expected = -logits.log_softmax(-1).gather(2, codes.flatten(1)[..., None]).squeeze(2).sum(1)
+        torch.testing.assert_close(model.nll(codes), expected)
+
+
+def test_next_code_temperature_and_top_k():
+    logits = np.array([[0.0, 3.0, 1.0, 2.0]])
+    assert next_code(logits, np.array([0.999]), 0.0, None)[0] == 1          # temperature 0: argmax
+    assert next_code(logits, np.array([0.999]), 1.0, 1)[0] == 1             # top-1: argmax whatever u is
+    assert set(next_code(np.repeat(logits, 200, 0), np.linspace(0, 0.999, 200), 1.0, 2)) == {1, 3}
+    u = np.random.default_rng(0).random(20000)
+    picks = next_code(np.repeat(logits, len(u), 0), u, 1.0, None)
+    p = np.exp(logits[0]) / np.exp(logits[0]).sum()
+    np.testing.assert_allclose(np.bincount(picks, minlength=4) / len(u), p, atol=0.01)
+    with pytest.raises(InputError, match="top_k"):
+        sample_codes(lambda t: np.zeros((*t.shape, 4)), 1, 2, 4, top_k=5)
+
+
+@pytest.fixture(scope="module")
+def trained_prior(tmp_path_factory):
+    """A VQ-VAE and a prior, each trained for a few steps on 32 px faces through the real training loop."""
+    root = tmp_path_factory.mktemp("vq")
+    common = dict(data="faces", image_size=32, steps=3, batch_size=8, sample_every=3, progress=False)
+    vq = train(TrainConfig(kind="vqvae", out=str(root / "vq"), model_options=TINY_VQ, **common))
+    prior = train(TrainConfig(kind="prior", source=str(vq.checkpoint), out=str(root / "prior"),
+                              model_options={"width": 16, "layers": 1, "heads": 2}, **common))
+    assert {"perplexity", "unused_codes", "recon_mse"} <= set(vq.metrics)
+    return vq.checkpoint, prior.checkpoint
+
+
+def test_export_parity_of_decoder_and_prior(trained_prior, tmp_path):
+    from latentforge.checkpoint import load_checkpoint
+
+    model, info = load_checkpoint(trained_prior[1])
+    graphs = vq_graphs(model, info)
+    assert all(p.passed for p in check_vq_decoder(model.vqvae, graphs["decoder"]))
+    assert all(p.passed for p in check_prior(model.transformer, 16, 16, graphs["prior"]))
+    with torch.no_grad():  # a graph of other weights must fail the same check
+        model.transformer.head.bias.add_(1.0)
+    assert not all(p.passed for p in check_prior(model.transformer, 16, 16, graphs["prior"]))
+    written = export_vq(trained_prior[1], tmp_path / "dec.onnx", tmp_path / "prior.onnx")
+    assert sorted(written) == ["decoder", "prior"]
+    with pytest.raises(InputError, match="without a prior"):
+        export_vq(trained_prior[0], tmp_path / "d2.onnx", tmp_path / "p2.onnx")
+
+
+def test_sample_same_seed_same_image_on_torch_and_onnxruntime(trained_prior):
+    on_torch = latentforge.load(trained_prior[1], backend="torch")
+    on_ort = latentforge.load(trained_prior[1], backend="onnxruntime")
+    codes = on_torch.sample_codes(4, seed=11, temperature=1.5, top_k=8)
+    np.testing.assert_array_equal(codes, on_ort.sample_codes(4, seed=11, temperature=1.5, top_k=8))
+    a, b = on_torch.sample(4, seed=11), on_ort.sample(4, seed=11)
+    assert a.shape == (4, 32, 32, 3) and a.dtype == np.uint8
+    assert np.abs(a.astype(int) - b).max() <= 1
+    assert not np.array_equal(on_torch.sample_codes(4, seed=12), on_torch.sample_codes(4, seed=11))
+    vq = latentforge.load(trained_prior[0])
+    with pytest.raises(InputError, match="without a prior"):
+        vq.sample(1)
+    images = on_torch.sample(2, seed=0)
+    assert vq.encode(images).shape == (2, 4, 4)
+    with pytest.raises(InputError, match="codes must be in"):
+        vq.decode_codes(np.full((1, 4, 4), 16))
+
+
+def test_evaluate_vq_cli(trained_prior, capsys):
+    assert main(["evaluate", str(trained_prior[0]), "-n", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "code perplexity" in out and "reconstruction MSE" in out
+    assert main(["train", "vae", str(trained_prior[0]), "--out", "x"]) == 2
+    assert "only `train prior`" in capsys.readouterr().err
+
+
+def test_vqvae_and_prior_train_on_digits_and_on_an_image_folder(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(10):
+        Image.fromarray(np.full((40, 40, 3), 20 * i, dtype=np.uint8)).save(folder / f"{i}.png")
+    for data in ("digits", str(folder)):
+        out = tmp_path / Path(data).name
+        assert main(["train", "vqvae", "--data", data, "--out", str(out / "vq"), "--steps", "2", "--batch-size", "4",
+                     "--codebook-size", "8", "--code-dim", "4", "--image-size", "32", "--no-progress",
+                     "--model-options", '{"base_channels": 8, "res_blocks": 0}']) == 0
+        assert main(["train", "prior", str(out / "vq" / "checkpoint.safetensors"), "--out", str(out / "prior"),
+                     "--steps", "2", "--batch-size", "4", "--no-progress",
+                     "--model-options", '{"width": 8, "layers": 1, "heads": 1}']) == 0
+        model = latentforge.load(out / "prior" / "checkpoint.safetensors")
+        assert model.sample(2, seed=0).shape == (2, 32, 32, 1 if data == "digits" else 3)
+    assert main(["train", "vae", "--data", "digits", "--out", str(tmp_path / "x"), "--codebook-size", "8"]) == 2
