@@ -6,12 +6,14 @@ from torch import nn
 from latentforge.errors import CheckpointError
 
 from .dcgan import DCGAN, DCGANConfig, DCGANDiscriminator, DCGANGenerator
+from .gan import GAN_MODELS, GANConfig, GANPair
 from .reparam import reparam_numpy, reparam_python, reparam_torch
 from .vae import ConvVAE, VAEConfig
 
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "vae": (ConvVAE, VAEConfig),
     "dcgan": (DCGAN, DCGANConfig),
+    **GAN_MODELS,  # "gan", "wgan-gp", "unrolled-gan"
 }
 
 
@@ -28,12 +30,12 @@ def make_config(kind: str, config: dict):
 
 
 def build_model(kind: str, config: dict) -> nn.Module:
-    """A fresh, untrained model of `kind` ("vae" | "dcgan") from a config dict."""
+    """A fresh, untrained model of `kind` (a key of MODELS) from a config dict."""
     config = make_config(kind, config)  # checks the kind first
     return MODELS[kind][0](config)
 
 
 __all__ = [
-    "MODELS", "ConvVAE", "VAEConfig", "DCGAN", "DCGANConfig", "DCGANGenerator", "DCGANDiscriminator",
+    "MODELS", "ConvVAE", "VAEConfig", "DCGAN", "DCGANConfig", "DCGANGenerator", "DCGANDiscriminator", "GANConfig", "GANPair",
     "build_model", "make_config", "reparam_numpy", "reparam_python", "reparam_torch",
 ]

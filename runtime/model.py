@@ -34,6 +34,7 @@ class Model:
         self.image_shape: tuple[int, int, int] = info.image_shape
         self.value_range: tuple[float, float] = info.value_range
         self.attributes: dict[str, np.ndarray] = info.attributes
+        self.point_dim: int = info.point_dim   # > 0: sample/decode give float32 [N, point_dim] points, not images
         self.backend: str = decoder.name
         self.threads: int = decoder.threads
         self._decoder = decoder
@@ -49,8 +50,11 @@ class Model:
         return self.decode(latents(n, self.latent_dim, seed, temperature))
 
     def decode(self, z, chunk: int = 256) -> np.ndarray:
-        """Latents [N, D] -> uint8 [N, H, W, C], `chunk` at a time, so a large N needs no float copy of it all."""
+        """Latents [N, D] -> uint8 [N, H, W, C], `chunk` at a time, so a large N needs no float copy of it all.
+        A point model gives its float32 [N, point_dim] points instead."""
         z = self._check_latents(z)
+        if self.point_dim:
+            return self._run(z)
         out = np.empty((len(z), *self.image_shape), dtype=np.uint8)
         for i in range(0, len(z), chunk):
             out[i:i + chunk] = to_uint8(self._run(z[i:i + chunk]), self.value_range)
@@ -139,6 +143,9 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
         import_onnxruntime()  # say it is missing before spending seconds on torch and the export
     from .torch_backend import TorchDecoder, checkpoint_to_onnx_bytes
 
+    if backend == "onnxruntime" and info.point_dim:
+        raise BackendUnavailable(f"{str(path)!r} is a point model, which runs on the torch backend only; "
+                                 "use backend 'torch' or 'auto'")
     module, checkpoint = load_checkpoint(path)
     if backend == "onnxruntime":
         decoder = OrtDecoder(checkpoint_to_onnx_bytes(module, checkpoint), threads,

@@ -12,7 +12,8 @@ from pathlib import Path
 from latentforge.checkpoint import read_info
 from latentforge.errors import InputError
 
-EVALUATORS: dict[str, str] = {}
+EVALUATORS: dict[str, str] = {kind: "latentforge.training.eval_modes:evaluate_gan"
+                              for kind in ("gan", "wgan-gp", "unrolled-gan")}
 
 
 def evaluate(path: str | Path, **options) -> dict:

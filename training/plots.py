@@ -15,6 +15,12 @@ PANELS = {
     "dcgan": [("losses", [("loss_d", "D"), ("loss_g", "G")]),
               ("discriminator outputs", [("d_x", "D(x)"), ("d_g_z", "D(G(z))")])],
 }
+_COVERAGE = [("modes covered (collapse detector)", [("modes", "modes")]),
+             ("high-quality samples (%)", [("hq_percent", "HQ %")])]
+PANELS["gan"] = PANELS["unrolled-gan"] = PANELS["dcgan"] + _COVERAGE
+PANELS["wgan-gp"] = [("losses", [("loss_d", "critic"), ("loss_g", "G")]),
+                     ("Wasserstein estimate E[C(x)] - E[C(G(z))]", [("wasserstein", "W estimate"), ("gp", "penalty")])
+                     ] + _COVERAGE
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:
@@ -44,7 +50,7 @@ def plot_curves(records: list[dict], kind: str, path: str | os.PathLike) -> None
             if points:
                 steps, values = zip(*points)
                 ax.plot(steps, values, label=label, marker="o" if len(points) < 3 else None)
-        if kind == "dcgan" and title == "discriminator outputs":
+        if title == "discriminator outputs":
             ax.axhline(0.5, color="gray", linestyle="--", linewidth=1, label="equilibrium 0.5")
             ax.set_ylim(0, 1)
         if kind == "vae" and title.startswith("held-out"):

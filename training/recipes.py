@@ -24,6 +24,11 @@ class Recipe:
     step: Callable                  # (cfg, model, optimizers, x, noise: torch.Generator) -> {metric: float}
     evaluates: bool = False         # True: the loop computes held-out metrics with train.py's evaluator
     hint: str = ""                  # added to "lower --lr" when a loss becomes non-finite, e.g. " or --beta"
+    real_batches: Callable = lambda cfg: 1   # (cfg) -> real batches of batch_size the loop draws per step
+    run_fields: tuple[str, ...] = ()         # TrainConfig fields that a resumed run must share
+    monitor: Callable | None = None          # (cfg, model, data, step, run_dir, records) -> (metrics, warning);
+                                             # replaces the sample grid; see training/gan_monitor.py
+    stuck: str | None = None                 # a loss that must not settle at 0 (D winning outright)
 
 
 class NonFinite(ArithmeticError):
@@ -96,3 +101,7 @@ RECIPES: dict[str, Recipe] = {
                                                          adam(model.generator.parameters())],
                     step=dcgan_step),
 }
+
+# The GAN kinds ("gan", "wgan-gp", "unrolled-gan") live in their own module, which builds on dcgan_step above
+# and adds itself to RECIPES: imported last, so that either module may be imported first.
+from . import gan_recipes  # noqa: E402, F401
