@@ -17,7 +17,7 @@ from . import losses
 
 @dataclass(frozen=True)
 class Recipe:
-    lr: float                       # default learning rate
+    lr: float | Callable            # default learning rate, or (cfg) -> it
     betas: tuple[float, float]      # Adam betas
     build: Callable                 # (cfg, config) -> nn.Module, called under a seeded torch RNG
     optimizers: Callable            # (cfg, model, adam) -> [Optimizer]; adam(params) uses lr and betas

@@ -33,7 +33,7 @@ KINDS = tuple(RECIPES)
 OWN_FLAGS = ("image_size", "channels", "latent_dim", "point_dim")  # model fields set by TrainConfig or the data, not model_options
 EVAL_STREAM = 0  # training steps are 1..steps, so noise stream 0 is free for the fixed held-out evaluation
 SAMPLE_COUNT = 64
-STUCK_LOSS = 1e-4  # a mean discriminator loss below this over a log window: D has won, G's gradient vanished
+STUCK_LOSS = 1e-3  # a mean discriminator loss below this over a log window: D has won, G's gradient vanished
 
 
 @dataclass
@@ -46,7 +46,7 @@ class TrainConfig:
     image_size: int | None = None   # None -> the data set's own size
     latent_dim: int | None = None   # None -> the model default (vae 32, dcgan 100)
     beta: float = 1.0               # VAE KL weight
-    lr: float | None = None         # None -> 1e-3 (vae), 2e-4 (dcgan)
+    lr: float | None = None         # None -> the recipe's: 1e-3 (vae), 2e-4 (dcgan), ...
     seed: int = 0
     labels: str | None = None
     model_options: dict = field(default_factory=dict)  # other VAEConfig / DCGANConfig fields
@@ -124,7 +124,10 @@ class TrainConfig:
 
     @property
     def learning_rate(self) -> float:
-        return RECIPES[self.kind].lr if self.lr is None else float(self.lr)
+        if self.lr is not None:
+            return float(self.lr)
+        default = RECIPES[self.kind].lr
+        return default(self) if callable(default) else default
 
 
 @dataclass
