@@ -67,6 +67,7 @@ def run_one(kind: str, data: str, seed: int, work: Path) -> dict:
     ckpt = result.checkpoint
     scores = evaluate_gan(ckpt, read_info(ckpt), {"seed": 1_000 + seed})
     scores.pop("table")
+    scores["sample_seed"] = scores.pop("seed")
     return {"kind": kind, "data": data, "seed": seed, "wall_s": wall, "steps": cfg.steps,
             "batch_size": cfg.batch_size, "lr": cfg.learning_rate, "run_dir": str(run_dir), **scores}
 
@@ -193,12 +194,18 @@ def main() -> None:
         print(f"{kind:>12} {data:>14} seed {seed}: " + ", ".join(
             f"{k} {record[k]:.4g}" if isinstance(record.get(k), float) else f"{k} {record.get(k)}"
             for k in ("modes", "hq_percent", "reverse_kl", "wall_s", "failed") if k in record), flush=True)
-        summary = summarize(runs)
-        (out / "modes.json").write_text(json.dumps({"summary": summary, "runs": runs, "machine": machine},
-                                                   indent=1, default=float))
-        (out / "modes.md").write_text(table(summary, machine))
+        write_results(runs, out, machine)
         if data in POINT_DATA and seed == min(r["seed"] for r in runs if (r["kind"], r["data"]) == (kind, data)):
             pictures([record], out)
+    write_results(runs, out, machine)   # with --seeds 0: only redraw the table and pictures from WORK
+    pictures(runs, out)
+
+
+def write_results(runs: list[dict], out: Path, machine: dict) -> None:
+    summary = summarize(runs)
+    (out / "modes.json").write_text(json.dumps({"summary": summary, "runs": runs, "machine": machine},
+                                               indent=1, default=float))
+    (out / "modes.md").write_text(table(summary, machine))
 
 
 if __name__ == "__main__":

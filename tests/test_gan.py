@@ -118,7 +118,7 @@ def test_stacked_digits_stack_three_digits_with_their_class():
 
 
 def test_point_data_with_an_image_kind_is_refused():
-    with pytest.raises(InputError, match="vae cannot train on 'ring'"):
+    with pytest.raises(InputError, match="vae cannot train on 'ring', which is 2-D point data; use one of gan"):
         TrainConfig(kind="vae", data="ring")
 
 
@@ -279,7 +279,7 @@ def test_collapse_detector_warns_when_coverage_falls(tmp_path):
     cfg = tiny("gan", tmp_path)
     data = open_data("ring")
     found, warning = monitor(cfg, constant_generator("gan", [1.0, 0.0]), data, 10, tmp_path, [{"step": 5, "modes": 8}])
-    assert found == {"modes": 1, "hq_percent": 100.0}
+    assert found == {"modes": 1, "hq_percent": 100.0, "reverse_kl": pytest.approx(math.log(8))}
     assert warning.startswith("mode coverage fell to 1 (best 8 at step 5)")
     assert (tmp_path / "samples_000010.png").stat().st_size > 0
     assert monitor(cfg, constant_generator("gan", [1.0, 0.0]), data, 11, tmp_path, [{"step": 5, "modes": 1}])[1] is None
@@ -317,3 +317,59 @@ def test_evaluate_a_trained_tiny_point_gan(tmp_path, capsys):
     train(tiny("gan", tmp_path / "run", steps=2))
     assert main(["evaluate", str(tmp_path / "run" / "checkpoint.safetensors"), "-n", "300"]) == 0
     assert "high-quality samples" in capsys.readouterr().out
+
+
+# --- image-level metrics ------------------------------------------------------------------------------------------
+
+def test_precision_recall_known_answers():
+    from latentforge.training.features import precision_recall
+
+    rng = torch.Generator().manual_seed(0)
+    real = torch.randn(200, 4, generator=rng, dtype=torch.float64)
+    assert precision_recall(real, real.clone()) == (1.0, 1.0)
+    far = real + 100.0
+    assert precision_recall(real, far) == (0.0, 0.0)
+    # fakes from half of the real cloud: all precise, and they cover little more than that half
+    half = real[real[:, 0] > 0]
+    precision, recall = precision_recall(real, half)
+    assert precision == 1.0 and recall < 0.75
+
+
+def test_digit_classifier_reads_held_out_digits():
+    from safetensors import safe_open
+
+    from latentforge.training.digit_classifier import _weights_path, predict
+
+    digits = open_data("digits")
+    images, labels = digits.get("test", np.arange(digits.size("test")))
+    x = images.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
+    accuracy = (predict(x) == labels[:, 0]).mean()
+    with safe_open(str(_weights_path()), framework="pt") as f:
+        stored = float(f.metadata()["test_accuracy"])
+    assert accuracy == pytest.approx(stored, abs=1e-3) and accuracy > 0.95
+
+
+def test_evaluate_an_image_gan_gives_fd_and_precision_recall(tmp_path, capsys):
+    model = GAN(GANConfig(image_size=32, channels=1, latent_dim=8, ngf=8, ndf=8))
+    ckpt = save_checkpoint(tmp_path / "digits.safetensors", model.eval(), data="digits", step=1)
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(ckpt), "-n", "100", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 100 and result["fd"] > 0 and 0 <= result["precision"] <= 1
+    assert "FD (domain features)" in capsys.readouterr().out
+
+
+def test_fd_of_the_data_against_itself_is_near_zero():
+    from latentforge.training.features import feature_net, frechet_distance
+
+    digits = open_data("digits")
+    images, _ = digits.get("test", np.arange(200))
+    x = images.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
+    net, _ = feature_net("digits", 1, 32)
+    assert frechet_distance(net, x, x) == pytest.approx(0.0, abs=1e-3)
+    assert frechet_distance(net, x[:100], -x[100:]) > 1.0
+
+
+def test_a_point_model_is_not_exported_as_an_image_generator(collapsed_checkpoint, tmp_path, capsys):
+    assert main(["export", str(collapsed_checkpoint), "-o", str(tmp_path / "g.onnx")]) == 2
+    assert "point model" in capsys.readouterr().err and not (tmp_path / "g.onnx").exists()

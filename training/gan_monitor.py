@@ -37,7 +37,10 @@ def coverage(model, data, seed: int, n: int = MONITOR_SAMPLES) -> tuple[dict, np
         if not np.isfinite(points).all():
             return {"modes": 0}, points
         stats = point_mode_stats(points, data.modes, data.std)
-        return {"modes": stats["modes"], "hq_percent": stats["hq_percent"]}, points
+        found = {"modes": stats["modes"], "hq_percent": stats["hq_percent"]}
+        if stats["reverse_kl"] is not None:  # how evenly the samples spread over the modes they cover
+            found["reverse_kl"] = stats["reverse_kl"]
+        return found, points
     if data.name == "stacked-digits":
         from .digit_classifier import stacked_labels
 

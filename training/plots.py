@@ -16,6 +16,7 @@ PANELS = {
               ("discriminator outputs", [("d_x", "D(x)"), ("d_g_z", "D(G(z))")])],
 }
 _COVERAGE = [("modes covered (collapse detector)", [("modes", "modes")]),
+             ("reverse KL to uniform over modes (nats)", [("reverse_kl", "reverse KL")]),
              ("high-quality samples (%)", [("hq_percent", "HQ %")])]
 PANELS["gan"] = PANELS["unrolled-gan"] = PANELS["dcgan"] + _COVERAGE
 PANELS["wgan-gp"] = [("losses", [("loss_d", "critic"), ("loss_g", "G")]),

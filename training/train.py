@@ -30,7 +30,8 @@ from .recipes import RECIPES, NonFinite
 from .state import load_state, save_state
 
 KINDS = tuple(RECIPES)
-OWN_FLAGS = ("image_size", "channels", "latent_dim", "point_dim")  # model fields set by TrainConfig or the data, not model_options
+# model fields set by TrainConfig or the data, not model_options
+OWN_FLAGS = ("image_size", "channels", "latent_dim", "point_dim")
 EVAL_STREAM = 0  # training steps are 1..steps, so noise stream 0 is free for the fixed held-out evaluation
 SAMPLE_COUNT = 64
 STUCK_LOSS = 1e-3  # a mean discriminator loss below this over a log window: D has won, G's gradient vanished
@@ -107,8 +108,10 @@ class TrainConfig:
         missing = sorted(set(data_fields) - set(config_cls.__dataclass_fields__))
         if missing:
             points = [k for k, r in RECIPES.items() if "point_dim" in MODELS[k][1].__dataclass_fields__]
-            raise InputError(f"{self.kind} cannot train on {self.data!r} (it has {missing}); "
-                             f"use one of {points} for point data")
+            if "point_dim" in missing:
+                raise InputError(f"{self.kind} cannot train on {self.data!r}, which is 2-D point data; "
+                                 f"use one of {', '.join(points)}")
+            raise InputError(f"{self.kind} cannot train on {self.data!r}: its model has no {missing} field(s)")
         known = set(config_cls.__dataclass_fields__) - set(OWN_FLAGS)
         bad = sorted(set(self.model_options) & set(OWN_FLAGS))
         if bad:
