@@ -1,14 +1,15 @@
 """Mode collapse measured the papers' way: gan, wgan-gp and unrolled-gan on ring and grid (10 seeds), stacked-digits.
 
-    python benchmarks/modes.py [--seeds 10] [--stacked-seeds 3] [--work runs/modes] [--out benchmarks/results]
+    python benchmarks/modes.py [--seeds 10] [--stacked-seeds 3] [--budget quick|equal] [--work runs/modes]
 
-Each run is `latentforge train KIND --data D --seed S` with the project's defaults (one thread),
-then the VEEGAN/PacGAN protocol on 2500 samples (stacked-digits: 10000 samples, the project's
-digit classifier). Runs go seed by seed and are appended to WORK/runs.jsonl; a run already
-there is skipped, so a killed benchmark continues where it stopped. After every run the
-table is rewritten: OUT/modes.md and OUT/modes.json (mean +- standard error over the seeds
-done so far, wall time per run) beside the published rows, and OUT/modes_DATA_KIND.png, the
-samples of the lowest seed over the true modes.
+Each run is `latentforge train KIND --data D --seed S --steps N --batch-size 128` (N from the
+budget; other settings the defaults, one thread), then the VEEGAN/PacGAN protocol on 2500
+samples (stacked-digits: 10000 samples, the project's digit classifier). Runs go seed by seed
+and are appended to WORK/runs.jsonl; a run already there is skipped, so a killed benchmark
+continues where it stopped, and `--seeds 0 --stacked-seeds 0` only redraws. After every run
+the table is rewritten: OUT/modes.md and OUT/modes.json (`modes-equal.*` for --budget equal;
+mean +- standard error over the seeds done so far, wall time per run) beside the published
+rows, and OUT/modes_DATA_KIND.png, the samples of the lowest seed over the true modes.
 """
 from __future__ import annotations
 
@@ -27,10 +28,15 @@ KINDS = ("gan", "wgan-gp", "unrolled-gan")
 POINT_DATA = ("ring", "grid")
 STACKED_KINDS = ("gan", "wgan-gp")
 STACKED_OPTIONS = {"ngf": 32, "ndf": 32}   # a smaller DCGAN pair, so the CPU benchmark stays in budget
-# Generator steps per run, sized to a shared 2-core CPU (the kinds differ ~10x in cost per step).
-STEPS = {("ring", "gan"): 3000, ("grid", "gan"): 3000, ("ring", "wgan-gp"): 1000, ("grid", "wgan-gp"): 1000,
-         ("ring", "unrolled-gan"): 800, ("grid", "unrolled-gan"): 800,
-         ("stacked-digits", "gan"): 1000, ("stacked-digits", "wgan-gp"): 250}
+# Generator steps per run. "quick" fits a shared 2-core CPU in about an hour for ~6 seeds (a wgan-gp step costs
+# ~5 gan steps, an unrolled-gan step ~8); "equal" gives every kind the same 3000 generator steps.
+BUDGETS = {
+    "quick": {("ring", "gan"): 3000, ("grid", "gan"): 3000, ("ring", "wgan-gp"): 1000, ("grid", "wgan-gp"): 1000,
+              ("ring", "unrolled-gan"): 800, ("grid", "unrolled-gan"): 800,
+              ("stacked-digits", "gan"): 1000, ("stacked-digits", "wgan-gp"): 250},
+    "equal": {**{(d, k): 3000 for d in POINT_DATA for k in KINDS},
+              ("stacked-digits", "gan"): 2000, ("stacked-digits", "wgan-gp"): 2000},
+}
 BATCH = 128
 
 # PROTOCOLS.md: PacGAN Table 1 (10 runs, +- s.e.) and VEEGAN Table 1 (5 runs).
@@ -43,7 +49,7 @@ VEEGAN = [("GAN", "1", "99.3", "", "3.3", "0.5", ""), ("ALI", "2.8", "0.13", "",
           ("Unrolled GAN", "7.6", "35.6", "", "23.6", "16", ""), ("VEEGAN", "8", "52.9", "", "24.6", "40", "")]
 
 
-def run_one(kind: str, data: str, seed: int, work: Path) -> dict:
+def run_one(kind: str, data: str, seed: int, work: Path, steps: int) -> dict:
     import torch
 
     from latentforge.training.eval_modes import evaluate_gan
@@ -51,12 +57,13 @@ def run_one(kind: str, data: str, seed: int, work: Path) -> dict:
     from latentforge.checkpoint import read_info
 
     torch.set_num_threads(1)
-    run_dir = work / f"{data}_{kind}_{seed}"
+    run_dir = work / f"{data}_{kind}_{steps}_{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     options = STACKED_OPTIONS if data == "stacked-digits" else {}
     cfg = TrainConfig(kind=kind, data=data, out=str(run_dir), seed=seed, progress=False, device="cpu",
-                      model_options=options, steps=STEPS[data, kind], batch_size=BATCH if data in POINT_DATA else 64,
-                      sample_every=STEPS[data, kind] // 4, checkpoint_every=STEPS[data, kind], command=f"benchmarks/modes.py: {kind} {data} seed {seed}")
+                      model_options=options, steps=steps, batch_size=BATCH if data in POINT_DATA else 64,
+                      sample_every=steps // 2, checkpoint_every=steps,
+                      command=f"benchmarks/modes.py: {kind} {data} seed {seed}")
     started = time.perf_counter()
     try:
         result = train(cfg)
@@ -111,12 +118,12 @@ def table(summary: dict, machine: dict) -> str:
              "2500 samples per run; a sample is high quality (HQ) within 3 std of its nearest mode; a mode is",
              "captured with at least one HQ sample; reverse KL = KL(HQ mode histogram || uniform), nats.",
              "Ours: mean ± standard error over the seeds listed (n runs), `latentforge train KIND --data D",
-             f"--seed S --batch-size {BATCH} --steps N` (N: {', '.join(f'{d} {k} {n}' for (d, k), n in STEPS.items())}), other",
+             f"--seed S --batch-size {BATCH} --steps N` (N in the table: generator steps), other",
              "settings the defaults, one thread; a diverged run counts as 0 modes. Wall time: median per run.", "",
-             "| model | ring modes /8 | ring HQ % | ring rev-KL | grid modes /25 | grid HQ % | grid rev-KL | runs | wall s/run (ring, grid) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| model | ring modes /8 | ring HQ % | ring rev-KL | grid modes /25 | grid HQ % | grid rev-KL | runs | steps | wall s/run (ring, grid) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for kind in KINDS:
-        cells, runs, walls = [], [], []
+        cells, runs, walls, steps = [], [], [], []
         for data in POINT_DATA:
             s = summary.get(f"{data}/{kind}")
             if s is None:
@@ -125,24 +132,27 @@ def table(summary: dict, machine: dict) -> str:
             cells += [fmt(*s["modes"]), fmt(*s["hq_percent"]), fmt(*s["reverse_kl"], digits=2)]
             runs.append(f"{s['runs']}" + (f" ({s['failed']} diverged)" if s["failed"] else ""))
             walls.append(f"{s['wall_s']:.0f}")
-        lines.append(f"| **latentforge {kind}** | " + " | ".join(cells) + f" | {', '.join(runs)} | {', '.join(walls)} |")
-    lines += [f"| PacGAN Table 1: {name} | " + " | ".join(row) + " | 10 | |" for name, *row in PACGAN]
-    lines += [f"| VEEGAN Table 1: {name} | " + " | ".join(c or "–" for c in row) + " | 5 | |" for name, *row in VEEGAN]
+            steps.append(str(s["steps"]))
+        lines.append(f"| **latentforge {kind}** | " + " | ".join(cells)
+                     + f" | {', '.join(runs)} | {', '.join(steps)} | {', '.join(walls)} |")
+    lines += [f"| PacGAN Table 1: {name} | " + " | ".join(row) + " | 10 | | |" for name, *row in PACGAN]
+    lines += [f"| VEEGAN Table 1: {name} | " + " | ".join(c or "–" for c in row) + " | 5 | | |" for name, *row in VEEGAN]
     stacked = {k: v for k, v in summary.items() if k.startswith("stacked-digits/")}
     if stacked:
         lines += ["", "## Stacked digits (scikit-learn 8×8 digits stacked as RGB, 1000 modes)", "",
                   "Modes read by the project's digit classifier on 10000 samples; KL(class histogram || uniform).",
                   "Comparable to Stacked MNIST in method, not in numbers (different digits, different classifier).",
-                  f"DCGAN pair with {STACKED_OPTIONS} at 32 px.", "",
-                  "| model | modes /1000 | KL | FD (domain features) | runs | wall s/run |", "|---|---|---|---|---|---|"]
+                  f"DCGAN pair with {STACKED_OPTIONS} at 32 px, batch 64.", "",
+                  "| model | modes /1000 | KL | FD (domain features) | runs | steps | wall s/run |",
+                  "|---|---|---|---|---|---|---|"]
         for key, s in stacked.items():
             lines.append(f"| latentforge {key.split('/')[1]} | {fmt(*s['modes'])} | {fmt(*s['reverse_kl'], digits=2)} "
-                         f"| {fmt(*s['fd'], digits=2)} | {s['runs']} | {s['wall_s']:.0f} |")
+                         f"| {fmt(*s['fd'], digits=2)} | {s['runs']} | {s['steps']} | {s['wall_s']:.0f} |")
     lines += ["", "## Machine", "", "```", json.dumps(machine, indent=1), "```", ""]
     return "\n".join(lines)
 
 
-def pictures(runs: list[dict], out: Path) -> None:
+def pictures(runs: list[dict], out: Path, name: str) -> None:
     from latentforge.training.data import open_data
     from latentforge.training.gan_monitor import generate
     from latentforge.training.scatter import plot_points
@@ -157,7 +167,7 @@ def pictures(runs: list[dict], out: Path) -> None:
             r = done[0]
             model, _ = load_checkpoint(Path(r["run_dir"]) / "checkpoint.safetensors")
             d = open_data(data)
-            plot_points(generate(model, 2500, 1_000 + r["seed"]), d.modes, d.std, out / f"modes_{data}_{kind}.png",
+            plot_points(generate(model, 2500, 1_000 + r["seed"]), d.modes, d.std, out / f"{name}_{data}_{kind}.png",
                         title=f"{kind} on {data}, seed {r['seed']}: {r['modes']}/{len(d.modes)} modes, "
                               f"{r['hq_percent']:.0f}% HQ")
 
@@ -167,8 +177,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--stacked-seeds", type=int, default=3, help="seeds for stacked-digits (0 = skip)")
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="quick", help="generator steps per run")
     parser.add_argument("--work", default="runs/modes", help="run folders and runs.jsonl")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"),
+                        help="folder for modes.md (modes-BUDGET.md for another --budget than quick), .json, pictures")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from latentforge.runtime.machine import machine_info
@@ -177,7 +189,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     log = work / "runs.jsonl"
+    steps = BUDGETS[args.budget]
+    name = "modes" if args.budget == "quick" else f"modes-{args.budget}"
     runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    runs = [r for r in runs if r["steps"] == steps[r["data"], r["kind"]]]   # this budget's runs only
     done = {(r["kind"], r["data"], r["seed"]) for r in runs}
     kinds = args.kinds.split(",")
     plan = [(k, d, s) for s in range(args.seeds) for d in POINT_DATA for k in kinds]
@@ -187,25 +202,25 @@ def main() -> None:
     for kind, data, seed in plan:
         if (kind, data, seed) in done:
             continue
-        record = run_one(kind, data, seed, work)
+        record = run_one(kind, data, seed, work, steps[data, kind])
         with open(log, "a") as f:
             f.write(json.dumps(record, default=float) + "\n")
         runs.append(record)
         print(f"{kind:>12} {data:>14} seed {seed}: " + ", ".join(
             f"{k} {record[k]:.4g}" if isinstance(record.get(k), float) else f"{k} {record.get(k)}"
             for k in ("modes", "hq_percent", "reverse_kl", "wall_s", "failed") if k in record), flush=True)
-        write_results(runs, out, machine)
+        write_results(runs, out, machine, name)
         if data in POINT_DATA and seed == min(r["seed"] for r in runs if (r["kind"], r["data"]) == (kind, data)):
-            pictures([record], out)
-    write_results(runs, out, machine)   # with --seeds 0: only redraw the table and pictures from WORK
-    pictures(runs, out)
+            pictures([record], out, name)
+    write_results(runs, out, machine, name)   # with --seeds 0: only redraw the table and pictures from WORK
+    pictures(runs, out, name)
 
 
-def write_results(runs: list[dict], out: Path, machine: dict) -> None:
+def write_results(runs: list[dict], out: Path, machine: dict, name: str) -> None:
     summary = summarize(runs)
-    (out / "modes.json").write_text(json.dumps({"summary": summary, "runs": runs, "machine": machine},
+    (out / f"{name}.json").write_text(json.dumps({"summary": summary, "runs": runs, "machine": machine},
                                                indent=1, default=float))
-    (out / "modes.md").write_text(table(summary, machine))
+    (out / f"{name}.md").write_text(table(summary, machine))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ import torch
 from torch.func import functional_call
 
 from . import losses
-from .gan_monitor import monitor
 from .data import POINT_NAMES
+from .gan_monitor import monitor
 from .recipes import RECIPES, Recipe, dcgan_step, finite
 
 DEFAULT_CRITIC_STEPS = {"gan": 1, "wgan-gp": 5, "unrolled-gan": 1}
@@ -47,14 +47,13 @@ def gan_step(cfg, model, optimizers, real, noise) -> dict:
     return dcgan_step(cfg, model, optimizers, parts[-1], noise)
 
 
-def _d_only(model, opt_d, real, noise) -> dict:
+def _d_only(model, opt_d, real, noise) -> None:
     fake = model.generator(_z(model, real.shape[0], noise, real.device)).detach()
     loss_d = losses.discriminator_loss(model.discriminator(real), model.discriminator(fake))
     finite("loss_d", loss_d)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
-    return {}
 
 
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, noise: torch.Generator) -> torch.Tensor:
