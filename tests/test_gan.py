@@ -373,3 +373,10 @@ def test_fd_of_the_data_against_itself_is_near_zero():
 def test_a_point_model_is_not_exported_as_an_image_generator(collapsed_checkpoint, tmp_path, capsys):
     assert main(["export", str(collapsed_checkpoint), "-o", str(tmp_path / "g.onnx")]) == 2
     assert "point model" in capsys.readouterr().err and not (tmp_path / "g.onnx").exists()
+
+
+def test_an_image_gan_samples_to_png(tmp_path, capsys):
+    model = WGANGP(GANConfig(image_size=32, channels=3, latent_dim=8, ngf=8, ndf=8))
+    ckpt = save_checkpoint(tmp_path / "faces.safetensors", model.eval(), data="faces", step=1)
+    assert main(["sample", str(ckpt), "-n", "4", "--seed", "1", "-o", str(tmp_path / "grid.png")]) == 0
+    assert (tmp_path / "grid.png").stat().st_size > 0 and "4 images" in capsys.readouterr().out

@@ -229,10 +229,10 @@ def _open_data(cfg: TrainConfig, data):
         data = open_data(cfg.data, image_size=cfg.image_size, labels=cfg.labels, seed=cfg.seed)
     if cfg.image_size is not None and data.image_size != cfg.image_size:
         raise InputError(f"image_size {cfg.image_size} was asked for but data set {data.name!r} is {data.image_size} px")
-    count = cfg.batch_size * RECIPES[cfg.kind].real_batches(cfg)
-    if data.size("train") < count:
-        raise InputError(f"{count} real samples per step (batch_size {cfg.batch_size} x "
-                         f"{RECIPES[cfg.kind].real_batches(cfg)}) are more than {data.name!r}'s {data.size('train')} "
+    batches = RECIPES[cfg.kind].real_batches(cfg)
+    if data.size("train") < cfg.batch_size * batches:
+        per_step = f" times {batches} critic steps" if batches > 1 else ""
+        raise InputError(f"batch_size {cfg.batch_size}{per_step} is larger than {data.name!r}'s {data.size('train')} "
                          "training images; lower --batch-size")
     return data
 
