@@ -153,6 +153,9 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, opset:
     if not (math.isfinite(atol) and math.isfinite(rtol)) or atol < 0 or rtol < 0:
         raise InputError(f"tolerances must be >= 0, got atol={atol}, rtol={rtol}")
     model, info = load_checkpoint(checkpoint)
+    if info.config.get("point_dim"):
+        raise ExportError(f"{str(checkpoint)!r} is a 2-D point model ({info.kind} on {info.data}); export writes image "
+                          "generators only: sample it with `latentforge sample CKPT -o pts.npy`")
     meta = metadata(info)
     data = to_onnx_bytes(model, info.config["latent_dim"], meta, opset)
     parity = check_parity(model, data, info.config["latent_dim"], info.value_range, atol, rtol)

@@ -67,6 +67,8 @@ def cmd_train(args) -> None:
                       kl_warmup=args.kl_warmup, source=args.source,
                       seed=args.seed, labels=args.labels, model_options=options, sample_every=args.sample_every,
                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
+                      critic_steps=args.critic_steps, gp_lambda=args.gp_lambda, unroll=args.unroll,
+                      lr_decay_start=args.lr_decay_start,
                       command="latentforge " + shlex.join(args.argv))
     result = train(cfg)
     print(f"checkpoint: {result.checkpoint} (step {result.step}, {result.seconds:.0f} s)")
@@ -83,6 +85,9 @@ def cmd_sample(args) -> None:
     if out.suffix.lower() not in (".png", ".npy"):
         raise InputError(f"output must end in .png (a grid) or .npy (the array), got {str(out)!r}")
     model = load(args.model, backend=args.backend)
+    if model.point_dim and out.suffix.lower() != ".npy":
+        raise InputError(f"{args.model} is a point model: its samples are float32 [n, {model.point_dim}] "
+                         f"coordinates; write them to a .npy, not {str(out)!r}")
     images = model.sample(args.n, seed=args.seed, temperature=args.temperature)
     if out.suffix.lower() == ".npy":
         def write_npy(tmp: str) -> None:
@@ -92,7 +97,7 @@ def cmd_sample(args) -> None:
         atomic_write(out, write_npy)
     else:
         save_grid(images, out, scale=args.scale)
-    print(f"wrote {out} ({len(images)} images from {model.backend})")
+    print(f"wrote {out} ({len(images)} {'points' if model.point_dim else 'images'} from {model.backend})")
 
 
 def cmd_interpolate(args) -> None:
@@ -151,10 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a model; writes RUN_DIR/checkpoint.safetensors")
-    p.add_argument("kind", help="vae | dcgan | vqvae | prior")
+    p.add_argument("kind", help="vae | dcgan | gan | wgan-gp | unrolled-gan | vqvae | prior")
     p.add_argument("source", nargs="?", help="prior: the VQ-VAE checkpoint whose codes it learns")
-    p.add_argument("--data", help="faces | digits | a folder of png/jpg images (default faces; "
-                                  "a prior: its VQ-VAE's data)")
+    p.add_argument("--data", help="faces | digits | stacked-digits | ring | grid (2-D points) | a folder of png/jpg "
+                                  "images (default faces; a prior: its VQ-VAE's data)")
     p.add_argument("--labels", help="CelebA-style attributes CSV for a folder data set")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--steps", type=int, default=2000)
@@ -172,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's checkpoint")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--critic-steps", type=int, help="GANs: D/critic updates per G update (wgan-gp 5, others 1)")
+    p.add_argument("--gp-lambda", type=float, default=10.0, help="wgan-gp: gradient penalty weight")
+    p.add_argument("--unroll", type=int, default=5, help="unrolled-gan: D steps the generator looks ahead through")
+    p.add_argument("--lr-decay-start", type=float, default=0.5,
+                   help="GANs: the lr decays linearly to 0 from this fraction of --steps (1 = constant lr)")
     p.set_defaults(func=cmd_train)
 
     for name, func, helptext in (("sample", cmd_sample, "decode random latents to a PNG grid or .npy"),

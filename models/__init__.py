@@ -7,6 +7,7 @@ from latentforge.errors import CheckpointError
 
 from .dcgan import DCGAN, DCGANConfig, DCGANDiscriminator, DCGANGenerator
 from .prior import PriorConfig, VQPrior
+from .gan import GAN_MODELS, GANConfig, GANPair
 from .reparam import reparam_numpy, reparam_python, reparam_torch
 from .vae import ConvVAE, VAEConfig
 from .vqvae import VQVAE, VQVAEConfig
@@ -16,6 +17,7 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "dcgan": (DCGAN, DCGANConfig),
     "vqvae": (VQVAE, VQVAEConfig),
     "prior": (VQPrior, PriorConfig),
+    **GAN_MODELS,  # "gan", "wgan-gp", "unrolled-gan"
 }
 
 
@@ -32,13 +34,13 @@ def make_config(kind: str, config: dict):
 
 
 def build_model(kind: str, config: dict) -> nn.Module:
-    """A fresh, untrained model of `kind` ("vae" | "dcgan" | "vqvae" | "prior") from a config dict."""
+    """A fresh, untrained model of `kind` (a key of MODELS) from a config dict."""
     config = make_config(kind, config)  # checks the kind first
     return MODELS[kind][0](config)
 
 
 __all__ = [
     "MODELS", "ConvVAE", "VAEConfig", "VQVAE", "VQVAEConfig", "VQPrior", "PriorConfig",
-    "DCGAN", "DCGANConfig", "DCGANGenerator", "DCGANDiscriminator",
+    "DCGAN", "DCGANConfig", "DCGANGenerator", "DCGANDiscriminator", "GANConfig", "GANPair",
     "build_model", "make_config", "reparam_numpy", "reparam_python", "reparam_torch",
 ]

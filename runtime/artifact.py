@@ -28,6 +28,7 @@ class ArtifactInfo:
     image_shape: tuple[int, int, int]      # (H, W, C)
     value_range: tuple[float, float]
     attributes: dict[str, np.ndarray] = field(default_factory=dict)
+    point_dim: int = 0                     # > 0: a point model (2-D GANs), float32 [N, point_dim] out, no image
 
 
 def is_onnx(path: str | os.PathLike) -> bool:
@@ -66,7 +67,8 @@ def from_checkpoint(info: CheckpointInfo) -> ArtifactInfo:
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{str(info.path)!r}: config lacks a usable {e} entry; re-save it") from None
     return ArtifactInfo(info.path, "checkpoint", info.kind, latent_dim, shape, info.value_range,
-                        parse_attributes(info.extra.get("attributes", "{}"), latent_dim, info.path))
+                        parse_attributes(info.extra.get("attributes", "{}"), latent_dim, info.path),
+                        point_dim=int(cfg.get("point_dim", 0)))
 
 
 def from_onnx_metadata(meta: dict[str, str], path: Path) -> ArtifactInfo:

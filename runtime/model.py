@@ -42,6 +42,7 @@ class Model:
         self.backend: str = runner.name
         self.threads: int = runner.threads
         self.precision: str = precision  # what runs: OpenVINO may compile f32 where bf16 was asked
+        self.point_dim: int = info.point_dim   # > 0: sample/decode give float32 [N, point_dim] points, not images
         self._decoder = decoder
         self._encoder = encoder
         self._filter_graph = filter_graph
@@ -70,8 +71,11 @@ class Model:
         return self.decode(latents(n, self.latent_dim, seed, temperature))
 
     def decode(self, z, chunk: int = 256) -> np.ndarray:
-        """Latents [N, D] -> uint8 [N, H, W, C], `chunk` at a time, so a large N needs no float copy of it all."""
+        """Latents [N, D] -> uint8 [N, H, W, C], `chunk` at a time, so a large N needs no float copy of it all.
+        A point model gives its float32 [N, point_dim] points instead."""
         z = self._check_latents(z)
+        if self.point_dim:
+            return self._run(z)
         out = np.empty((len(z), *self.image_shape), dtype=np.uint8)
         for i in range(0, len(z), chunk):
             out[i:i + chunk] = self._run(z[i:i + chunk], images=True)
@@ -265,6 +269,9 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str) -> Model
         backend_status_or_raise(backend)  # say it is missing before spending seconds on torch and the export
     from .torch_backend import TorchDecoder, checkpoint_to_onnx_bytes
 
+    if backend == "onnxruntime" and info.point_dim:
+        raise BackendUnavailable(f"{str(path)!r} is a point model, which runs on the torch backend only; "
+                                 "use backend 'torch' or 'auto'")
     module, checkpoint = load_checkpoint(path)
     if backend in ("onnxruntime", "openvino"):
         label = f"the graph exported from {str(path)!r}"

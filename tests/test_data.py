@@ -207,7 +207,7 @@ def _raises(match, fn, *args, **kwargs):
 
 
 def test_unknown_spec_and_bad_options(tmp_path):
-    _raises("unknown data set 'nowhere': use faces, digits or a folder", open_data, "nowhere")
+    _raises("unknown data set 'nowhere': use faces, digits, stacked-digits, ring, grid or a folder", open_data, "nowhere")
     _raises("image_size 48", open_data, "faces", image_size=48)
     _raises("labels.csv", open_data, "faces", labels="labels.csv")
     _raises("labels.csv", open_data, "digits", labels="labels.csv")

@@ -223,7 +223,7 @@ def test_existing_checkpoint_needs_resume_and_missing_one_starts_fresh(tmp_path)
     assert done.step == 2 and read_info(done.checkpoint).step == 2
 
 
-@pytest.mark.parametrize("bad", [dict(steps=0), dict(batch_size=0), dict(kind="gan"), dict(beta=-1.0),
+@pytest.mark.parametrize("bad", [dict(steps=0), dict(batch_size=0), dict(kind="gann"), dict(beta=-1.0),
                                  dict(beta=float("nan")), dict(lr=0.0), dict(lr=float("inf")), dict(seed=-1),
                                  dict(log_every=0), dict(eval_batches=-1), dict(image_size=0),
                                  dict(model_options={"nope": 1}), dict(model_options={"latent_dim": 4}),

@@ -225,26 +225,49 @@ def _read_labels(labels: str, folder: str) -> tuple[list[str], list[str], np.nda
     return files, attribute_names, values
 
 
+POINT_NAMES = ("ring", "grid")                     # 2-D point data: training/points.py
+BUILT_IN = ("faces", "digits", "stacked-digits") + POINT_NAMES
+
+
+def data_fields(spec, image_size: int | None) -> dict:
+    """The model config fields data set `spec` will fix, known without loading it (for early checks)."""
+    if spec in POINT_NAMES:
+        return {"point_dim": 2}
+    return {"image_size": image_size or 32 if spec in ("digits", "stacked-digits") else image_size or 64,
+            "channels": 1 if spec == "digits" else 3}
+
+
 def open_data(spec: str | os.PathLike, image_size: int | None = None, labels: str | None = None,
-              seed: int = 0) -> ImageData:
-    """A data set by name: "faces", "digits", or a folder of png/jpg images (with an optional labels CSV).
+              seed: int = 0):
+    """A data set by name: "faces", "digits", "stacked-digits", "ring", "grid", or a folder of png/jpg images
+    (with an optional labels CSV). ring and grid are 2-D points (training/points.py), the rest ImageData.
 
     image_size None means the data set's own: 64 for faces and folders, 32 for digits. `seed`
     picks the faces streams; digits and folders have fixed splits that ignore it. The names
-    "faces" and "digits" win over a folder of that name: pass "./faces" for the folder.
+    built-in names win over a folder of that name: pass "./faces" for the folder.
     """
     spec = os.fspath(spec)
     if image_size is not None and image_size not in IMAGE_SIZES:
         raise DataError(f"image_size {image_size!r} is not supported: use 32, 64 or 128")
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**62:
         raise DataError(f"seed {seed!r} must be an integer in 0 .. 2**62 - 1")
-    if spec in ("faces", "digits") and labels is not None:
+    if spec in BUILT_IN and labels is not None:
         raise DataError(f"labels {labels} given for {spec!r}, which has its own attributes: "
                         f"labels apply only to a folder of images")
     if spec == "faces":
         return FacesData(image_size or 64, int(seed))
     if spec == "digits":
         return load_digits(image_size or 32)
+    if spec == "stacked-digits":
+        from .stacked import load_stacked_digits
+
+        return load_stacked_digits(image_size or 32, int(seed))
+    if spec in POINT_NAMES:
+        if image_size is not None:
+            raise DataError(f"image_size {image_size} given for {spec!r}, which is 2-D point data: leave it out")
+        from .points import open_points
+
+        return open_points(spec, int(seed))
     if os.path.isdir(spec):
         return load_folder(spec, image_size or 64, labels)
-    raise DataError(f"unknown data set {spec!r}: use faces, digits or a folder of png/jpg images")
+    raise DataError(f"unknown data set {spec!r}: use {', '.join(BUILT_IN)} or a folder of png/jpg images")

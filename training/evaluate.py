@@ -16,6 +16,7 @@ EVALUATORS: dict[str, str] = {
     "vae": "latentforge.training.eval_vae:evaluate_vae",
     "vqvae": "latentforge.training.eval_vq:evaluate_vqvae",
     "prior": "latentforge.training.eval_vq:evaluate_prior",
+    **{kind: "latentforge.training.eval_modes:evaluate_gan" for kind in ("gan", "wgan-gp", "unrolled-gan")},
 }
 
 

@@ -19,6 +19,13 @@ PANELS = {
               ("commitment (per latent element)", [("commitment", "commitment")])],
     "prior": [("next-code loss", [("bits_per_code", "bits / code")])],
 }
+_COVERAGE = [("modes covered (collapse detector)", [("modes", "modes")]),
+             ("reverse KL to uniform over modes (nats)", [("reverse_kl", "reverse KL")]),
+             ("high-quality samples (%)", [("hq_percent", "HQ %")])]
+PANELS["gan"] = PANELS["unrolled-gan"] = PANELS["dcgan"] + _COVERAGE
+PANELS["wgan-gp"] = [("losses", [("loss_d", "critic"), ("loss_g", "G")]),
+                     ("Wasserstein estimate E[C(x)] - E[C(G(z))]", [("wasserstein", "W estimate"), ("gp", "penalty")])
+                     ] + _COVERAGE
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:
@@ -48,7 +55,7 @@ def plot_curves(records: list[dict], kind: str, path: str | os.PathLike) -> None
             if points:
                 steps, values = zip(*points)
                 ax.plot(steps, values, label=label, marker="o" if len(points) < 3 else None)
-        if kind == "dcgan" and title == "discriminator outputs":
+        if title == "discriminator outputs":
             ax.axhline(0.5, color="gray", linestyle="--", linewidth=1, label="equilibrium 0.5")
             ax.set_ylim(0, 1)
         if kind == "vae" and title.startswith("held-out"):

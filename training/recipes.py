@@ -17,7 +17,7 @@ from . import losses
 
 @dataclass(frozen=True)
 class Recipe:
-    lr: float                       # default learning rate
+    lr: float | Callable            # default learning rate, or (cfg) -> it
     betas: tuple[float, float]      # Adam betas
     build: Callable                 # (cfg, config) -> nn.Module, called under a seeded torch RNG
     optimizers: Callable            # (cfg, model, adam) -> [Optimizer]; adam(params) uses lr and betas
@@ -26,6 +26,11 @@ class Recipe:
     hint: str = ""                  # added to "lower --lr" when a loss becomes non-finite, e.g. " or --beta"
     configure: Callable | None = None  # (cfg, image_size, channels) -> model config; None: TrainConfig's own
     samples: Callable | None = None    # (model, seed, data) -> float images for samples_NNNNNN.png; None: decode z
+    real_batches: Callable = lambda cfg: 1   # (cfg) -> real batches of batch_size the loop draws per step
+    run_fields: tuple[str, ...] = ()         # TrainConfig fields that a resumed run must share
+    monitor: Callable | None = None          # (cfg, model, data, step, run_dir, records) -> (metrics, warning);
+                                             # replaces the sample grid; see training/gan_monitor.py
+    stuck: str | None = None                 # a loss that must not settle at 0 (D winning outright)
 
 
 class NonFinite(ArithmeticError):
@@ -121,3 +126,7 @@ RECIPES: dict[str, Recipe] = {
 from .vq_recipes import PRIOR, VQVAE  # noqa: E402  (they use Recipe, defined above)
 
 RECIPES.update({"vqvae": VQVAE, "prior": PRIOR})
+
+# The GAN kinds ("gan", "wgan-gp", "unrolled-gan") live in their own module, which builds on dcgan_step above
+# and adds itself to RECIPES: imported last, so that either module may be imported first.
+from . import gan_recipes  # noqa: E402, F401

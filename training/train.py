@@ -30,14 +30,16 @@ from .recipes import RECIPES, NonFinite
 from .state import load_state, save_state
 
 KINDS = tuple(RECIPES)
-OWN_FLAGS = ("image_size", "channels", "latent_dim")  # model fields set by TrainConfig or the data, not model_options
+# model fields set by TrainConfig or the data, not model_options
+OWN_FLAGS = ("image_size", "channels", "latent_dim", "point_dim")
 EVAL_STREAM = 0  # training steps are 1..steps, so noise stream 0 is free for the fixed held-out evaluation
 SAMPLE_COUNT = 64
+STUCK_LOSS = 1e-3  # a mean discriminator loss below this over a log window: D has won, G's gradient vanished
 
 
 @dataclass
 class TrainConfig:
-    kind: str                       # "vae" | "dcgan" | "vqvae" | "prior"
+    kind: str                       # a key of RECIPES: "vae" | "dcgan" | "gan" | "wgan-gp" | "unrolled-gan" | "vqvae" | "prior"
     data: str = "faces"             # spec for open_data
     out: str = "runs/vae"           # RUN_DIR
     steps: int = 2000
@@ -47,7 +49,7 @@ class TrainConfig:
     beta: float = 1.0               # VAE KL weight
     kl_warmup: int = 0              # VAE: ramp the KL weight linearly from 0 to beta over this many steps
     source: str | None = None       # prior: the VQ-VAE checkpoint whose codes it models
-    lr: float | None = None         # None -> 1e-3 (vae), 2e-4 (dcgan)
+    lr: float | None = None         # None -> the recipe's: 1e-3 (vae), 2e-4 (dcgan), ...
     seed: int = 0
     labels: str | None = None
     model_options: dict = field(default_factory=dict)  # other VAEConfig / DCGANConfig fields
@@ -59,6 +61,10 @@ class TrainConfig:
     progress: bool = True
     command: str = ""               # stored in the checkpoint metadata as `command`
     device: str = "auto"            # "auto" -> cuda when available, else cpu
+    critic_steps: int | None = None # GAN kinds: D/critic updates per G update (None -> wgan-gp 5, others 1)
+    gp_lambda: float = 10.0         # wgan-gp: gradient penalty weight
+    unroll: int = 5                 # unrolled-gan: differentiable D steps G looks ahead through
+    lr_decay_start: float = 0.5     # GAN kinds: lr decays linearly to 0 from this fraction of the steps (1: never)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -85,16 +91,34 @@ class TrainConfig:
             raise InputError(f"model_options must be a dict, got {self.model_options!r}")
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
             raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if RECIPES[self.kind].configure is None:  # a recipe's own configure runs when the data are known
-            self.model_config(self.image_size or 64, 3)  # checks model_options' names and values now, not mid-run
+        if self.critic_steps is not None and (not isinstance(self.critic_steps, int) or self.critic_steps < 1):
+            raise InputError(f"critic_steps must be a positive integer or None, got {self.critic_steps!r}")
+        if not (isinstance(self.gp_lambda, (int, float)) and math.isfinite(self.gp_lambda) and self.gp_lambda >= 0):
+            raise InputError(f"gp_lambda must be a finite number >= 0, got {self.gp_lambda!r}")
+        if not (isinstance(self.lr_decay_start, (int, float)) and 0 <= self.lr_decay_start <= 1):
+            raise InputError(f"lr_decay_start must be a number in 0..1, got {self.lr_decay_start!r}")
+        if not isinstance(self.unroll, int) or isinstance(self.unroll, bool) or not 0 <= self.unroll <= 100:
+            raise InputError(f"unroll must be an integer in 0..100, got {self.unroll!r}")
+        from .data import data_fields
 
-    def model_config(self, image_size: int, channels: int):
-        """The VAEConfig / DCGANConfig this run trains, for data of `image_size` px and `channels`."""
+        if RECIPES[self.kind].configure is None:  # a recipe's own configure runs when its source is read
+            # checks model_options' names and values (and that the kind can train on this data) now, not mid-run
+            self.model_config(data_fields(self.data, self.image_size))
+
+    def model_config(self, data_fields: dict):
+        """The model config this run trains for data with `data_fields` ({image_size, channels} or {point_dim})."""
         from latentforge.models import MODELS
 
         if RECIPES[self.kind].configure is not None:
-            return RECIPES[self.kind].configure(self, image_size, channels)
+            return RECIPES[self.kind].configure(self, data_fields["image_size"], data_fields["channels"])
         config_cls = MODELS[self.kind][1]
+        missing = sorted(set(data_fields) - set(config_cls.__dataclass_fields__))
+        if missing:
+            points = [k for k, r in RECIPES.items() if "point_dim" in MODELS[k][1].__dataclass_fields__]
+            if "point_dim" in missing:
+                raise InputError(f"{self.kind} cannot train on {self.data!r}, which is 2-D point data; "
+                                 f"use one of {', '.join(points)}")
+            raise InputError(f"{self.kind} cannot train on {self.data!r}: its model has no {missing} field(s)")
         known = set(config_cls.__dataclass_fields__) - set(OWN_FLAGS)
         bad = sorted(set(self.model_options) & set(OWN_FLAGS))
         if bad:
@@ -103,14 +127,17 @@ class TrainConfig:
         unknown = sorted(set(self.model_options) - known)
         if unknown:
             raise InputError(f"model_options has unknown field(s) {unknown} for {self.kind}; known: {sorted(known)}")
-        fields = dict(self.model_options, image_size=image_size, channels=channels)
+        fields = dict(self.model_options, **data_fields)
         if self.latent_dim is not None:
             fields["latent_dim"] = self.latent_dim
         return config_cls(**fields)
 
     @property
     def learning_rate(self) -> float:
-        return RECIPES[self.kind].lr if self.lr is None else float(self.lr)
+        if self.lr is not None:
+            return float(self.lr)
+        default = RECIPES[self.kind].lr
+        return default(self) if callable(default) else default
 
 
 @dataclass
@@ -131,7 +158,7 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
                          "pass --resume to continue or choose a new --out")
     data = _open_data(cfg, data)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
-    model = _build_model(cfg, cfg.model_config(data.image_size, data.channels)).to(device).train()
+    model = _build_model(cfg, cfg.model_config(_data_fields(data))).to(device).train()
     _make_run_dir(run_dir)  # only once the data and the model are known to be good: bad input leaves no folder
     optimizers = _optimizers(cfg, model)
     identity = _run_identity(cfg, model, data)
@@ -141,7 +168,8 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
         return TrainResult(ckpt, step, {}, time.perf_counter() - started)
 
     held_out_batches = _eval_batches(cfg, data)
-    train_step = RECIPES[cfg.kind].step
+    recipe = RECIPES[cfg.kind]
+    alerts: dict[str, str] = {}   # collapse warnings, kept in the progress bar once raised
     saved_step = step if ckpt.exists() else None
     window: dict[str, list[float]] = {}
     last: dict = {}
@@ -151,28 +179,42 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
         while step < cfg.steps:
             step += 1
             rng = np.random.Generator(np.random.PCG64([cfg.seed, step]))
-            images, _ = data.get("train", rng.choice(data.size("train"), cfg.batch_size, replace=False))
+            count = cfg.batch_size * recipe.real_batches(cfg)
+            images, _ = data.get("train", rng.choice(data.size("train"), count, replace=False))
             x = _to_model_range(images, model.config.value_range, device)
             try:
-                metrics = train_step(cfg, model, optimizers, x, _torch_generator(cfg.seed, step))
+                metrics = recipe.step(cfg, model, optimizers, x, _torch_generator(cfg.seed, step))
             except NonFinite as e:
                 raise TrainingError(f"{e} at step {step}; {_bad_loss_hint(cfg, saved_step, ckpt)}") from None
             for k, v in metrics.items():
                 window.setdefault(k, []).append(v)
             bar.update(1)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
+            bar.set_postfix({**{k: f"{v:.4g}" for k, v in metrics.items()}, **alerts}, refresh=False)
             wall = round(wall_offset + time.perf_counter() - started, 3)
             final = step == cfg.steps
             if step % cfg.log_every == 0 or final:
                 last.update({k: float(np.mean(v)) for k, v in window.items()})
                 records.append(_log(log_path, {"step": step, "wall_s": wall, **{k: last[k] for k in window}}))
                 window.clear()
+                if recipe.stuck and abs(last[recipe.stuck]) < STUCK_LOSS:
+                    raise TrainingError(f"{recipe.stuck} is stuck at {last[recipe.stuck]:.2g} over the {cfg.log_every} "
+                                        f"steps before step {step}: the discriminator wins outright and the generator "
+                                        f"gets no gradient; {_bad_loss_hint(cfg, saved_step, ckpt)}")
             if step % cfg.sample_every == 0 or final:
                 if held_out_batches:
                     last.update(_evaluate_vae(model, held_out_batches, cfg.seed, device))
                     records.append(_log(log_path, {"step": step, "wall_s": wall, "test_elbo": last["test_elbo"],
                                                    "test_bpd": last["test_bpd"]}))
-                _save_samples(model, cfg, data, run_dir / f"samples_{step:06d}.png")
+                if recipe.monitor is None:
+                    _save_samples(model, cfg, data, run_dir / f"samples_{step:06d}.png")
+                else:
+                    found, warning = recipe.monitor(cfg, model, data, step, run_dir, records)
+                    last.update(found)
+                    records.append(_log(log_path, {"step": step, "wall_s": wall, **found}))
+                    if warning:
+                        records.append(_event(log_path, step, wall, "warning: " + warning))
+                        bar.write(f"warning at step {step}: {warning}", file=sys.stderr)
+                        alerts["collapse"] = warning.split(":")[0]
                 plot_curves(records, cfg.kind, run_dir / "curves.png")
             if step % cfg.checkpoint_every == 0 or final:
                 bad = _non_finite_weight(model)
@@ -193,10 +235,17 @@ def _open_data(cfg: TrainConfig, data):
         data = open_data(cfg.data, image_size=cfg.image_size, labels=cfg.labels, seed=cfg.seed)
     if cfg.image_size is not None and data.image_size != cfg.image_size:
         raise InputError(f"image_size {cfg.image_size} was asked for but data set {data.name!r} is {data.image_size} px")
-    if data.size("train") < cfg.batch_size:
-        raise InputError(f"batch_size {cfg.batch_size} is larger than {data.name!r}'s {data.size('train')} "
+    batches = RECIPES[cfg.kind].real_batches(cfg)
+    if data.size("train") < cfg.batch_size * batches:
+        per_step = f" times {batches} critic steps" if batches > 1 else ""
+        raise InputError(f"batch_size {cfg.batch_size}{per_step} is larger than {data.name!r}'s {data.size('train')} "
                          "training images; lower --batch-size")
     return data
+
+
+def _data_fields(data) -> dict:
+    """The model config fields a data set fixes: point data says so itself, images by their size."""
+    return getattr(data, "model_fields", None) or {"image_size": data.image_size, "channels": data.channels}
 
 
 def _make_run_dir(run_dir: Path) -> None:
@@ -229,6 +278,7 @@ def _run_identity(cfg: TrainConfig, model, data) -> dict:
         identity["beta"] = float(cfg.beta)
         if cfg.kl_warmup:
             identity["kl_warmup"] = cfg.kl_warmup
+    identity.update({name: getattr(cfg, name) for name in RECIPES[cfg.kind].run_fields})
     return identity
 
 
@@ -237,7 +287,9 @@ def _torch_generator(seed: int, stream: int) -> torch.Generator:
 
 
 def _to_model_range(images: np.ndarray, value_range: tuple[float, float], device) -> torch.Tensor:
-    """uint8 [B, H, W, C] -> float32 [B, C, H, W] in the model's value range."""
+    """uint8 [B, H, W, C] -> float32 [B, C, H, W] in the model's value range; points float32 [B, d] as they are."""
+    if images.ndim == 2:
+        return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device)
     lo, hi = value_range
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).to(torch.float32)
     return (x * ((hi - lo) / 255.0) + lo).contiguous()

@@ -1,0 +1,227 @@
+"""Mode collapse measured the papers' way: gan, wgan-gp and unrolled-gan on ring and grid (10 seeds), stacked-digits.
+
+    python benchmarks/modes.py [--seeds 10] [--stacked-seeds 3] [--budget quick|equal] [--work runs/modes]
+
+Each run is `latentforge train KIND --data D --seed S --steps N --batch-size 128` (N from the
+budget; other settings the defaults, one thread), then the VEEGAN/PacGAN protocol on 2500
+samples (stacked-digits: 10000 samples, the project's digit classifier). Runs go seed by seed
+and are appended to WORK/runs.jsonl; a run already there is skipped, so a killed benchmark
+continues where it stopped, and `--seeds 0 --stacked-seeds 0` only redraws. After every run
+the table is rewritten: OUT/modes.md and OUT/modes.json (`modes-equal.*` for --budget equal;
+mean +- standard error over the seeds done so far, wall time per run) beside the published
+rows, and OUT/modes_DATA_KIND.png, the samples of the lowest seed over the true modes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+KINDS = ("gan", "wgan-gp", "unrolled-gan")
+POINT_DATA = ("ring", "grid")
+STACKED_KINDS = ("gan", "wgan-gp")
+STACKED_OPTIONS = {"ngf": 32, "ndf": 32}   # a smaller DCGAN pair, so the CPU benchmark stays in budget
+# Generator steps per run. "quick" fits a shared 2-core CPU in about an hour for ~6 seeds (a wgan-gp step costs
+# ~5 gan steps, an unrolled-gan step ~8); "equal" gives every kind the same 3000 generator steps.
+BUDGETS = {
+    "quick": {("ring", "gan"): 3000, ("grid", "gan"): 3000, ("ring", "wgan-gp"): 1000, ("grid", "wgan-gp"): 1000,
+              ("ring", "unrolled-gan"): 800, ("grid", "unrolled-gan"): 800,
+              ("stacked-digits", "gan"): 1000, ("stacked-digits", "wgan-gp"): 250},
+    "equal": {**{(d, k): 3000 for d in POINT_DATA for k in KINDS},
+              ("stacked-digits", "gan"): 2000, ("stacked-digits", "wgan-gp"): 2000},
+}
+BATCH = 128
+
+# PROTOCOLS.md: PacGAN Table 1 (10 runs, +- s.e.) and VEEGAN Table 1 (5 runs).
+PACGAN = [("GAN", "6.3±0.5", "98.2±0.2", "0.45", "17.3±0.8", "94.8±0.7", "0.70"),
+          ("ALI", "6.6±0.3", "97.6±0.4", "0.36", "24.1±0.4", "95.7±0.6", "0.14"),
+          ("PacGAN2", "7.9±0.1", "95.6±2.0", "0.07", "23.8±0.7", "91.3±0.8", "0.13"),
+          ("PacGAN3", "7.8±0.1", "97.7±0.3", "0.10", "24.6±0.4", "94.2±0.4", "0.06"),
+          ("PacGAN4", "7.8±0.1", "95.9±1.4", "0.07", "24.8±0.2", "93.6±0.6", "0.04")]
+VEEGAN = [("GAN", "1", "99.3", "", "3.3", "0.5", ""), ("ALI", "2.8", "0.13", "", "15.8", "1.6", ""),
+          ("Unrolled GAN", "7.6", "35.6", "", "23.6", "16", ""), ("VEEGAN", "8", "52.9", "", "24.6", "40", "")]
+
+
+def run_one(kind: str, data: str, seed: int, work: Path, steps: int) -> dict:
+    import torch
+
+    from latentforge.training.eval_modes import evaluate_gan
+    from latentforge.training.train import TrainConfig, train
+    from latentforge.checkpoint import read_info
+
+    torch.set_num_threads(1)
+    run_dir = work / f"{data}_{kind}_{steps}_{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    options = STACKED_OPTIONS if data == "stacked-digits" else {}
+    cfg = TrainConfig(kind=kind, data=data, out=str(run_dir), seed=seed, progress=False, device="cpu",
+                      model_options=options, steps=steps, batch_size=BATCH if data in POINT_DATA else 64,
+                      sample_every=steps // 2, checkpoint_every=steps,
+                      command=f"benchmarks/modes.py: {kind} {data} seed {seed}")
+    started = time.perf_counter()
+    try:
+        result = train(cfg)
+    except Exception as e:  # a diverged run is a result too: it counts as no modes
+        return {"kind": kind, "data": data, "seed": seed, "failed": f"{type(e).__name__}: {e}",
+                "wall_s": time.perf_counter() - started, "steps": cfg.steps}
+    wall = time.perf_counter() - started
+    ckpt = result.checkpoint
+    scores = evaluate_gan(ckpt, read_info(ckpt), {"seed": 1_000 + seed})
+    scores.pop("table")
+    scores["sample_seed"] = scores.pop("seed")
+    return {"kind": kind, "data": data, "seed": seed, "wall_s": wall, "steps": cfg.steps,
+            "batch_size": cfg.batch_size, "lr": cfg.learning_rate, "run_dir": str(run_dir), **scores}
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return math.nan, math.nan
+    m = float(np.mean(values))
+    se = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+    return m, se
+
+
+def fmt(m: float, se: float, digits: int = 1) -> str:
+    if math.isnan(m):
+        return "–"
+    return f"{m:.{digits}f}" if math.isnan(se) else f"{m:.{digits}f}±{se:.{digits}f}"
+
+
+def summarize(runs: list[dict]) -> dict:
+    summary = {}
+    for data in POINT_DATA + ("stacked-digits",):
+        for kind in KINDS:
+            rows = [r for r in runs if r["kind"] == kind and r["data"] == data]
+            if not rows:
+                continue
+            ok = [r for r in rows if "failed" not in r]
+            modes = [r["modes"] for r in ok] + [0] * (len(rows) - len(ok))
+            summary[f"{data}/{kind}"] = {
+                "runs": len(rows), "failed": len(rows) - len(ok), "seeds": sorted(r["seed"] for r in rows),
+                "modes": mean_se(modes), "hq_percent": mean_se([r.get("hq_percent") for r in ok]),
+                "reverse_kl": mean_se([r.get("reverse_kl") for r in ok]),
+                "wall_s": float(np.median([r["wall_s"] for r in rows])), "steps": rows[0]["steps"],
+                "fd": mean_se([r.get("fd") for r in ok]),
+            }
+    return summary
+
+
+def table(summary: dict, machine: dict) -> str:
+    lines = ["# Mode collapse on 2-D data (VEEGAN / PacGAN protocol)", "",
+             "2500 samples per run; a sample is high quality (HQ) within 3 std of its nearest mode; a mode is",
+             "captured with at least one HQ sample; reverse KL = KL(HQ mode histogram || uniform), nats.",
+             "Ours: mean ± standard error over the seeds listed (n runs), `latentforge train KIND --data D",
+             f"--seed S --batch-size {BATCH} --steps N` (N in the table: generator steps), other",
+             "settings the defaults, one thread; a diverged run counts as 0 modes. Wall time: median per run.", "",
+             "| model | ring modes /8 | ring HQ % | ring rev-KL | grid modes /25 | grid HQ % | grid rev-KL | runs | steps | wall s/run (ring, grid) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for kind in KINDS:
+        cells, runs, walls, steps = [], [], [], []
+        for data in POINT_DATA:
+            s = summary.get(f"{data}/{kind}")
+            if s is None:
+                cells += ["–"] * 3
+                continue
+            cells += [fmt(*s["modes"]), fmt(*s["hq_percent"]), fmt(*s["reverse_kl"], digits=2)]
+            runs.append(f"{s['runs']}" + (f" ({s['failed']} diverged)" if s["failed"] else ""))
+            walls.append(f"{s['wall_s']:.0f}")
+            steps.append(str(s["steps"]))
+        lines.append(f"| **latentforge {kind}** | " + " | ".join(cells)
+                     + f" | {', '.join(runs)} | {', '.join(steps)} | {', '.join(walls)} |")
+    lines += [f"| PacGAN Table 1: {name} | " + " | ".join(row) + " | 10 | | |" for name, *row in PACGAN]
+    lines += [f"| VEEGAN Table 1: {name} | " + " | ".join(c or "–" for c in row) + " | 5 | | |" for name, *row in VEEGAN]
+    stacked = {k: v for k, v in summary.items() if k.startswith("stacked-digits/")}
+    if stacked:
+        lines += ["", "## Stacked digits (scikit-learn 8×8 digits stacked as RGB, 1000 modes)", "",
+                  "Modes read by the project's digit classifier on 10000 samples; KL(class histogram || uniform).",
+                  "Comparable to Stacked MNIST in method, not in numbers (different digits, different classifier).",
+                  f"DCGAN pair with {STACKED_OPTIONS} at 32 px, batch 64.", "",
+                  "| model | modes /1000 | KL | FD (domain features) | runs | steps | wall s/run |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, s in stacked.items():
+            lines.append(f"| latentforge {key.split('/')[1]} | {fmt(*s['modes'])} | {fmt(*s['reverse_kl'], digits=2)} "
+                         f"| {fmt(*s['fd'], digits=2)} | {s['runs']} | {s['steps']} | {s['wall_s']:.0f} |")
+    lines += ["", "## Machine", "", "```", json.dumps(machine, indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def pictures(runs: list[dict], out: Path, name: str) -> None:
+    from latentforge.training.data import open_data
+    from latentforge.training.gan_monitor import generate
+    from latentforge.training.scatter import plot_points
+    from latentforge.checkpoint import load_checkpoint
+
+    for data in POINT_DATA:
+        for kind in KINDS:
+            done = sorted((r for r in runs if r["kind"] == kind and r["data"] == data and "failed" not in r),
+                          key=lambda r: r["seed"])
+            if not done:
+                continue
+            r = done[0]
+            model, _ = load_checkpoint(Path(r["run_dir"]) / "checkpoint.safetensors")
+            d = open_data(data)
+            plot_points(generate(model, 2500, 1_000 + r["seed"]), d.modes, d.std, out / f"{name}_{data}_{kind}.png",
+                        title=f"{kind} on {data}, seed {r['seed']}: {r['modes']}/{len(d.modes)} modes, "
+                              f"{r['hq_percent']:.0f}% HQ")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--stacked-seeds", type=int, default=3, help="seeds for stacked-digits (0 = skip)")
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="quick", help="generator steps per run")
+    parser.add_argument("--work", default="runs/modes", help="run folders and runs.jsonl")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"),
+                        help="folder for modes.md (modes-BUDGET.md for another --budget than quick), .json, pictures")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from latentforge.runtime.machine import machine_info
+
+    work, out = Path(args.work), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    log = work / "runs.jsonl"
+    steps = BUDGETS[args.budget]
+    name = "modes" if args.budget == "quick" else f"modes-{args.budget}"
+    runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    runs = [r for r in runs if r["steps"] == steps[r["data"], r["kind"]]]   # this budget's runs only
+    done = {(r["kind"], r["data"], r["seed"]) for r in runs}
+    kinds = args.kinds.split(",")
+    plan = [(k, d, s) for s in range(args.seeds) for d in POINT_DATA for k in kinds]
+    stacked = [(k, "stacked-digits", s) for s in range(args.stacked_seeds) for k in STACKED_KINDS if k in kinds]
+    plan = plan[:2 * 2 * len(kinds)] + stacked[:len(STACKED_KINDS)] + plan[2 * 2 * len(kinds):] + stacked[2:]  # early
+    machine = {**machine_info(), "threads": 1, "note": "shared 2-core machine, other jobs running"}
+    for kind, data, seed in plan:
+        if (kind, data, seed) in done:
+            continue
+        record = run_one(kind, data, seed, work, steps[data, kind])
+        with open(log, "a") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+        runs.append(record)
+        print(f"{kind:>12} {data:>14} seed {seed}: " + ", ".join(
+            f"{k} {record[k]:.4g}" if isinstance(record.get(k), float) else f"{k} {record.get(k)}"
+            for k in ("modes", "hq_percent", "reverse_kl", "wall_s", "failed") if k in record), flush=True)
+        write_results(runs, out, machine, name)
+        if data in POINT_DATA and seed == min(r["seed"] for r in runs if (r["kind"], r["data"]) == (kind, data)):
+            pictures([record], out, name)
+    write_results(runs, out, machine, name)   # with --seeds 0: only redraw the table and pictures from WORK
+    pictures(runs, out, name)
+
+
+def write_results(runs: list[dict], out: Path, machine: dict, name: str) -> None:
+    summary = summarize(runs)
+    (out / f"{name}.json").write_text(json.dumps({"summary": summary, "runs": runs, "machine": machine},
+                                               indent=1, default=float))
+    (out / f"{name}.md").write_text(table(summary, machine))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

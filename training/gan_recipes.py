@@ -1,0 +1,172 @@
+"""Training steps of the GAN kinds: "gan" (the seed's loss), "wgan-gp" and "unrolled-gan".
+
+One loop step is one generator update. wgan-gp does `critic_steps` critic updates before it,
+each on its own slice of the step's real batch (the loop draws `batch_size * critic_steps`
+real samples). unrolled-gan (Metz et al. 2017) updates G against a copy of D advanced `unroll`
+differentiable Adam steps, so G's gradient sees how D would answer its move.
+"""
+from __future__ import annotations
+
+import torch
+from torch.func import functional_call
+
+from . import losses
+from .data import POINT_NAMES
+from .gan_monitor import monitor
+from .recipes import RECIPES, Recipe, dcgan_step, finite
+
+DEFAULT_CRITIC_STEPS = {"gan": 1, "wgan-gp": 5, "unrolled-gan": 1}
+
+
+def critic_steps(cfg) -> int:
+    return cfg.critic_steps or DEFAULT_CRITIC_STEPS[cfg.kind]
+
+
+def decay_lr(cfg, optimizers) -> None:
+    """Linear decay to 0 from `lr_decay_start` of the run: a GAN's samples jitter with the step size, and a
+    shrinking step lets them settle on the modes. The step count is the generator optimizer's, so resume keeps it."""
+    state = optimizers[-1].state
+    done = int(next(iter(state.values()))["step"]) if state else 0
+    start = cfg.lr_decay_start * cfg.steps
+    scale = 1.0 if done < start else max(0.0, (cfg.steps - done) / max(cfg.steps - start, 1.0))
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = cfg.learning_rate * scale
+
+
+def _z(model, n: int, noise: torch.Generator, device) -> torch.Tensor:
+    return torch.randn(n, model.config.latent_dim, generator=noise).to(device)
+
+
+def gan_step(cfg, model, optimizers, real, noise) -> dict:
+    """`critic_steps` discriminator updates (default 1) with the non-saturating loss, then one G update."""
+    decay_lr(cfg, optimizers)
+    parts = real.chunk(critic_steps(cfg))
+    for part in parts[:-1]:
+        _d_only(model, optimizers[0], part, noise)
+    return dcgan_step(cfg, model, optimizers, parts[-1], noise)
+
+
+def _d_only(model, opt_d, real, noise) -> None:
+    fake = model.generator(_z(model, real.shape[0], noise, real.device)).detach()
+    loss_d = losses.discriminator_loss(model.discriminator(real), model.discriminator(fake))
+    finite("loss_d", loss_d)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, noise: torch.Generator) -> torch.Tensor:
+    """WGAN-GP's penalty: (||grad_x critic(x)|| - 1)^2 at random points between real and fake samples."""
+    shape = (real.shape[0],) + (1,) * (real.dim() - 1)
+    t = torch.rand(shape, generator=noise).to(real.device)
+    between = (t * real + (1 - t) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(between).sum(), between, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).square().mean()
+
+
+def wgan_gp_step(cfg, model, optimizers, real, noise) -> dict:
+    decay_lr(cfg, optimizers)
+    opt_d, opt_g = optimizers
+    critic, n = model.discriminator, critic_steps(cfg)
+    w_sum = gp_sum = 0.0
+    for part in real.chunk(n):
+        fake = model.generator(_z(model, part.shape[0], noise, part.device)).detach()
+        gp = gradient_penalty(critic, part, fake, noise)
+        wasserstein = critic(part).mean() - critic(fake).mean()
+        loss_d = -wasserstein + cfg.gp_lambda * gp
+        finite("loss_d", loss_d)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        w_sum += wasserstein.item()
+        gp_sum += gp.item()
+    loss_g = -critic(model.generator(_z(model, real.shape[0] // n, noise, real.device))).mean()
+    metrics = {"loss_d": loss_d.item(), "loss_g": finite("loss_g", loss_g), "wasserstein": w_sum / n,
+               "gp": gp_sum / n}
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    return metrics
+
+
+def _unrolled_params(disc, opt_d, real, fake, k: int) -> dict:
+    """D's parameters after k Adam steps on (real, fake), as functions of fake (create_graph)."""
+    names = [name for name, _ in disc.named_parameters()]
+    params = dict(disc.named_parameters())
+    group = opt_d.param_groups[0]
+    lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+    moments = []
+    for p in params.values():  # start from D's own Adam moments, as the real next steps would
+        state = opt_d.state.get(p, {})
+        moments.append([state.get("exp_avg", torch.zeros_like(p)).detach(),
+                        state.get("exp_avg_sq", torch.zeros_like(p)).detach(),
+                        float(state.get("step", 0))])
+    for _ in range(k):
+        loss = losses.discriminator_loss(functional_call(disc, params, (real,)), functional_call(disc, params, (fake,)))
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        new = {}
+        for name, g, m in zip(names, grads, moments):
+            m[2] += 1
+            m[0] = b1 * m[0] + (1 - b1) * g
+            m[1] = b2 * m[1] + (1 - b2) * g * g
+            m_hat, v_hat = m[0] / (1 - b1 ** m[2]), m[1] / (1 - b2 ** m[2])
+            # torch.optim.Adam's update; the 1e-30 keeps sqrt's derivative finite at a zero moment (a dead unit),
+            # where it would be inf * 0 = NaN, and is below float32 resolution of any moment that matters
+            new[name] = params[name] - lr * m_hat / ((v_hat + 1e-30).sqrt() + eps)
+        params = new
+    return params
+
+
+def unrolled_step(cfg, model, optimizers, real, noise) -> dict:
+    """G against D unrolled `cfg.unroll` steps, then D's own update, both from the same starting point."""
+    decay_lr(cfg, optimizers)
+    opt_d, opt_g = optimizers
+    disc, gen = model.discriminator, model.generator
+    fake = gen(_z(model, real.shape[0], noise, real.device))
+    real_logits, fake_logits = disc(real), disc(fake.detach())
+    loss_d = losses.discriminator_loss(real_logits, fake_logits)
+    metrics = {"loss_d": finite("loss_d", loss_d)}
+    ahead = _unrolled_params(disc, opt_d, real, fake, cfg.unroll) if cfg.unroll else dict(disc.named_parameters())
+    loss_g = losses.generator_loss(functional_call(disc, ahead, (fake,)))
+    metrics["loss_g"] = finite("loss_g", loss_g)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward(inputs=list(gen.parameters()))
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward(inputs=list(disc.parameters()))
+    opt_d.step()
+    opt_g.step()
+    metrics["d_x"] = torch.sigmoid(real_logits).mean().item()
+    metrics["d_g_z"] = torch.sigmoid(fake_logits).mean().item()
+    return metrics
+
+
+def _build(cfg, config):
+    from latentforge.models import MODELS
+
+    return MODELS[cfg.kind][0](config)
+
+
+def _pair_optimizers(cfg, model, adam):
+    return [adam(model.discriminator.parameters()), adam(model.generator.parameters())]
+
+
+def _lr(image_lr: float):
+    """1e-3 on point data (small MLPs, measured to cover the modes in a few thousand steps), else `image_lr`."""
+    return lambda cfg: 1e-3 if cfg.data in POINT_NAMES else image_lr
+
+
+RUN_FIELDS = ("critic_steps", "gp_lambda", "unroll", "lr_decay_start")
+COMMON = dict(build=_build, optimizers=_pair_optimizers, run_fields=RUN_FIELDS, monitor=monitor)
+
+GAN_RECIPES: dict[str, Recipe] = {
+    "gan": Recipe(lr=_lr(2e-4), betas=(0.5, 0.999), step=gan_step, real_batches=critic_steps, stuck="loss_d",
+                  hint=" or raise --critic-steps", **COMMON),
+    # The WGAN-GP paper: 5 critic steps, lambda 10, Adam(1e-4, betas (0.5, 0.9)) as in its own code (gan_toy.py,
+    # gan_64x64.py; Algorithm 1 says beta1 = 0).
+    "wgan-gp": Recipe(lr=_lr(1e-4), betas=(0.5, 0.9), step=wgan_gp_step, real_batches=critic_steps,
+                      hint=" or raise --gp-lambda", **COMMON),
+    "unrolled-gan": Recipe(lr=_lr(2e-4), betas=(0.5, 0.999), step=unrolled_step, stuck="loss_d",
+                           hint=" or lower --unroll", **COMMON),
+}
+RECIPES.update(GAN_RECIPES)
