@@ -142,6 +142,11 @@ def check_parity(model: torch.nn.Module, onnx_bytes: bytes, latent_dim: int, val
     return results
 
 
+def refuse_point_model(path, info: CheckpointInfo) -> None:
+    raise ExportError(f"{str(path)!r} is a 2-D point model ({info.kind} on {info.data}); export writes image "
+                      "generators only: sample it with `latentforge sample CKPT -o pts.npy`")
+
+
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
                 atol: float = 1e-4, rtol: float = 1e-3) -> ExportResult:
     """Export a checkpoint's decoder to `out`; raise ParityError (writing nothing) if onnxruntime disagrees."""
@@ -154,8 +159,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, opset:
         raise InputError(f"tolerances must be >= 0, got atol={atol}, rtol={rtol}")
     model, info = load_checkpoint(checkpoint)
     if info.config.get("point_dim"):
-        raise ExportError(f"{str(checkpoint)!r} is a 2-D point model ({info.kind} on {info.data}); export writes image "
-                          "generators only: sample it with `latentforge sample CKPT -o pts.npy`")
+        refuse_point_model(checkpoint, info)
     meta = metadata(info)
     data = to_onnx_bytes(model, info.config["latent_dim"], meta, opset)
     parity = check_parity(model, data, info.config["latent_dim"], info.value_range, atol, rtol)

@@ -70,6 +70,10 @@ class ExportOptions:
 def checkpoint_source(path: str | os.PathLike) -> Source:
     model, info = load_checkpoint(path)
     cfg = info.config
+    if cfg.get("point_dim"):
+        from .onnx import refuse_point_model
+
+        refuse_point_model(path, info)
     # VQ models have a code grid, not a latent width: their parts come from parts.KIND_PARTS and read `info`.
     return Source(model, info.kind, cfg.get("latent_dim", 0), (cfg["channels"], cfg["image_size"], cfg["image_size"]),
                   info.value_range, info.data, info.extra.get("attributes"), info)

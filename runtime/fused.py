@@ -74,7 +74,7 @@ def _head_and_rest(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None,
     if model.kind == "vae":
         linear = model.from_latent
         return linear.weight.detach(), linear.bias.detach(), (model.top_channels, 4, 4), list(model.decoder)
-    if model.kind == "dcgan":
+    if isinstance(getattr(getattr(model, "generator", None), "main", None), nn.Sequential):  # DCGAN-style G
         first, *rest = model.generator.main
         # A transposed convolution of a 1x1 input (stride 1, no padding) is a linear map z -> [C, k, k].
         if not (isinstance(first, nn.ConvTranspose2d) and first.stride == (1, 1) and first.padding == (0, 0)
@@ -84,7 +84,30 @@ def _head_and_rest(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None,
         weight = first.weight.detach().reshape(nz, c * k * k).t()
         bias = None if first.bias is None else first.bias.detach().repeat_interleave(k * k)
         return weight, bias, (c, k, k), rest
-    raise CheckpointError(f"the fused torch backend knows kinds 'vae' and 'dcgan', not {model.kind!r}")
+    raise CheckpointError(f"the fused torch backend knows VAEs and DCGAN-style generators, not {model.kind!r}")
+
+
+class PlainDecoder(nn.Module):
+    """The model's own decode for what the fused head does not cover (the MLP generators of 2-D point GANs)."""
+
+    def __init__(self, model: nn.Module, value_range: tuple[float, float]) -> None:
+        super().__init__()
+        self.model = model
+        self.value_range = value_range
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(z)
+
+    def images(self, z: torch.Tensor) -> torch.Tensor:
+        return ops.to_uint8_image_ref(self(z), *self.value_range)
+
+
+def fused_or_plain(model: nn.Module, value_range: tuple[float, float]) -> nn.Module:
+    """FusedDecoder where the model has a linear head (VAE, DCGAN-style generators), else PlainDecoder."""
+    main = getattr(getattr(model, "generator", None), "main", None)
+    if model.kind == "vae" or (isinstance(main, nn.Sequential) and isinstance(main[0], nn.ConvTranspose2d)):
+        return FusedDecoder(model, value_range)
+    return PlainDecoder(model, value_range)
 
 
 class FusedDecoder(nn.Module):

@@ -12,7 +12,7 @@ import torch
 
 from latentforge.errors import InputError
 
-from .fused import FusedDecoder
+from .fused import fused_or_plain
 
 NAME = "torch"
 PRECISIONS = ("fp32", "bf16")
@@ -86,7 +86,7 @@ class TorchDecoder:
         # channels_last runs the transposed convolutions on oneDNN's NHWC kernels: measured 1.3-1.5x faster than
         # NCHW for the 64px VAE at batch 1..128 on this 2-core CPU. Converts `model` in place: it is ours now.
         self.module = model.eval().to(self.device, memory_format=torch.channels_last)
-        self.fused = FusedDecoder(self.module, value_range).eval().to(self.device, memory_format=torch.channels_last)
+        self.fused = fused_or_plain(self.module, value_range).eval().to(self.device, memory_format=torch.channels_last)
         self.threads = threads or torch.get_num_threads()
         self._threads = threads
         self._graphs = CudaGraphs(self.device) if self.device.type == "cuda" else None

@@ -10,7 +10,7 @@ from torch import nn
 from latentforge import latents, load, ops
 from latentforge.checkpoint import load_checkpoint
 from latentforge.demo import SHIPPED
-from latentforge.errors import BackendUnavailable, InputError
+from latentforge.errors import CheckpointError, InputError
 from latentforge.images import to_uint8
 from latentforge.runtime.fused import fold_batchnorm, fold_sequence
 
@@ -97,9 +97,10 @@ def test_bf16_is_within_40_db_of_fp32(path, dcgan_checkpoint):
 def test_precision_is_checked(vae_checkpoint, vae_onnx):
     with pytest.raises(InputError, match="precision must be one of 'fp32', 'bf16', got 'int8'"):
         load(vae_checkpoint, "torch", precision="int8")
-    for path, backend in ((vae_onnx, "auto"), (vae_checkpoint, "onnxruntime")):
-        with pytest.raises(BackendUnavailable, match="precision 'bf16' runs on the torch backend"):
-            load(path, backend, precision="bf16")
+    with pytest.raises(CheckpointError, match=r"precision 'bf16' loads the variant .*vae\.bf16\.onnx.*latentforge export"):
+        load(vae_onnx, "auto", precision="bf16")  # an .onnx's precision variants are the exporter's files
+    with pytest.raises(InputError, match="a checkpoint on onnxruntime is exported in memory at fp32"):
+        load(vae_checkpoint, "onnxruntime", precision="bf16")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run benchmarks/gpu_suite.sh on one)")

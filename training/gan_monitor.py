@@ -61,7 +61,7 @@ def monitor(cfg, model, data, step: int, run_dir: Path, records: list[dict]) -> 
     else:
         from .train import _save_samples
 
-        _save_samples(model, torch.from_numpy(latents(64, model.config.latent_dim, seed=cfg.seed)), picture)
+        _save_samples(model, cfg, data, picture)
     if "modes" not in found:
         return found, None
     earlier = [(r["modes"], r["step"]) for r in records if "modes" in r and "event" not in r]
