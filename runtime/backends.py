@@ -19,7 +19,7 @@ from latentforge.errors import BackendUnavailable, CheckpointError, InputError
 NAMES = ("onnxruntime", "openvino", "tensorrt", "torch")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 PLAN_SUFFIX = ".plan"
-INSTALL = {"onnxruntime": "pip install onnxruntime", "openvino": 'pip install "latentforge[openvino]"',
+INSTALL = {"onnxruntime": 'pip install "latentforge[cpu]" (or [gpu])', "openvino": 'pip install "latentforge[openvino]"',
            "tensorrt": 'pip install "latentforge[tensorrt]"', "torch": "pip install torch"}
 
 

@@ -22,7 +22,8 @@ def import_onnxruntime():
     try:
         import onnxruntime
     except ImportError:
-        raise BackendUnavailable("onnxruntime is not installed; pip install onnxruntime") from None
+        raise BackendUnavailable('onnxruntime is not installed; pip install "latentforge[cpu]" '
+                                 "(or [gpu] on an NVIDIA machine)") from None
     return onnxruntime
 
 

@@ -183,7 +183,7 @@ def test_missing_onnxruntime_says_how_to_install(vae_onnx, vae_checkpoint, monke
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
     monkeypatch.setitem(sys.modules, "openvino", None)  # else auto runs the .onnx on OpenVINO
     for path, backend in ((vae_onnx, "auto"), (vae_checkpoint, "onnxruntime")):
-        with pytest.raises(BackendUnavailable, match="pip install onnxruntime"):
+        with pytest.raises(BackendUnavailable, match=r"pip install \"latentforge\[cpu\]\""):
             load(path, backend)
 
 
