@@ -161,6 +161,11 @@ KIND_PARTS: dict[tuple[str, str], Callable[[Source], Part]] = {}
 
 
 def build_part(source: Source, part: str) -> Part:
+    if source.kind in ("vqvae", "prior") and not KIND_PARTS:
+        from . import vq
+
+        KIND_PARTS.update({("vqvae", "decoder"): vq.decoder_part, ("prior", "decoder"): vq.decoder_part,
+                           ("prior", "prior"): vq.prior_part, ("vqvae", "prior"): vq.prior_part})
     builder = KIND_PARTS.get((source.kind, part)) or PARTS.get(part)
     if builder is None:
         raise ExportError(f"unknown part {part!r}; choose one of {sorted(PARTS)}")

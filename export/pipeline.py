@@ -75,7 +75,9 @@ def checkpoint_source(path: str | os.PathLike) -> Source:
 
         refuse_point_model(path, info)
     # VQ models have a code grid, not a latent width: their parts come from parts.KIND_PARTS and read `info`.
-    return Source(model, info.kind, cfg.get("latent_dim", 0), (cfg["channels"], cfg["image_size"], cfg["image_size"]),
+    shape_cfg = cfg.get("vqvae", cfg)  # a prior's image facts are its VQ-VAE's
+    return Source(model, info.kind, cfg.get("latent_dim", 0),
+                  (shape_cfg["channels"], shape_cfg["image_size"], shape_cfg["image_size"]),
                   info.value_range, info.data, info.extra.get("attributes"), info)
 
 

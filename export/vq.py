@@ -159,3 +159,45 @@ def export_vq(checkpoint: str | os.PathLike, decoder_out: str | os.PathLike, pri
     for part, path in paths.items():
         atomic_write_bytes(path, graphs[part])
     return {part: str(path) for part, path in paths.items()}
+
+
+def _part_meta(info, part: str, meta: dict[str, str]) -> dict[str, str]:
+    """VQ metadata in place of the latent-vector keys the pipeline drafts, keeping its precision."""
+    return vq_metadata(info, part) | {META + "precision": meta.get(META + "precision", "fp32")}
+
+
+def decoder_part(source):
+    """`latentforge export VQ_CKPT --part decoder`: codes int64 [N, h, w] -> image."""
+    from .parts import Part
+
+    vqvae = source.model.vqvae if source.kind == "prior" else source.model
+    cfg = vqvae.config
+    lo, hi = cfg.value_range
+
+    def make(n, seed):
+        rng = np.random.default_rng(seed)
+        return {"codes": rng.integers(0, cfg.codebook_size, (n, cfg.grid_size, cfg.grid_size), dtype=np.int64)}
+
+    return Part("decoder", _CodesToImage(vqvae), make, ["image"], {"image": hi - lo},
+                onnx_bytes=lambda meta, opset: vq_decoder_onnx(vqvae, _part_meta(source.info, "vq_decoder", meta),
+                                                               opset))
+
+
+def prior_part(source):
+    """`latentforge export PRIOR_CKPT --part prior`: tokens int64 [N, T] -> logits [N, T, K]."""
+    from .parts import Part
+
+    if source.kind != "prior":
+        raise ExportError(f"--part prior needs a prior checkpoint, and this is a {source.kind}; "
+                          "train one with `latentforge train prior VQ_CKPT`")
+    length, k = source.model.config.sequence_length, source.model.config.vq.codebook_size
+
+    def make(n, seed):
+        tokens = np.random.default_rng(seed).integers(0, k, (n, length), dtype=np.int64)
+        tokens[:, 0] = k  # the start token
+        return {"tokens": tokens}
+
+    # PSNR of logits against a 20-nat span: errors in units that move sampling probabilities.
+    return Part("prior", source.model.transformer, make, ["logits"], {"logits": 20.0},
+                onnx_bytes=lambda meta, opset: prior_onnx(source.model.transformer, length,
+                                                          _part_meta(source.info, "prior", meta), opset))

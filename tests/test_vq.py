@@ -123,6 +123,23 @@ def test_export_parity_of_decoder_and_prior(trained_prior, tmp_path):
         export_vq(trained_prior[0], tmp_path / "d2.onnx", tmp_path / "p2.onnx")
 
 
+def test_export_command_writes_the_vq_decoder_and_the_prior(trained_prior, tmp_path):
+    import onnx
+
+    from latentforge.cli import main
+
+    vq, prior = trained_prior
+    assert main(["export", str(prior), "--part", "prior", "-o", str(tmp_path / "prior.onnx")]) == 0
+    assert main(["export", str(vq), "--part", "decoder", "-o", str(tmp_path / "dec.onnx")]) == 0
+    graphs = {name: onnx.load(tmp_path / name) for name in ("prior.onnx", "dec.onnx")}
+    assert [i.name for i in graphs["prior.onnx"].graph.input] == ["tokens"]
+    assert [i.name for i in graphs["dec.onnx"].graph.input] == ["codes"]
+    meta = {p.key: p.value for p in graphs["dec.onnx"].metadata_props}
+    assert meta["latentforge.kind"] == "vqvae" and meta["latentforge.precision"] == "fp32"
+    assert main(["export", str(vq), "--part", "prior", "-o", str(tmp_path / "p2.onnx")]) == 2
+    assert not (tmp_path / "p2.onnx").exists()
+
+
 def test_sample_same_seed_same_image_on_torch_and_onnxruntime(trained_prior):
     on_torch = latentforge.load(trained_prior[1], backend="torch")
     on_ort = latentforge.load(trained_prior[1], backend="onnxruntime")
