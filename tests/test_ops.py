@@ -2,7 +2,6 @@
 bad inputs, the build cache and the fallback when the native library cannot be built."""
 import math
 import random
-import time
 
 import numpy as np
 import pytest
@@ -20,12 +19,10 @@ SEED = random.SystemRandom().randrange(2**31)  # fresh inputs every run, reprodu
 @pytest.fixture(scope="session")
 def native():
     """Build (or load from the cache) the native library once per session; the suite needs it."""
-    start = time.perf_counter()
     try:
         info = ops.build()
     except BackendUnavailable as e:
         pytest.fail(f"the native ops must build on this machine: {e}")
-    print(f"\nnative ops: {info.path} ({'cached, ' if info.cached else ''}{time.perf_counter() - start:.1f} s)")
     return info
 
 
