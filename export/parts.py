@@ -35,6 +35,10 @@ class Source:
     info: CheckpointInfo | None = None      # the checkpoint's, for parts a kind builds itself (KIND_PARTS)
 
     def metadata(self, part: str, precision: str) -> dict[str, str]:
+        if self.kind in ("vqvae", "prior"):  # a code grid, not a latent width
+            from .vq import source_metadata
+
+            return source_metadata(self, part, precision)
         return metadata_props(self.kind, part, self.latent_dim, self.image_shape, self.value_range, self.data,
                               precision, self.attributes)
 

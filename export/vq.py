@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,11 +38,23 @@ class _CodesToImage(torch.nn.Module):
         return self.vqvae.decode(codes)
 
 
-def vq_metadata(info, part: str) -> dict[str, str]:
-    """metadata_props of a VQ graph; `info` is the checkpoint's (a vqvae or a prior)."""
+def vqvae_fingerprint(vqvae: torch.nn.Module) -> str:
+    """sha256 of a VQ-VAE's tensors (names, dtypes, shapes, values): the same on a prior's copy and on the original,
+    so a runtime can refuse a prior graph paired with another VQ-VAE's decoder."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(vqvae.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def vq_metadata(info, part: str, vqvae: torch.nn.Module) -> dict[str, str]:
+    """metadata_props of a VQ graph; `info` is the checkpoint's (a vqvae or a prior), `vqvae` its VQ-VAE."""
     vq = info.config["vqvae"] if info.kind == "prior" else info.config
     grid = vq["image_size"] >> vq["downsample"]
     meta = {"version": __version__, "kind": info.kind, "part": part, "codebook_size": str(vq["codebook_size"]),
+            "vqvae_sha256": vqvae_fingerprint(vqvae),
             "code_grid": json.dumps([grid, grid]), "image_shape": json.dumps([vq["channels"], vq["image_size"],
                                                                               vq["image_size"]]),
             "value_range": json.dumps(list(info.value_range)), "data": info.data}
@@ -133,11 +146,11 @@ def _checked(name: str, data: bytes, parity: list[OutputParity]) -> bytes:
 def vq_graphs(model, info, opset: int = DEFAULT_OPSET) -> dict[str, bytes]:
     """{"decoder": bytes} for a vqvae, plus {"prior": bytes} for a prior; every graph parity-checked."""
     vqvae = model.vqvae if info.kind == "prior" else model
-    graphs = {"decoder": vq_decoder_onnx(vqvae, vq_metadata(info, "vq_decoder"), opset)}
+    graphs = {"decoder": vq_decoder_onnx(vqvae, vq_metadata(info, "vq_decoder", vqvae), opset)}
     _checked("VQ decoder", graphs["decoder"], check_vq_decoder(vqvae, graphs["decoder"]))
     if info.kind == "prior":
         length, k = model.config.sequence_length, model.config.vq.codebook_size
-        graphs["prior"] = prior_onnx(model.transformer, length, vq_metadata(info, "prior"), opset)
+        graphs["prior"] = prior_onnx(model.transformer, length, vq_metadata(info, "prior", vqvae), opset)
         _checked("prior", graphs["prior"], check_prior(model.transformer, k, length, graphs["prior"]))
     return graphs
 
@@ -161,9 +174,15 @@ def export_vq(checkpoint: str | os.PathLike, decoder_out: str | os.PathLike, pri
     return {part: str(path) for part, path in paths.items()}
 
 
-def _part_meta(info, part: str, meta: dict[str, str]) -> dict[str, str]:
+def source_metadata(source, part: str, precision: str) -> dict[str, str]:
+    """The metadata_props of a VQ checkpoint's exported part ("decoder" or "prior") at `precision`."""
+    vqvae = source.model.vqvae if source.kind == "prior" else source.model
+    return vq_metadata(source.info, "vq_decoder" if part == "decoder" else part, vqvae) | {META + "precision": precision}
+
+
+def _part_meta(source, part: str, meta: dict[str, str]) -> dict[str, str]:
     """VQ metadata in place of the latent-vector keys the pipeline drafts, keeping its precision."""
-    return vq_metadata(info, part) | {META + "precision": meta.get(META + "precision", "fp32")}
+    return source_metadata(source, part, meta.get(META + "precision", "fp32"))
 
 
 def decoder_part(source):
@@ -179,7 +198,7 @@ def decoder_part(source):
         return {"codes": rng.integers(0, cfg.codebook_size, (n, cfg.grid_size, cfg.grid_size), dtype=np.int64)}
 
     return Part("decoder", _CodesToImage(vqvae), make, ["image"], {"image": hi - lo},
-                onnx_bytes=lambda meta, opset: vq_decoder_onnx(vqvae, _part_meta(source.info, "vq_decoder", meta),
+                onnx_bytes=lambda meta, opset: vq_decoder_onnx(vqvae, _part_meta(source, "decoder", meta),
                                                                opset))
 
 
@@ -200,4 +219,4 @@ def prior_part(source):
     # PSNR of logits against a 20-nat span: errors in units that move sampling probabilities.
     return Part("prior", source.model.transformer, make, ["logits"], {"logits": 20.0},
                 onnx_bytes=lambda meta, opset: prior_onnx(source.model.transformer, length,
-                                                          _part_meta(source.info, "prior", meta), opset))
+                                                          _part_meta(source, "prior", meta), opset))

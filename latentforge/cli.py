@@ -84,11 +84,14 @@ def cmd_sample(args) -> None:
     out = check_output_path(args.output)
     if out.suffix.lower() not in (".png", ".npy"):
         raise InputError(f"output must end in .png (a grid) or .npy (the array), got {str(out)!r}")
-    model = load(args.model, backend=args.backend)
-    if model.point_dim and out.suffix.lower() != ".npy":
+    model = load(args.model, backend=args.backend, decoder=args.decoder)
+    if getattr(model, "point_dim", 0) and out.suffix.lower() != ".npy":
         raise InputError(f"{args.model} is a point model: its samples are float32 [n, {model.point_dim}] "
                          f"coordinates; write them to a .npy, not {str(out)!r}")
-    images = model.sample(args.n, seed=args.seed, temperature=args.temperature)
+    if args.top_k is not None and not hasattr(model, "codebook_size"):
+        raise InputError(f"--top-k applies to VQ priors (code sampling); {args.model} is a {model.kind}")
+    extra = {"top_k": args.top_k} if args.top_k is not None else {}
+    images = model.sample(args.n, seed=args.seed, temperature=args.temperature, **extra)
     if out.suffix.lower() == ".npy":
         def write_npy(tmp: str) -> None:
             with open(tmp, "wb") as f:
@@ -97,7 +100,8 @@ def cmd_sample(args) -> None:
         atomic_write(out, write_npy)
     else:
         save_grid(images, out, scale=args.scale)
-    print(f"wrote {out} ({len(images)} {'points' if model.point_dim else 'images'} from {model.backend})")
+    print(f"wrote {out} ({len(images)} {'points' if getattr(model, 'point_dim', 0) else 'images'} "
+          f"from {model.backend})")
 
 
 def cmd_interpolate(args) -> None:
@@ -195,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sample":
             p.add_argument("-n", type=int, default=64)
             p.add_argument("--temperature", type=float, default=1.0)
+            p.add_argument("--top-k", type=int, help="VQ priors: draw each code from the k most likely")
+            p.add_argument("--decoder", help="with an exported VQ prior .onnx: its VQ decoder .onnx")
         else:
             p.add_argument("--steps", type=int, default=10)
             p.add_argument("--method", choices=["slerp", "lerp"], default="slerp")

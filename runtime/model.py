@@ -165,7 +165,7 @@ def _check_threads(threads) -> None:
 
 
 def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
-         precision: str = "fp32") -> Model:
+         precision: str = "fp32", decoder: str | os.PathLike | None = None) -> Model:
     """Load a checkpoint (`.safetensors`), an exported `.onnx` (decoder or filter graph) or a TensorRT `.plan`.
 
     backend "auto" picks the fastest available for the artifact (see runtime/backends.py; `Model.backend`
@@ -174,6 +174,7 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
     `.onnx`; on OpenVINO bf16 is an inference hint on the fp32 graph. `threads` defaults to one per
     physical core.
     On the torch backend (a checkpoint) precision "bf16" lets the convolutions run in bfloat16.
+    An exported VQ code prior (`--part prior`) samples with its VQ decoder graph: `decoder="decoder.onnx"`.
     """
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
@@ -181,12 +182,17 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
         raise InputError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     _check_threads(threads)
     path = check_model_file(path)
+    if decoder is not None:
+        decoder = check_model_file(decoder)
+        if not (is_onnx(path) and is_onnx(decoder)):
+            raise InputError("decoder= pairs an exported VQ prior .onnx with its VQ decoder .onnx; a checkpoint "
+                             "carries its own decoder, so load it alone")
     if backend == "auto":
         backend = pick(path, is_onnx(path))
     if is_plan(path):
         return _load_plan(path, backend)
     if is_onnx(path):
-        return _load_onnx(path, backend, threads, precision)
+        return _load_onnx(path, backend, threads, precision, decoder)
     return _load_checkpoint(path, backend, threads, precision)
 
 
@@ -219,7 +225,7 @@ def open_graph(backend: str, source, threads: int | None, label: str, precision:
     return OvGraph(source, threads, label, precision)
 
 
-def _load_onnx(path: Path, backend: str, threads, precision: str) -> Model:
+def _load_onnx(path: Path, backend: str, threads, precision: str, decoder: Path | None = None):
     if backend not in ("onnxruntime", "openvino"):
         raise BackendUnavailable(f"{str(path)!r}: an .onnx runs on onnxruntime or openvino; load the checkpoint for "
                                  "the torch backend, or the exporter's .plan for tensorrt")
@@ -230,6 +236,20 @@ def _load_onnx(path: Path, backend: str, threads, precision: str) -> Model:
     meta = graph.metadata
     if not hinted:
         check_variant(meta, source, precision)
+    if meta.get(META + "part") in ("vq_decoder", "prior"):  # code grids, not latent vectors
+        from .vq_model import load_vq_graphs
+
+        def open_decoder(decoder_path: Path):
+            source = decoder_path if hinted else variant_path(decoder_path, precision)
+            graph = open_graph(backend, source, threads, repr(str(source)), precision)
+            if not hinted:
+                check_variant(graph.metadata, source, precision)
+            return graph
+
+        return load_vq_graphs(path, graph, backend, decoder, open_decoder, threads)
+    if decoder is not None:
+        raise InputError(f"decoder= goes with an exported VQ prior; {str(path)!r} is a {meta.get(META + 'part')!r} "
+                         "graph, so load it alone")
     info = from_onnx_metadata(meta, path)
     actual = graph.precision
     if meta.get(META + "part") == "filter":

@@ -7,6 +7,7 @@ same image on both.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +19,14 @@ from .vq_sampling import sample_codes
 
 
 class VQModel:
-    def __init__(self, path: Path, info, backend: str, decode, logits=None, encode=None, threads: int = 1):
-        vq = info.config["vqvae"] if info.kind == "prior" else info.config
-        self.path, self.kind, self.backend, self.threads = Path(path), info.kind, backend, threads
-        self.image_shape = (vq["image_size"], vq["image_size"], vq["channels"])
-        self.value_range = info.value_range
-        self.codebook_size = vq["codebook_size"]
-        self.code_grid = vq["image_size"] >> vq["downsample"]
+    def __init__(self, path: Path, kind: str, backend: str, facts: dict, decode, logits=None, encode=None,
+                 threads: int = 1, precision: str = "fp32"):
+        """`facts`: image_shape (H, W, C), value_range, codebook_size, code_grid (a side)."""
+        self.path, self.kind, self.backend, self.threads, self.precision = Path(path), kind, backend, threads, precision
+        self.image_shape = tuple(facts["image_shape"])
+        self.value_range = tuple(facts["value_range"])
+        self.codebook_size = int(facts["codebook_size"])
+        self.code_grid = int(facts["code_grid"])
         self.attributes: dict[str, np.ndarray] = {}
         self._decode, self._logits, self._encode = decode, logits, encode
 
@@ -52,6 +54,9 @@ class VQModel:
 
     def encode(self, images) -> np.ndarray:
         """uint8 [N, H, W, C] -> code grids int64 [N, h, w] (torch; checkpoints only)."""
+        if self._encode is None:
+            raise InputError(f"{str(self.path)!r} is an exported graph without the VQ encoder; encode with the "
+                             "checkpoint, `latentforge.load(VQ_CKPT).encode(images)`")
         arr = np.asarray(images)
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != self.image_shape or not len(arr):
             raise InputError(f"images must be uint8 [N, {', '.join(map(str, self.image_shape))}] with N >= 1, "
@@ -101,5 +106,72 @@ def load_vq(path: Path, backend: str, threads: int | None) -> VQModel:
                 return module.transformer(torch.from_numpy(tokens)).numpy()
 
     prior = logits if info.kind == "prior" else None
-    return VQModel(path, info, "onnxruntime" if backend == "onnxruntime" else "torch", decode, prior, encode,
-                   threads or torch.get_num_threads())
+    vq = info.config["vqvae"] if info.kind == "prior" else info.config
+    facts = {"image_shape": (vq["image_size"], vq["image_size"], vq["channels"]), "value_range": info.value_range,
+             "codebook_size": vq["codebook_size"], "code_grid": vq["image_size"] >> vq["downsample"]}
+    return VQModel(path, info.kind, "onnxruntime" if backend == "onnxruntime" else "torch", facts, decode, prior,
+                   encode, threads or torch.get_num_threads())
+
+
+def _graph_facts(meta: dict[str, str], path: Path) -> dict:
+    """The VQ facts an exported graph's metadata_props carry (latentforge.export.vq.vq_metadata)."""
+    from latentforge.checkpoint import PREFIX as META
+    from latentforge.errors import CheckpointError
+
+    try:
+        channels, height, width = (int(v) for v in json.loads(meta[META + "image_shape"]))
+        grid = [int(v) for v in json.loads(meta[META + "code_grid"])]
+        facts = {"image_shape": (height, width, channels), "codebook_size": int(meta[META + "codebook_size"]),
+                 "value_range": tuple(float(v) for v in json.loads(meta[META + "value_range"])), "code_grid": grid[0]}
+    except (KeyError, ValueError, TypeError, IndexError) as e:
+        raise CheckpointError(f"{str(path)!r} has missing or malformed latentforge VQ metadata ({e}); "
+                              "re-export it with `latentforge export`") from None
+    return facts
+
+
+def load_vq_graphs(path: Path, graph, backend: str, decoder_path: Path | None, open_decoder,
+                   threads: int | None) -> VQModel:
+    """An exported VQ decoder (`codes` -> `image`), or a prior (`tokens` -> `logits`) with its decoder beside it.
+
+    `graph` is the opened `path`; `open_decoder(decoder_path)` opens the decoder graph on the same backend and
+    precision. A prior and a decoder exported from different VQ-VAEs are refused (their vqvae_sha256 differ).
+    """
+    from latentforge.checkpoint import PREFIX as META
+    from latentforge.errors import CheckpointError
+
+    meta, part = graph.metadata, graph.metadata.get(META + "part")
+    facts = _graph_facts(meta, path)
+    if part == "vq_decoder":
+        if decoder_path is not None:
+            raise InputError(f"{str(path)!r} is itself a VQ decoder; `decoder=` goes with a prior graph")
+        decoder, prior = graph, None
+    else:
+        if decoder_path is None:
+            raise InputError(f"{str(path)!r} is a code prior, which draws codes but cannot draw them as images: "
+                             "also give its VQ decoder, `load(PRIOR_ONNX, decoder=DECODER_ONNX)` (CLI: --decoder), "
+                             "made by `latentforge export PRIOR_CKPT --part decoder -o DECODER_ONNX`")
+        decoder, prior = open_decoder(decoder_path), graph
+        dmeta = decoder.metadata
+        if dmeta.get(META + "part") != "vq_decoder":
+            raise InputError(f"decoder {str(decoder_path)!r} is not a VQ decoder graph (latentforge.part="
+                             f"{dmeta.get(META + 'part')!r}); export one with `--part decoder` from the prior checkpoint")
+        mine = _graph_facts(dmeta, decoder_path)
+        ours, theirs = meta.get(META + "vqvae_sha256"), dmeta.get(META + "vqvae_sha256")
+        if mine != facts or (ours and theirs and ours != theirs):
+            raise CheckpointError(f"prior {str(path)!r} and decoder {str(decoder_path)!r} come from different "
+                                  "VQ-VAEs; export both from the same prior checkpoint")
+    if decoder.input_names != ["codes"] or decoder.output_names != ["image"]:
+        raise CheckpointError(f"the VQ decoder has inputs {decoder.input_names} and outputs {decoder.output_names}, "
+                              "expected ['codes'] -> ['image']; re-export it with `latentforge export`")
+    if prior is not None and (prior.input_names != ["tokens"] or prior.output_names != ["logits"]):
+        raise CheckpointError(f"{str(path)!r} has inputs {prior.input_names} and outputs {prior.output_names}, "
+                              "expected ['tokens'] -> ['logits']; re-export it with `latentforge export`")
+
+    def decode(codes: np.ndarray) -> np.ndarray:
+        return decoder.run({"codes": codes})[0]
+
+    def logits(tokens: np.ndarray) -> np.ndarray:
+        return prior.run({"tokens": tokens})[0]
+
+    return VQModel(path, "prior" if prior is not None else "vqvae", backend, facts, decode,
+                   logits if prior is not None else None, None, threads or 1, precision=graph.precision)

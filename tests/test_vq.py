@@ -158,6 +158,47 @@ def test_sample_same_seed_same_image_on_torch_and_onnxruntime(trained_prior):
         vq.decode_codes(np.full((1, 4, 4), 16))
 
 
+def test_exported_prior_and_decoder_load_and_sample_like_the_checkpoint(trained_prior, tmp_path, capsys):
+    vq, prior = trained_prior
+    dec, pri = tmp_path / "dec.onnx", tmp_path / "prior.onnx"
+    assert main(["export", str(prior), "--part", "prior", "-o", str(pri)]) == 0
+    assert main(["export", str(vq), "--part", "decoder", "-o", str(dec)]) == 0   # the prior's own VQ-VAE, exported apart
+    model = latentforge.load(pri, decoder=dec)
+    assert (model.kind, model.backend, model.code_grid, model.codebook_size) == ("prior", "onnxruntime", 4, 16)
+    seed = int(np.random.default_rng().integers(1 << 30))   # a fresh seed each run
+    on_torch = latentforge.load(prior, backend="torch")
+    np.testing.assert_array_equal(model.sample_codes(3, seed=seed, top_k=8), on_torch.sample_codes(3, seed=seed, top_k=8))
+    assert np.abs(model.sample(3, seed=seed).astype(int) - on_torch.sample(3, seed=seed)).max() <= 1
+    decoder_only = latentforge.load(dec)
+    assert decoder_only.kind == "vqvae" and decoder_only.decode_codes(np.zeros((2, 4, 4), int)).shape == (2, 32, 32, 3)
+    with pytest.raises(InputError, match="without a prior"):
+        decoder_only.sample(1)
+    with pytest.raises(InputError, match="without the VQ encoder"):
+        decoder_only.encode(np.zeros((1, 32, 32, 3), np.uint8))
+    with pytest.raises(InputError, match="also give its VQ decoder"):
+        latentforge.load(pri)
+    with pytest.raises(InputError, match="is not a VQ decoder"):
+        latentforge.load(pri, decoder=pri)
+    assert main(["sample", str(pri), "--decoder", str(dec), "-n", "2", "--top-k", "4", "-o", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_a_prior_with_another_vq_vaes_decoder_is_refused(trained_prior, tmp_path):
+    from latentforge.checkpoint import load_checkpoint, save_checkpoint
+    from latentforge.errors import CheckpointError
+
+    vq, prior = trained_prior
+    module, info = load_checkpoint(vq)
+    with torch.no_grad():
+        module.decoder[0].bias.add_(0.5)   # same shapes, other weights
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(other, module, data=info.data, step=info.step)
+    assert main(["export", str(prior), "--part", "prior", "-o", str(tmp_path / "prior.onnx")]) == 0
+    assert main(["export", str(other), "--part", "decoder", "-o", str(tmp_path / "dec.onnx")]) == 0
+    with pytest.raises(CheckpointError, match="different VQ-VAEs"):
+        latentforge.load(tmp_path / "prior.onnx", decoder=tmp_path / "dec.onnx")
+
+
 def test_evaluate_vq_cli(trained_prior, capsys):
     assert main(["evaluate", str(trained_prior[0]), "-n", "16"]) == 0
     out = capsys.readouterr().out
