@@ -21,7 +21,8 @@ from .vq_sampling import sample_codes
 class VQModel:
     def __init__(self, path: Path, kind: str, backend: str, facts: dict, decode, logits=None, encode=None,
                  threads: int = 1, precision: str = "fp32"):
-        """`facts`: image_shape (H, W, C), value_range, codebook_size, code_grid (a side)."""
+        """`facts`: image_shape (H, W, C), value_range, codebook_size, code_grid (a side). `logits()` gives a fresh
+        tokens -> logits function for one sampling run (it may keep state, e.g. a key/value cache)."""
         self.path, self.kind, self.backend, self.threads, self.precision = Path(path), kind, backend, threads, precision
         self.image_shape = tuple(facts["image_shape"])
         self.value_range = tuple(facts["value_range"])
@@ -39,7 +40,7 @@ class VQModel:
 
     def sample_codes(self, n: int, seed: int | None = None, temperature: float = 1.0,
                      top_k: int | None = None) -> np.ndarray:
-        return sample_codes(self._logits, n, self.code_grid, self.codebook_size, seed, temperature, top_k)
+        return sample_codes(self._logits(), n, self.code_grid, self.codebook_size, seed, temperature, top_k)
 
     def decode_codes(self, codes) -> np.ndarray:
         """Code grids int [N, h, w] -> uint8 [N, H, W, C]."""
@@ -94,16 +95,26 @@ def load_vq(path: Path, backend: str, threads: int | None) -> VQModel:
         def decode(codes: np.ndarray) -> np.ndarray:
             return sessions["decoder"].run(["image"], {"codes": codes})[0]
 
-        def logits(tokens: np.ndarray) -> np.ndarray:
+        def run_prior(tokens: np.ndarray) -> np.ndarray:
             return sessions["prior"].run(["logits"], {"tokens": tokens})[0]
+
+        def logits():
+            return run_prior
     else:
         def decode(codes: np.ndarray) -> np.ndarray:
             with thread_count(threads), torch.inference_mode():
                 return vqvae.decode(torch.from_numpy(codes)).numpy()
 
-        def logits(tokens: np.ndarray) -> np.ndarray:
-            with thread_count(threads), torch.inference_mode():
-                return module.transformer(torch.from_numpy(tokens)).numpy()
+        def logits():
+            from latentforge.models.prior import CachedLogits
+
+            cached = CachedLogits(module.transformer)
+
+            def run(tokens: np.ndarray) -> np.ndarray:
+                with thread_count(threads), torch.inference_mode():
+                    return cached(torch.from_numpy(tokens)).numpy()
+
+            return run
 
     prior = logits if info.kind == "prior" else None
     vq = info.config["vqvae"] if info.kind == "prior" else info.config
@@ -170,8 +181,11 @@ def load_vq_graphs(path: Path, graph, backend: str, decoder_path: Path | None, o
     def decode(codes: np.ndarray) -> np.ndarray:
         return decoder.run({"codes": codes})[0]
 
-    def logits(tokens: np.ndarray) -> np.ndarray:
+    def run_prior(tokens: np.ndarray) -> np.ndarray:
         return prior.run({"tokens": tokens})[0]
+
+    def logits():
+        return run_prior
 
     return VQModel(path, "prior" if prior is not None else "vqvae", backend, facts, decode,
                    logits if prior is not None else None, None, threads or 1, precision=graph.precision)

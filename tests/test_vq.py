@@ -82,6 +82,43 @@ def test_prior_is_causal_and_nll_matches_cross_entropy():
         torch.testing.assert_close(model.nll(codes), expected)
 
 
+def _written_out_attention(attention, x):
+    """Causal self-attention as its formula: softmax(q k^T / sqrt(d) + causal mask) v."""
+    n, t, c = x.shape
+    q, k, v = attention.qkv(x).view(n, t, 3, attention.heads, c // attention.heads).permute(2, 0, 3, 1, 4)
+    scores = q @ k.transpose(-1, -2) / (c // attention.heads) ** 0.5
+    scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+    return attention.out((scores.softmax(-1) @ v).transpose(1, 2).reshape(n, t, c))
+
+
+def test_fused_attention_and_the_key_value_cache_match_the_written_out_transformer():
+    from latentforge.models.prior import CachedLogits, CodeTransformer
+
+    rng = np.random.default_rng()   # fresh shapes and inputs each run
+    k, length = int(rng.integers(5, 40)), int(rng.integers(8, 70))
+    width, heads = [(16, 2), (24, 3), (32, 4)][int(rng.integers(3))]
+    model = CodeTransformer(k, length, width, int(rng.integers(1, 4)), heads).eval()
+    block = model.blocks[0].attention
+    x = torch.randn(3, length, width)
+    with torch.inference_mode():
+        torch.testing.assert_close(block(x), _written_out_attention(block, x), atol=1e-5, rtol=1e-4)
+        tokens = torch.from_numpy(rng.integers(0, k, (4, length)))
+        tokens[:, 0] = k
+        full = model(tokens)
+        cached, rows = CachedLogits(model), []
+        for t in range(1, length + 1):   # one token a call, as the sampling loop feeds it
+            rows.append(cached(tokens[:, :t]))
+        torch.testing.assert_close(torch.cat(rows, 1), full, atol=1e-5, rtol=1e-4)
+        split = int(rng.integers(1, length))   # a prefix at once, then one token
+        fresh = CachedLogits(model)
+        fresh(tokens[:, :split])
+        torch.testing.assert_close(fresh(tokens[:, :split + 1])[:, 0], full[:, split], atol=1e-5, rtol=1e-4)
+        other = tokens.clone()   # a call that does not extend the last one recomputes, it does not reuse
+        other[:, 1] = (other[:, 1] + 1) % k
+        torch.testing.assert_close(fresh(other[:, :split + 2])[:, 0], model(other[:, :split + 2])[:, -1],
+                                   atol=1e-5, rtol=1e-4)
+
+
 def test_next_code_temperature_and_top_k():
     logits = np.array([[0.0, 3.0, 1.0, 2.0]])
     assert next_code(logits, np.array([0.999]), 0.0, None)[0] == 1          # temperature 0: argmax

@@ -106,13 +106,15 @@ def _reconstructions(model, seed: int, data) -> torch.Tensor:
 
 @torch.no_grad()
 def _prior_samples(model, seed: int, data) -> torch.Tensor:
+    from latentforge.models.prior import CachedLogits
     from latentforge.runtime.vq_sampling import sample_codes
 
     model.eval()
     device = next(model.parameters()).device
+    cached = CachedLogits(model.transformer)
 
     def logits(tokens: np.ndarray) -> np.ndarray:
-        return model.transformer(torch.from_numpy(tokens).to(device)).float().cpu().numpy()
+        return cached(torch.from_numpy(tokens).to(device)).float().cpu().numpy()
 
     grid = model.config.vq.grid_size
     codes = sample_codes(logits, SAMPLE_COUNT, grid, model.config.vq.codebook_size, seed=seed)
