@@ -26,7 +26,7 @@ from latentforge.runtime.machine import machine_info
 from latentforge.training.attributes import attribute_directions, encode_images
 from latentforge.training.data import open_data
 from latentforge.training.edit_measure import AMOUNTS, edit_row, edited, low_half
-from latentforge.training.readout import train_readout
+from latentforge.training.readout import readout_for, train_readout
 
 HELD_OUT = 1000
 
@@ -83,13 +83,13 @@ def main(argv=None) -> int:
     parser.add_argument("--vae", action="append", required=True, help="faces VAE checkpoint (repeat)")
     parser.add_argument("--digits-2d", help="a digits VAE with latent_dim 2, for the scatter plot")
     parser.add_argument("--out", default="benchmarks/results/edits")
-    parser.add_argument("--readout-steps", type=int, default=800)
+    parser.add_argument("--readout-steps", type=int, help="train a readout this long (default: the shipped one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     faces = open_data("faces")
-    readout, score = train_readout(faces, steps=args.readout_steps)
+    readout, score = train_readout(faces, steps=args.readout_steps) if args.readout_steps else readout_for(faces)
     images, factors = faces.get("test", np.arange(HELD_OUT))
     report = {"machine": machine_info(), "readout_r2": score, "amounts": list(AMOUNTS), "models": {}}
     lines = ["# Measured latent edits on held-out faces", "",

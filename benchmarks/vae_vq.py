@@ -25,7 +25,7 @@ from latentforge.latents import latents
 from latentforge.runtime.machine import machine_info
 from latentforge.training import eval_vae, eval_vq
 from latentforge.training.data import open_data
-from latentforge.training.readout import frechet_distance, train_readout
+from latentforge.training.readout import frechet_distance, readout_for, train_readout
 
 
 def _fmt(v) -> str:
@@ -46,13 +46,13 @@ def main(argv=None) -> int:
     parser.add_argument("-n", type=int, default=1000, help="held-out faces and samples per FD")
     parser.add_argument("--k", type=int, default=64, help="importance samples for IWAE")
     parser.add_argument("--out", default="benchmarks/results/vae_vq")
-    parser.add_argument("--readout-steps", type=int, default=800)
+    parser.add_argument("--readout-steps", type=int, help="train a readout this long (default: the shipped one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     faces = open_data("faces")
-    readout, score = train_readout(faces, steps=args.readout_steps)
+    readout, score = train_readout(faces, steps=args.readout_steps) if args.readout_steps else readout_for(faces)
     held, _ = faces.get("test", np.arange(args.n))
     held_features = readout.features(held)
     other, _ = faces.get("train", np.arange(10**6, 10**6 + args.n))

@@ -118,6 +118,47 @@ class CodeTransformer(nn.Module):
         return self.head(self.norm(h))
 
 
+class PriorStep(nn.Module):
+    """One sampling step over a fixed-size key/value cache, for graphs with static shapes (ONNX, TensorRT).
+
+    (token [N] int64, position [] int64, cache [N, layers, 2, heads, T, d]) -> (logits [N, K] of the code after
+    `token`, kv [N, layers, 2, heads, d]: this position's keys and values, which the caller writes into slot
+    `position` of its cache). `token` is the token at `position` (the start token K at 0). Only slots before
+    `position` are read; the rest may hold anything. The graph reads the cache once and writes only `kv`: the
+    step costs one position, not the whole prefix, and no copy of the cache. Same numbers as
+    `CodeTransformer.forward`'s row `position` (tests/test_vq.py).
+    """
+
+    def __init__(self, transformer: CodeTransformer) -> None:
+        super().__init__()
+        self.transformer = transformer
+
+    def empty_cache(self, n: int) -> torch.Tensor:
+        tr = self.transformer
+        attention = tr.blocks[0].attention
+        width = tr.position.shape[1]
+        return torch.zeros(n, len(tr.blocks), 2, attention.heads, tr.position.shape[0], width // attention.heads)
+
+    def forward(self, token: torch.Tensor, position: torch.Tensor, cache: torch.Tensor):
+        tr = self.transformer
+        n, length = token.shape[0], tr.position.shape[0]
+        unwritten = torch.arange(length, device=token.device) >= position   # [T]: this slot and the future
+        h = tr.token(token) + tr.position.index_select(0, position.reshape(1))   # [N, C]
+        kv = []
+        for i, block in enumerate(tr.blocks):
+            attention = block.attention
+            q, k, v = attention.qkv(block.norm1(h)).view(n, 3, attention.heads, -1).unbind(1)   # [N, heads, d]
+            scale = q.shape[-1] ** -0.5
+            earlier = (cache[:, i, 0] @ q[..., None]).squeeze(-1) * scale             # [N, heads, T]
+            earlier = earlier.masked_fill(unwritten, float("-inf"))
+            weights = torch.cat([earlier, (k * q).sum(-1, keepdim=True) * scale], -1).softmax(-1)
+            y = (weights[:, :, None, :-1] @ cache[:, i, 1]).squeeze(2) + weights[..., -1:] * v   # [N, heads, d]
+            h = h + attention.out(y.reshape(n, -1))
+            h = h + block.mlp(block.norm2(h))
+            kv.append(torch.stack([k, v], 1))
+        return tr.head(tr.norm(h)), torch.stack(kv, 1)
+
+
 class CachedLogits:
     """`tokens [N, t] -> logits [N, 1, K]` of the last position for a sampling loop that appends one token per
     call (latentforge.runtime.vq_sampling.sample_codes): keys and values of the earlier positions are kept, so a

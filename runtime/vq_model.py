@@ -15,7 +15,7 @@ import numpy as np
 from latentforge.errors import InputError
 from latentforge.images import from_uint8, to_uint8
 
-from .vq_sampling import sample_codes
+from .vq_sampling import StepLogits, sample_codes
 
 
 class VQModel:
@@ -85,6 +85,7 @@ def load_vq(path: Path, backend: str, threads: int | None) -> VQModel:
 
     if backend == "onnxruntime":
         from latentforge.export.vq import vq_graphs
+        from latentforge.models.prior import PriorStep
 
         from .ort_backend import open_session, session_options
 
@@ -95,11 +96,13 @@ def load_vq(path: Path, backend: str, threads: int | None) -> VQModel:
         def decode(codes: np.ndarray) -> np.ndarray:
             return sessions["decoder"].run(["image"], {"codes": codes})[0]
 
-        def run_prior(tokens: np.ndarray) -> np.ndarray:
-            return sessions["prior"].run(["logits"], {"tokens": tokens})[0]
+        def run_step(token, position, cache):
+            return sessions["prior"].run(["logits", "kv"], {"token": token, "position": position, "cache": cache})
+
+        cache_shape = tuple(PriorStep(module.transformer).empty_cache(1).shape[1:]) if info.kind == "prior" else ()
 
         def logits():
-            return run_prior
+            return StepLogits(run_step, cache_shape)
     else:
         def decode(codes: np.ndarray) -> np.ndarray:
             with thread_count(threads), torch.inference_mode():
@@ -174,18 +177,25 @@ def load_vq_graphs(path: Path, graph, backend: str, decoder_path: Path | None, o
     if decoder.input_names != ["codes"] or decoder.output_names != ["image"]:
         raise CheckpointError(f"the VQ decoder has inputs {decoder.input_names} and outputs {decoder.output_names}, "
                               "expected ['codes'] -> ['image']; re-export it with `latentforge export`")
-    if prior is not None and (prior.input_names != ["tokens"] or prior.output_names != ["logits"]):
+    step_io = (["token", "position", "cache"], ["logits", "kv"])
+    if prior is not None and (prior.input_names, prior.output_names) != step_io:
         raise CheckpointError(f"{str(path)!r} has inputs {prior.input_names} and outputs {prior.output_names}, "
-                              "expected ['tokens'] -> ['logits']; re-export it with `latentforge export`")
+                              f"expected {step_io[0]} -> {step_io[1]}; re-export it with `latentforge export`")
+    if prior is not None:
+        try:
+            cache_shape = tuple(int(v) for v in json.loads(meta[META + "prior_cache"]))
+        except (KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{str(path)!r} lacks a usable latentforge.prior_cache ({e}); re-export it with "
+                                  "`latentforge export`") from None
 
     def decode(codes: np.ndarray) -> np.ndarray:
         return decoder.run({"codes": codes})[0]
 
-    def run_prior(tokens: np.ndarray) -> np.ndarray:
-        return prior.run({"tokens": tokens})[0]
+    def run_step(token, position, cache):
+        return prior.run({"token": token, "position": position, "cache": cache})
 
     def logits():
-        return run_prior
+        return StepLogits(run_step, cache_shape)
 
     return VQModel(path, "prior" if prior is not None else "vqvae", backend, facts, decode,
                    logits if prior is not None else None, None, threads or 1, precision=graph.precision)

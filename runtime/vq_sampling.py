@@ -51,3 +51,31 @@ def sample_codes(logits_fn: Callable[[np.ndarray], np.ndarray], n: int, grid: in
         code = next_code(logits, rng.random(n), temperature, top_k)
         tokens = np.concatenate([tokens, code[:, None].astype(np.int64)], axis=1)
     return tokens[:, 1:].reshape(n, grid, grid)
+
+
+class StepLogits:
+    """`tokens [N, t] -> logits [N, 1, K]` of the last position, through a prior's step graph
+    `run(token [N], position [], cache) -> (logits [N, K], kv [N, layers, 2, heads, d])`
+    (latentforge.models.prior.PriorStep): each step's keys and values are written into the cache here, so a call
+    that extends the last one by a token costs one step. Any other call starts from an empty cache and steps
+    through its whole prefix. `cache_shape` is the cache's shape less the batch: [layers, 2, heads, T, d].
+    """
+
+    def __init__(self, run: Callable, cache_shape: tuple[int, ...]) -> None:
+        self.run, self.cache_shape = run, tuple(cache_shape)
+        self.tokens: np.ndarray | None = None
+        self.cache: np.ndarray | None = None
+
+    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+        n, t = tokens.shape
+        seen = self.tokens
+        if seen is not None and seen.shape == (n, t - 1) and np.array_equal(seen, tokens[:, :-1]):
+            positions = [t - 1]
+        else:
+            self.cache = np.zeros((n, *self.cache_shape), dtype=np.float32)
+            positions = range(t)
+        for p in positions:
+            logits, kv = self.run(np.ascontiguousarray(tokens[:, p]), np.array(p, dtype=np.int64), self.cache)
+            self.cache[:, :, :, :, p] = kv
+        self.tokens = tokens.copy()
+        return logits[:, None]

@@ -110,3 +110,21 @@ def test_frechet_distance_matches_the_sqrtm_formula_and_survives_dead_features()
     dead = np.zeros((len(a), 3))   # ReLU features that never fire: singular covariances, same distance
     assert frechet_distance(np.hstack([a, dead]), np.hstack([b, dead[:300]])) == pytest.approx(reference, rel=1e-9)
     assert abs(frechet_distance(a, a)) < 1e-9
+
+
+def test_shipped_faces_readout_reads_the_factors_of_held_out_faces(monkeypatch, tmp_path):
+    from latentforge.errors import CheckpointError
+    from latentforge.training import readout as readout_module
+    from latentforge.training.data import open_data
+
+    faces = open_data("faces")
+    readout, score = readout_module.readout_for(faces)
+    images, factors = faces.get("test", np.arange(300))
+    predicted = readout.factors(images)
+    eyes = faces.attribute_names.index("eyes_open")
+    r = np.corrcoef(predicted[:, eyes], factors[:, eyes])[0, 1]
+    assert r > 0.9 and score["r2_eyes_open"] > 0.8   # it reads eye openness off pixels it never saw
+    assert readout.features(images[:5]).shape == (5, readout_module.FEATURES)
+    monkeypatch.setattr(readout_module, "_shipped_path", lambda data: tmp_path / "gone.safetensors")
+    with pytest.raises(CheckpointError, match="python -m latentforge.training.readout"):
+        readout_module.readout_for(faces)

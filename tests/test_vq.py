@@ -119,6 +119,39 @@ def test_fused_attention_and_the_key_value_cache_match_the_written_out_transform
                                    atol=1e-5, rtol=1e-4)
 
 
+def test_the_step_graph_with_its_cache_gives_the_full_transformers_logits():
+    from latentforge.models.prior import CodeTransformer, PriorStep
+    from latentforge.runtime.vq_sampling import StepLogits
+
+    rng = np.random.default_rng()   # fresh shapes and inputs each run
+    k, length = int(rng.integers(5, 40)), int(rng.integers(4, 50))
+    width, heads = [(16, 2), (24, 3), (32, 4)][int(rng.integers(3))]
+    model = CodeTransformer(k, length, width, int(rng.integers(1, 4)), heads).eval()
+    step = PriorStep(model)
+    tokens = torch.from_numpy(rng.integers(0, k, (3, length)))
+    tokens[:, 0] = k
+
+    def run(token, position, cache):
+        with torch.inference_mode():
+            out = step(torch.from_numpy(token), torch.from_numpy(position), torch.from_numpy(cache))
+        return [t.numpy() for t in out]
+
+    with torch.inference_mode():
+        full = model(tokens).numpy()
+    stepper = StepLogits(run, tuple(step.empty_cache(1).shape[1:]))
+    rows = [stepper(tokens[:, :t].numpy()) for t in range(1, length + 1)]
+    np.testing.assert_allclose(np.concatenate(rows, 1), full, atol=1e-5, rtol=1e-4)
+    # garbage in the not-yet-written slots changes nothing: they are masked
+    cache = stepper.cache.copy()
+    position = int(rng.integers(0, length))
+    cache[:, :, :, :, position:] = rng.standard_normal(cache[:, :, :, :, position:].shape)
+    logits, _ = run(tokens[:, position].numpy(), np.array(position), cache)
+    np.testing.assert_allclose(logits, full[:, position], atol=1e-5, rtol=1e-4)
+    split = int(rng.integers(1, length))   # a fresh stepper given a whole prefix steps through it
+    np.testing.assert_allclose(StepLogits(run, stepper.cache_shape)(tokens[:, :split].numpy())[:, 0],
+                               full[:, split - 1], atol=1e-5, rtol=1e-4)
+
+
 def test_next_code_temperature_and_top_k():
     logits = np.array([[0.0, 3.0, 1.0, 2.0]])
     assert next_code(logits, np.array([0.999]), 0.0, None)[0] == 1          # temperature 0: argmax
@@ -150,10 +183,10 @@ def test_export_parity_of_decoder_and_prior(trained_prior, tmp_path):
     model, info = load_checkpoint(trained_prior[1])
     graphs = vq_graphs(model, info)
     assert all(p.passed for p in check_vq_decoder(model.vqvae, graphs["decoder"]))
-    assert all(p.passed for p in check_prior(model.transformer, 16, 16, graphs["prior"]))
+    assert all(p.passed for p in check_prior(model.transformer, graphs["prior"]))
     with torch.no_grad():  # a graph of other weights must fail the same check
         model.transformer.head.bias.add_(1.0)
-    assert not all(p.passed for p in check_prior(model.transformer, 16, 16, graphs["prior"]))
+    assert not all(p.passed for p in check_prior(model.transformer, graphs["prior"]))
     written = export_vq(trained_prior[1], tmp_path / "dec.onnx", tmp_path / "prior.onnx")
     assert sorted(written) == ["decoder", "prior"]
     with pytest.raises(InputError, match="without a prior"):
@@ -169,7 +202,7 @@ def test_export_command_writes_the_vq_decoder_and_the_prior(trained_prior, tmp_p
     assert main(["export", str(prior), "--part", "prior", "-o", str(tmp_path / "prior.onnx")]) == 0
     assert main(["export", str(vq), "--part", "decoder", "-o", str(tmp_path / "dec.onnx")]) == 0
     graphs = {name: onnx.load(tmp_path / name) for name in ("prior.onnx", "dec.onnx")}
-    assert [i.name for i in graphs["prior.onnx"].graph.input] == ["tokens"]
+    assert [i.name for i in graphs["prior.onnx"].graph.input] == ["token", "position", "cache"]
     assert [i.name for i in graphs["dec.onnx"].graph.input] == ["codes"]
     meta = {p.key: p.value for p in graphs["dec.onnx"].metadata_props}
     assert meta["latentforge.kind"] == "vqvae" and meta["latentforge.precision"] == "fp32"

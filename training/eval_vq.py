@@ -81,7 +81,7 @@ def code_nll(model, codes: torch.Tensor) -> tuple[float, float]:
 
 
 def evaluate_prior(path, info, options) -> dict:
-    from .readout import frechet_distance, train_readout
+    from .readout import frechet_distance, readout_for
 
     n, seed = _options(options)
     model, info = load_checkpoint(path)
@@ -92,7 +92,7 @@ def evaluate_prior(path, info, options) -> dict:
     table = _table(len(images), numbers, model.config.vq.codebook_size)
     table += [("prior NLL of held-out codes", nll, "nats/image"), ("prior NLL", per_code, "bits/code")]
     if data.attribute_names:
-        readout, score = train_readout(data, seed=seed)
+        readout, score = readout_for(data)
         samples = prior_samples(model, len(images), seed)
         result["fd_prior_vs_data"] = frechet_distance(readout.features(samples), readout.features(images))
         result["readout_score"] = score

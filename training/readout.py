@@ -6,18 +6,28 @@ image, for every factor and not only eyes_open (which also has an exact pixel me
 faces.measure_eyes_open); (2) the feature extractor of "FD (domain features)", the
 Fréchet distance computed like FID but on these 64-d features, as PROTOCOLS.md asks, since
 Inception weights cannot be downloaded here. Deterministic for a seed; trained in seconds.
+
+For 64 px `faces` the readout is shipped (latentforge/weights/faces_readout.safetensors), so every
+FD and every edit table is measured with the same features and `evaluate` does not retrain it;
+remake it with `python -m latentforge.training.readout`. Other data sets train their own.
 """
 from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentforge.errors import InputError
+from latentforge.errors import CheckpointError, InputError
 from latentforge.images import from_uint8
 
 FEATURES = 64
+SHIPPED = {("faces", 64): "faces_readout.safetensors"}   # (data name, image size) -> file in latentforge/weights
+SHIPPED_STEPS = 3000   # the shipped one trains longer than a run's own (800): it is trained once
 
 
 class ReadoutNet(nn.Module):
@@ -92,6 +102,53 @@ def train_readout(data, steps: int = 800, batch: int = 64, seed: int = 0) -> tup
     return readout, score
 
 
+def _shipped_path(data):
+    import latentforge
+
+    name = SHIPPED.get((data.name, data.image_size))
+    return None if name is None else Path(latentforge.__file__).resolve().parent / "weights" / name
+
+
+def readout_for(data) -> tuple[Readout, dict]:
+    """The shipped readout for `data` where there is one (the same features in every run), else a trained one."""
+    path = _shipped_path(data)
+    if path is None:
+        return train_readout(data)
+    if not path.exists():
+        raise CheckpointError(f"the shipped readout {path} is missing; remake it with "
+                              "`python -m latentforge.training.readout`")
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = f.metadata()
+    net = ReadoutNet(data.channels, len(tensors["high"]) if meta["classify"] == "0" else 10)
+    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    readout = Readout(net, data.name, tensors["low"].numpy(), tensors["high"].numpy(), meta["classify"] == "1")
+    return readout, json.loads(meta["score"])
+
+
+def main() -> None:
+    from safetensors.torch import save_file
+
+    from latentforge.files import atomic_write
+
+    from .data import open_data
+
+    torch.set_num_threads(1)
+    for (name, size), _ in SHIPPED.items():
+        data = open_data(name, size)
+        readout, score = train_readout(data, steps=SHIPPED_STEPS)
+        tensors = {f"net.{k}": v.contiguous() for k, v in readout.net.state_dict().items()}
+        tensors |= {"low": torch.from_numpy(np.asarray(readout.low, np.float32)),
+                    "high": torch.from_numpy(np.asarray(readout.high, np.float32))}
+        meta = {"score": json.dumps(score), "classify": str(int(readout.classify)),
+                "command": "python -m latentforge.training.readout", "steps": str(SHIPPED_STEPS), "data": f"{name} {size} px, train split"}
+        path = _shipped_path(data)
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        print(f"wrote {path}: held-out {score}", file=sys.stderr)
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets [N, d] (FID's formula)."""
     from scipy import linalg
@@ -107,3 +164,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
     trace_root = np.sqrt(np.clip(linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)
+
+
+if __name__ == "__main__":
+    main()
