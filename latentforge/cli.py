@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gp-lambda", type=float, default=10.0, help="wgan-gp: gradient penalty weight")
     p.add_argument("--unroll", type=int, default=5, help="unrolled-gan: D steps the generator looks ahead through")
     p.add_argument("--lr-decay-start", type=float, default=0.5,
-                   help="GANs: the lr decays linearly to 0 from this fraction of --steps (1 = constant lr)")
+                   help="GANs and priors: the lr decays linearly to 0 from this fraction of --steps "
+                        "(1 = constant lr)")
     p.set_defaults(func=cmd_train)
 
     for name, func, helptext in (("sample", cmd_sample, "decode random latents to a PNG grid or .npy"),

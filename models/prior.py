@@ -76,6 +76,8 @@ class CausalSelfAttention(nn.Module):
             k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
         cache[:] = [k, v]
         t, total = q.shape[2], k.shape[2]
+        if t == 1:   # the sampling loop's case: one new position sees everything cached, so no mask to build
+            return self._merge(F.scaled_dot_product_attention(q, k, v))
         allowed = torch.ones(t, total, dtype=torch.bool, device=x.device).tril(total - t)
         return self._merge(F.scaled_dot_product_attention(q, k, v, attn_mask=allowed))
 

@@ -39,6 +39,9 @@ def vqvae_step(cfg, model, optimizers, x, noise) -> dict:
 
 
 def prior_step(cfg, model, optimizers, x, noise) -> dict:
+    from .gan_recipes import decay_lr
+
+    decay_lr(cfg, optimizers)   # --lr-decay-start: linear to 0 over the end of the run, as for the GANs
     (opt,) = optimizers
     with torch.no_grad():
         codes = model.vqvae.encode(x)
@@ -128,4 +131,4 @@ VQVAE = Recipe(lr=5e-4, betas=(0.9, 0.999), build=_build_vqvae,
                step=vqvae_step, configure=_configure_vqvae, samples=_reconstructions)
 PRIOR = Recipe(lr=3e-4, betas=(0.9, 0.95), build=_build_prior,
                optimizers=lambda cfg, model, adam: [adam(model.transformer.parameters())],
-               step=prior_step, configure=_configure_prior, samples=_prior_samples)
+               step=prior_step, configure=_configure_prior, samples=_prior_samples, run_fields=("lr_decay_start",))
