@@ -295,3 +295,18 @@ def test_vqvae_and_prior_train_on_digits_and_on_an_image_folder(tmp_path):
         model = latentforge.load(out / "prior" / "checkpoint.safetensors")
         assert model.sample(2, seed=0).shape == (2, 32, 32, 1 if data == "digits" else 3)
     assert main(["train", "vae", "--data", "digits", "--out", str(tmp_path / "x"), "--codebook-size", "8"]) == 2
+
+
+def test_sampling_benchmark_runs_every_engine_and_they_draw_the_same_images(trained_prior, tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("vq_sampling_bench",
+                                                  Path(__file__).parents[1] / "benchmarks" / "vq_sampling_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "vq-sampling"
+    assert bench.main([str(trained_prior[1]), "--repeats", "1", "--batch", "2", "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert len(rows) == 4 and all(r["images_per_s"] > 0 for r in rows)
+    assert max(r["max_pixel_diff_vs_first_engine"] for r in rows) <= 1   # same seed, same codes, on every engine
