@@ -239,6 +239,9 @@ def test_exported_prior_and_decoder_load_and_sample_like_the_checkpoint(trained_
     on_torch = latentforge.load(prior, backend="torch")
     np.testing.assert_array_equal(model.sample_codes(3, seed=seed, top_k=8), on_torch.sample_codes(3, seed=seed, top_k=8))
     assert np.abs(model.sample(3, seed=seed).astype(int) - on_torch.sample(3, seed=seed)).max() <= 1
+    on_openvino = latentforge.load(pri, decoder=dec, backend="openvino")   # the same graphs, another runtime
+    np.testing.assert_array_equal(on_openvino.sample_codes(3, seed=seed, top_k=8), on_torch.sample_codes(3, seed=seed,
+                                                                                                         top_k=8))
     decoder_only = latentforge.load(dec)
     assert decoder_only.kind == "vqvae" and decoder_only.decode_codes(np.zeros((2, 4, 4), int)).shape == (2, 32, 32, 3)
     with pytest.raises(InputError, match="without a prior"):
