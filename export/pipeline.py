@@ -59,6 +59,9 @@ class ExportOptions:
             raise InputError(f"--batch must be MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX, got {self.batch}")
         if self.fp16_io and self.precision != "fp16":
             raise InputError(f"--fp16-io goes with --dtype fp16, not {self.precision}")
+        if self.fp16_io and self.part == "prior":
+            raise InputError("--fp16-io does not apply to --part prior: its key/value cache is float32 in the sampling "
+                             "loop; drop --fp16-io (the fp16 prior still computes in fp16 inside)")
         if self.precision == "bf16" and (self.format == "tensorrt" or
                                          (self.format == "triton" and self.triton_backend == "tensorrt")):
             raise InputError("TensorRT engines are fp32, fp16 or int8 (TensorRT 11 takes precision from the graph, "

@@ -2,11 +2,12 @@
 
 - VQ decoder: `codes` int64 [N, h, w] -> `image` float32 [N, C, H, W] in the model's value range.
 - Prior: one sampling step over a fixed-size key/value cache (models.prior.PriorStep): `token` int64 [N]
-  (the start token K at position 0), `position` int64 [], `cache` float32 [N, layers, 2, heads, T, d]
+  (the start token K at position 0), `position` int64 [1], `cache` float32 [N, layers, 2, heads, T, d]
   -> `logits` float32 [N, K] for the next code and `kv` [N, layers, 2, heads, d], this position's keys
   and values, which the sampling loop (NumPy, seeded PCG64, latentforge.runtime.vq_sampling) writes
-  into its cache. Static shapes but for the batch, so it suits TensorRT too. Recomputing the prefix each
-  step instead cost 2.6 s an image at a 16x16 grid (256 codes) on this CPU.
+  into its cache. Static shapes but for the batch. Recomputing the prefix each step instead cost 2.6 s an
+  image at a 16x16 grid (256 codes) on this CPU. (The runtime loads VQ graphs on onnxruntime and OpenVINO;
+  VQ TensorRT engines can be built by the exporter but the runtime does not load them yet.)
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ def step_inputs(step: PriorStep, n: int, rng: np.random.Generator) -> dict[str, 
     length = step.transformer.position.shape[0]
     cache = rng.standard_normal(tuple(step.empty_cache(n).shape)).astype(np.float32)
     return {"token": rng.integers(0, k + 1, n, dtype=np.int64),
-            "position": np.array(rng.integers(0, length), dtype=np.int64), "cache": cache}
+            "position": np.array([rng.integers(0, length)], dtype=np.int64), "cache": cache}
 
 
 def prior_onnx(transformer, meta: dict[str, str], opset: int = DEFAULT_OPSET) -> bytes:
@@ -148,11 +149,11 @@ def check_prior(transformer, data: bytes, atol: float = 1e-3, rtol: float = 1e-3
     for n, position in ((1, 0), (PARITY_BATCHES[-1], None), (PARITY_BATCHES[-1], length - 1)):
         feeds = step_inputs(step, n, rng)
         if position is not None:
-            feeds["position"] = np.array(position, dtype=np.int64)
+            feeds["position"] = np.array([position], dtype=np.int64)
         with torch.inference_mode():
             ref = [t.numpy() for t in step(**{k: torch.from_numpy(v) for k, v in feeds.items()})]
         got = session.run(["logits", "kv"], feeds)
-        where = f"batch={n}, position={int(feeds['position'])}"
+        where = f"batch={n}, position={int(feeds['position'][0])}"
         results += [compare(f"logits[{where}]", ref[0], got[0], atol, rtol),
                     compare(f"kv[{where}]", ref[1], got[1], atol, rtol)]
     return results

@@ -2,9 +2,11 @@
 
 The "prior" model carries its VQ-VAE inside (frozen), so one checkpoint samples images:
 the transformer draws a code grid token by token, the VQ-VAE's decoder turns it into an
-image. Token K (the codebook size) is a start token that is never sampled. The graph maps
-tokens [N, T] to next-code logits [N, T, K]; the sampling loop runs outside it (NumPy,
-seeded PCG64 in latentforge.runtime.vq_sampling) so every backend draws the same codes.
+image. Token K (the codebook size) is a start token that is never sampled. The transformer
+maps tokens [N, T] to next-code logits [N, T, K] (training, NLL); sampling feeds it one token
+at a time over a key/value cache (CachedLogits on torch, PriorStep as the exported graph). The
+sampling loop runs outside any graph (NumPy, seeded PCG64 in latentforge.runtime.vq_sampling)
+so every backend draws the same codes.
 """
 from __future__ import annotations
 
@@ -123,12 +125,12 @@ class CodeTransformer(nn.Module):
 class PriorStep(nn.Module):
     """One sampling step over a fixed-size key/value cache, for graphs with static shapes (ONNX, TensorRT).
 
-    (token [N] int64, position [] int64, cache [N, layers, 2, heads, T, d]) -> (logits [N, K] of the code after
+    (token [N] int64, position [1] int64, cache [N, layers, 2, heads, T, d]) -> (logits [N, K] of the code after
     `token`, kv [N, layers, 2, heads, d]: this position's keys and values, which the caller writes into slot
     `position` of its cache). `token` is the token at `position` (the start token K at 0). Only slots before
-    `position` are read; the rest may hold anything. The graph reads the cache once and writes only `kv`: the
-    step costs one position, not the whole prefix, and no copy of the cache. Same numbers as
-    `CodeTransformer.forward`'s row `position` (tests/test_vq.py).
+    `position` count; the rest may hold any finite values. The graph reads the cache and writes only `kv`, so
+    a step costs one position, not the whole prefix (onnxruntime on CPU reads the caller's array in place).
+    Same numbers as `CodeTransformer.forward`'s row `position` (tests/test_vq.py).
     """
 
     def __init__(self, transformer: CodeTransformer) -> None:
@@ -152,7 +154,9 @@ class PriorStep(nn.Module):
             q, k, v = attention.qkv(block.norm1(h)).view(n, 3, attention.heads, -1).unbind(1)   # [N, heads, d]
             scale = q.shape[-1] ** -0.5
             earlier = (cache[:, i, 0] @ q[..., None]).squeeze(-1) * scale             # [N, heads, T]
-            earlier = earlier.masked_fill(unwritten, float("-inf"))
+            # A finite mask, not -inf: exp underflows to exactly 0 all the same, and the fp16 variant's range check
+            # (export/precision.py) does not take an infinity for an overflow.
+            earlier = earlier.masked_fill(unwritten, -1e4)
             weights = torch.cat([earlier, (k * q).sum(-1, keepdim=True) * scale], -1).softmax(-1)
             y = (weights[:, :, None, :-1] @ cache[:, i, 1]).squeeze(2) + weights[..., -1:] * v   # [N, heads, d]
             h = h + attention.out(y.reshape(n, -1))
@@ -178,7 +182,7 @@ class CachedLogits:
             new = tokens
         else:
             new = tokens[:, -1:]
-        self.tokens = tokens
+        self.tokens = tokens.clone()   # the caller may reuse its buffer
         return self.transformer.step(new, self.caches)[:, -1:]
 
 

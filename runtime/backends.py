@@ -98,7 +98,8 @@ def variant_path(path: Path, precision: str) -> Path:
     variant = path.with_name(f"{path.stem}.{precision}{path.suffix}")
     if not variant.exists():
         raise CheckpointError(f"precision {precision!r} loads the variant {str(variant)!r}, which does not exist; "
-                              f"make it with `latentforge export CHECKPOINT --dtype {precision} -o {variant}`")
+                              f"make it with `latentforge export CHECKPOINT --dtype {precision} -o {variant}` "
+                              f"(adding the --part that {path.name} holds if it is not the decoder)")
     return variant
 
 

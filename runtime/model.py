@@ -168,6 +168,8 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
          precision: str = "fp32", decoder: str | os.PathLike | None = None) -> Model:
     """Load a checkpoint (`.safetensors`), an exported `.onnx` (decoder or filter graph) or a TensorRT `.plan`.
 
+    A vqvae or prior checkpoint, or an exported VQ decoder / prior `.onnx`, gives a `VQModel` (code grids).
+
     backend "auto" picks the fastest available for the artifact (see runtime/backends.py; `Model.backend`
     says which). "onnxruntime"/"openvino" with a checkpoint export its decoder in memory (encode stays on
     torch). `precision` other than fp32 loads the exporter's variant `NAME.<precision>.onnx` beside an
@@ -184,9 +186,12 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
     path = check_model_file(path)
     if decoder is not None:
         decoder = check_model_file(decoder)
-        if not (is_onnx(path) and is_onnx(decoder)):
-            raise InputError("decoder= pairs an exported VQ prior .onnx with its VQ decoder .onnx; a checkpoint "
-                             "carries its own decoder, so load it alone")
+        if not is_onnx(path):
+            raise InputError(f"decoder= goes with an exported VQ prior .onnx; {str(path)!r} is not one (a prior "
+                             "checkpoint carries its own decoder: load it alone)")
+        if not is_onnx(decoder):
+            raise InputError(f"decoder= must be the VQ decoder .onnx (made by `latentforge export PRIOR_CKPT --part "
+                             f"decoder -o DECODER.onnx`), got {str(decoder)!r}")
     if backend == "auto":
         backend = pick(path, is_onnx(path))
     if is_plan(path):
@@ -246,7 +251,7 @@ def _load_onnx(path: Path, backend: str, threads, precision: str, decoder: Path 
                 check_variant(graph.metadata, source, precision)
             return graph
 
-        return load_vq_graphs(path, graph, backend, decoder, open_decoder, threads)
+        return load_vq_graphs(path, graph, backend, decoder, open_decoder)
     if decoder is not None:
         raise InputError(f"decoder= goes with an exported VQ prior; {str(path)!r} is a {meta.get(META + 'part')!r} "
                          "graph, so load it alone")
@@ -264,6 +269,9 @@ def _load_plan(path: Path, backend: str) -> Model:
 
     sidecar = read_engine_sidecar(path)
     meta = sidecar_metadata(sidecar)
+    if meta.get(META + "part") in ("vq_decoder", "prior"):
+        raise BackendUnavailable(f"{str(path)!r} is a VQ {meta[META + 'part']} engine, which the runtime does not load "
+                                 "yet; run the exported .onnx on onnxruntime or openvino")
     info = from_onnx_metadata(meta, path)
     precision = sidecar.get("metadata", {}).get("precision", "fp32")
     if meta.get(META + "part") == "filter":
@@ -279,7 +287,7 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str) -> Model
     if checkpoint.kind in ("vqvae", "prior"):  # code grids, not latent vectors: their own model class
         from .vq_model import load_vq
 
-        return load_vq(path, backend, threads)
+        return load_vq(path, backend, threads, precision)
     info = from_checkpoint(checkpoint)
     if backend in ("onnxruntime", "openvino"):
         if precision not in ("fp32", "bf16") or (precision == "bf16" and backend == "onnxruntime"):

@@ -1,9 +1,11 @@
 """A loaded VQ-VAE or VQ-VAE + prior: `sample()` draws a code grid with the prior, then decodes it.
 
-Backends: "torch" runs the checkpoint's modules; "onnxruntime" exports the decoder and the
-prior in memory (latentforge.export.vq, parity-checked) and runs them in sessions. The
-sampling loop is NumPy with a seeded PCG64 either way, so a seed gives the same codes and the
-same image on both.
+From a checkpoint: "torch" runs its modules (the prior with a growing key/value cache);
+"onnxruntime" and "openvino" export the VQ decoder and the prior's step graph in memory
+(latentforge.export.vq, parity-checked) and run them. From exported files: the VQ decoder
+`.onnx` alone (decode_codes), or the prior `.onnx` with `decoder=` its VQ decoder, on
+onnxruntime or OpenVINO. The sampling loop is NumPy with a seeded PCG64 everywhere, so a seed
+gives the same codes and the same image on every backend.
 """
 from __future__ import annotations
 
@@ -12,35 +14,71 @@ from pathlib import Path
 
 import numpy as np
 
-from latentforge.errors import InputError
+from latentforge.checkpoint import PREFIX as META
+from latentforge.errors import CheckpointError, InputError
 from latentforge.images import from_uint8, to_uint8
 
 from .vq_sampling import StepLogits, sample_codes
 
+CHUNK = 256   # images a sampling run draws at once: the key/value cache is ~1 MiB an image at a 16x16 grid
+STEP_IO = (["token", "position", "cache"], ["logits", "kv"])
+
 
 class VQModel:
+    point_dim = 0   # image models only
+
     def __init__(self, path: Path, kind: str, backend: str, facts: dict, decode, logits=None, encode=None,
-                 threads: int = 1, precision: str = "fp32"):
+                 threads: int = 1, precision: str = "fp32", no_prior: str = ""):
         """`facts`: image_shape (H, W, C), value_range, codebook_size, code_grid (a side). `logits()` gives a fresh
-        tokens -> logits function for one sampling run (it may keep state, e.g. a key/value cache)."""
+        tokens -> logits function for one sampling run (it may keep state, e.g. a key/value cache). `no_prior`: what
+        `sample` says when there is no prior."""
         self.path, self.kind, self.backend, self.threads, self.precision = Path(path), kind, backend, threads, precision
         self.image_shape = tuple(facts["image_shape"])
         self.value_range = tuple(facts["value_range"])
         self.codebook_size = int(facts["codebook_size"])
         self.code_grid = int(facts["code_grid"])
         self.attributes: dict[str, np.ndarray] = {}
-        self._decode, self._logits, self._encode = decode, logits, encode
+        self._decode, self._logits, self._encode, self._no_prior = decode, logits, encode, no_prior
+
+    # A VQ model has code grids where a VAE has latent vectors: say so instead of an AttributeError.
+    def _no_latent(self, what: str):
+        raise InputError(f"{str(self.path)!r} is a VQ model: it has code grids, not latent vectors, so it cannot "
+                         f"{what}; use sample(), sample_codes() and decode_codes()")
+
+    @property
+    def latent_dim(self):
+        self._no_latent("take latents")
+
+    @property
+    def has_encoder(self) -> bool:
+        return self._encode is not None
+
+    def decode(self, z):
+        self._no_latent("decode latents")
+
+    def edit(self, *args, **kwargs):
+        self._no_latent("be edited along attribute directions")
+
+    def filter_graph(self):
+        self._no_latent("run as a latent-edit filter")
 
     def sample(self, n: int, seed: int | None = None, temperature: float = 1.0, top_k: int | None = None) -> np.ndarray:
         """n images uint8 [n, H, W, C]: codes drawn by the prior (temperature, top-k), then decoded."""
-        if self._logits is None:
-            raise InputError(f"{str(self.path)!r} is a VQ-VAE without a prior, so it cannot sample; train one with "
-                             f"`latentforge train prior {self.path}` and load that checkpoint")
         return self.decode_codes(self.sample_codes(n, seed, temperature, top_k))
 
     def sample_codes(self, n: int, seed: int | None = None, temperature: float = 1.0,
                      top_k: int | None = None) -> np.ndarray:
-        return sample_codes(self._logits(), n, self.code_grid, self.codebook_size, seed, temperature, top_k)
+        """n code grids int64 [n, h, w]. Drawn CHUNK images at a time, each chunk with its own seed (seed + offset),
+        so a large n never holds every cache at once."""
+        if self._logits is None:
+            raise InputError(self._no_prior)
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
+            raise InputError(f"n must be a positive integer, got {n!r}")
+        if n <= CHUNK:
+            return sample_codes(self._logits(), n, self.code_grid, self.codebook_size, seed, temperature, top_k)
+        return np.concatenate([
+            sample_codes(self._logits(), min(CHUNK, n - i), self.code_grid, self.codebook_size,
+                         None if seed is None else seed + i, temperature, top_k) for i in range(0, n, CHUNK)])
 
     def decode_codes(self, codes) -> np.ndarray:
         """Code grids int [N, h, w] -> uint8 [N, H, W, C]."""
@@ -51,7 +89,9 @@ class VQModel:
                              f"got {codes.dtype} {list(codes.shape)}")
         if codes.min() < 0 or codes.max() >= self.codebook_size:
             raise InputError(f"codes must be in 0..{self.codebook_size - 1}, got {codes.min()}..{codes.max()}")
-        return to_uint8(self._decode(codes.astype(np.int64)), self.value_range)
+        codes = codes.astype(np.int64)
+        return np.concatenate([to_uint8(self._decode(codes[i:i + CHUNK]), self.value_range)
+                               for i in range(0, len(codes), CHUNK)])
 
     def encode(self, images) -> np.ndarray:
         """uint8 [N, H, W, C] -> code grids int64 [N, h, w] (torch; checkpoints only)."""
@@ -66,72 +106,82 @@ class VQModel:
 
     def __repr__(self) -> str:
         return (f"VQModel(kind={self.kind!r}, image_shape={self.image_shape}, codebook_size={self.codebook_size}, "
-                f"code_grid={self.code_grid}, backend={self.backend!r}, path={str(self.path)!r})")
+                f"code_grid={self.code_grid}, backend={self.backend!r}, precision={self.precision!r}, "
+                f"path={str(self.path)!r})")
 
 
-def load_vq(path: Path, backend: str, threads: int | None) -> VQModel:
+def _on_graphs(path: Path, kind: str, backend: str, facts: dict, decoder, prior, cache_shape, encode=None,
+               no_prior: str = "") -> VQModel:
+    """A VQModel over opened graphs (OrtGraph/OvGraph: `.run(feeds)` -> outputs in order); `prior` may be None."""
+    def decode(codes: np.ndarray) -> np.ndarray:
+        return decoder.run({"codes": codes})[0]
+
+    def run_step(token, position, cache):
+        return prior.run({"token": token, "position": position, "cache": cache})
+
+    def logits():
+        return StepLogits(run_step, cache_shape)
+
+    return VQModel(path, kind, backend, facts, decode, logits if prior is not None else None, encode,
+                   decoder.threads, decoder.precision, no_prior)
+
+
+def load_vq(path: Path, backend: str, threads: int | None, precision: str = "fp32") -> VQModel:
+    """A vqvae or prior checkpoint on torch, or (its graphs exported in memory) on onnxruntime or OpenVINO."""
     import torch
 
     from latentforge.checkpoint import load_checkpoint
 
     from .torch_backend import thread_count
 
+    if precision != "fp32":
+        raise InputError(f"a VQ checkpoint runs at fp32; for {precision} export the parts with `latentforge export "
+                         f"{path} --part prior|decoder --dtype {precision}` and load the .onnx files")
     module, info = load_checkpoint(path)
     vqvae = module.vqvae if info.kind == "prior" else module
+    vq = info.config["vqvae"] if info.kind == "prior" else info.config
+    facts = {"image_shape": (vq["image_size"], vq["image_size"], vq["channels"]), "value_range": info.value_range,
+             "codebook_size": vq["codebook_size"], "code_grid": vq["image_size"] >> vq["downsample"]}
+    no_prior = (f"{str(path)!r} is a VQ-VAE without a prior, so it cannot sample; train one with "
+                f"`latentforge train prior {path}` and load that checkpoint")
 
     def encode(x: np.ndarray) -> np.ndarray:
         with thread_count(threads), torch.inference_mode():
             return vqvae.encode(torch.from_numpy(x)).numpy()
 
-    if backend == "onnxruntime":
+    if backend in ("onnxruntime", "openvino"):
         from latentforge.export.vq import vq_graphs
         from latentforge.models.prior import PriorStep
 
-        from .ort_backend import open_session, session_options
+        from .model import open_graph
 
-        graphs = vq_graphs(module, info)
-        sessions = {part: open_session(g, session_options(threads), f"the {part} graph of {str(path)!r}")
-                    for part, g in graphs.items()}
-
-        def decode(codes: np.ndarray) -> np.ndarray:
-            return sessions["decoder"].run(["image"], {"codes": codes})[0]
-
-        def run_step(token, position, cache):
-            return sessions["prior"].run(["logits", "kv"], {"token": token, "position": position, "cache": cache})
-
+        graphs = {part: open_graph(backend, data, threads, f"the {part} graph of {str(path)!r}")
+                  for part, data in vq_graphs(module, info).items()}
         cache_shape = tuple(PriorStep(module.transformer).empty_cache(1).shape[1:]) if info.kind == "prior" else ()
+        return _on_graphs(path, info.kind, backend, facts, graphs["decoder"], graphs.get("prior"), cache_shape,
+                          encode, no_prior)
 
-        def logits():
-            return StepLogits(run_step, cache_shape)
-    else:
-        def decode(codes: np.ndarray) -> np.ndarray:
+    def decode(codes: np.ndarray) -> np.ndarray:
+        with thread_count(threads), torch.inference_mode():
+            return vqvae.decode(torch.from_numpy(codes)).numpy()
+
+    def logits():
+        from latentforge.models.prior import CachedLogits
+
+        cached = CachedLogits(module.transformer)
+
+        def run(tokens: np.ndarray) -> np.ndarray:
             with thread_count(threads), torch.inference_mode():
-                return vqvae.decode(torch.from_numpy(codes)).numpy()
+                return cached(torch.from_numpy(tokens)).numpy()
 
-        def logits():
-            from latentforge.models.prior import CachedLogits
+        return run
 
-            cached = CachedLogits(module.transformer)
-
-            def run(tokens: np.ndarray) -> np.ndarray:
-                with thread_count(threads), torch.inference_mode():
-                    return cached(torch.from_numpy(tokens)).numpy()
-
-            return run
-
-    prior = logits if info.kind == "prior" else None
-    vq = info.config["vqvae"] if info.kind == "prior" else info.config
-    facts = {"image_shape": (vq["image_size"], vq["image_size"], vq["channels"]), "value_range": info.value_range,
-             "codebook_size": vq["codebook_size"], "code_grid": vq["image_size"] >> vq["downsample"]}
-    return VQModel(path, info.kind, "onnxruntime" if backend == "onnxruntime" else "torch", facts, decode, prior,
-                   encode, threads or torch.get_num_threads())
+    return VQModel(path, info.kind, "torch", facts, decode, logits if info.kind == "prior" else None, encode,
+                   threads or torch.get_num_threads(), no_prior=no_prior)
 
 
 def _graph_facts(meta: dict[str, str], path: Path) -> dict:
     """The VQ facts an exported graph's metadata_props carry (latentforge.export.vq.vq_metadata)."""
-    from latentforge.checkpoint import PREFIX as META
-    from latentforge.errors import CheckpointError
-
     try:
         channels, height, width = (int(v) for v in json.loads(meta[META + "image_shape"]))
         grid = [int(v) for v in json.loads(meta[META + "code_grid"])]
@@ -143,59 +193,47 @@ def _graph_facts(meta: dict[str, str], path: Path) -> dict:
     return facts
 
 
-def load_vq_graphs(path: Path, graph, backend: str, decoder_path: Path | None, open_decoder,
-                   threads: int | None) -> VQModel:
-    """An exported VQ decoder (`codes` -> `image`), or a prior (`tokens` -> `logits`) with its decoder beside it.
+def load_vq_graphs(path: Path, graph, backend: str, decoder_path: Path | None, open_decoder) -> VQModel:
+    """An exported VQ decoder (`codes` -> `image`), or a prior's step graph ((token, position, cache) -> (logits,
+    kv)) with its decoder beside it.
 
     `graph` is the opened `path`; `open_decoder(decoder_path)` opens the decoder graph on the same backend and
     precision. A prior and a decoder exported from different VQ-VAEs are refused (their vqvae_sha256 differ).
     """
-    from latentforge.checkpoint import PREFIX as META
-    from latentforge.errors import CheckpointError
-
     meta, part = graph.metadata, graph.metadata.get(META + "part")
     facts = _graph_facts(meta, path)
+    cache_shape = ()
     if part == "vq_decoder":
         if decoder_path is not None:
             raise InputError(f"{str(path)!r} is itself a VQ decoder; `decoder=` goes with a prior graph")
         decoder, prior = graph, None
     else:
         if decoder_path is None:
-            raise InputError(f"{str(path)!r} is a code prior, which draws codes but cannot draw them as images: "
-                             "also give its VQ decoder, `load(PRIOR_ONNX, decoder=DECODER_ONNX)` (CLI: --decoder), "
-                             "made by `latentforge export PRIOR_CKPT --part decoder -o DECODER_ONNX`")
+            raise InputError(f"{str(path)!r} is a code prior, which draws codes but not images: also give its VQ "
+                             "decoder, `load(PRIOR_ONNX, decoder=DECODER_ONNX)` (`latentforge sample PRIOR_ONNX "
+                             "--decoder DECODER_ONNX`), made by `latentforge export PRIOR_CKPT --part decoder`")
         decoder, prior = open_decoder(decoder_path), graph
         dmeta = decoder.metadata
         if dmeta.get(META + "part") != "vq_decoder":
             raise InputError(f"decoder {str(decoder_path)!r} is not a VQ decoder graph (latentforge.part="
                              f"{dmeta.get(META + 'part')!r}); export one with `--part decoder` from the prior checkpoint")
-        mine = _graph_facts(dmeta, decoder_path)
         ours, theirs = meta.get(META + "vqvae_sha256"), dmeta.get(META + "vqvae_sha256")
-        if mine != facts or (ours and theirs and ours != theirs):
-            raise CheckpointError(f"prior {str(path)!r} and decoder {str(decoder_path)!r} come from different "
-                                  "VQ-VAEs; export both from the same prior checkpoint")
-    if decoder.input_names != ["codes"] or decoder.output_names != ["image"]:
-        raise CheckpointError(f"the VQ decoder has inputs {decoder.input_names} and outputs {decoder.output_names}, "
-                              "expected ['codes'] -> ['image']; re-export it with `latentforge export`")
-    step_io = (["token", "position", "cache"], ["logits", "kv"])
-    if prior is not None and (prior.input_names, prior.output_names) != step_io:
-        raise CheckpointError(f"{str(path)!r} has inputs {prior.input_names} and outputs {prior.output_names}, "
-                              f"expected {step_io[0]} -> {step_io[1]}; re-export it with `latentforge export`")
-    if prior is not None:
+        if _graph_facts(dmeta, decoder_path) != facts or ours != theirs:
+            raise CheckpointError(f"prior {str(path)!r} and decoder {str(decoder_path)!r} do not come from the same "
+                                  "VQ-VAE (their latentforge.vqvae_sha256 differ); export both from one prior "
+                                  "checkpoint with this version of latentforge")
+        if (prior.input_names, prior.output_names) != STEP_IO:
+            raise CheckpointError(f"{str(path)!r} has inputs {prior.input_names} and outputs {prior.output_names}, "
+                                  f"expected {STEP_IO[0]} -> {STEP_IO[1]}; re-export it with `latentforge export`")
         try:
             cache_shape = tuple(int(v) for v in json.loads(meta[META + "prior_cache"]))
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{str(path)!r} lacks a usable latentforge.prior_cache ({e}); re-export it with "
                                   "`latentforge export`") from None
-
-    def decode(codes: np.ndarray) -> np.ndarray:
-        return decoder.run({"codes": codes})[0]
-
-    def run_step(token, position, cache):
-        return prior.run({"token": token, "position": position, "cache": cache})
-
-    def logits():
-        return StepLogits(run_step, cache_shape)
-
-    return VQModel(path, "prior" if prior is not None else "vqvae", backend, facts, decode,
-                   logits if prior is not None else None, None, threads or 1, precision=graph.precision)
+    if decoder.input_names != ["codes"] or decoder.output_names != ["image"]:
+        raise CheckpointError(f"the VQ decoder has inputs {decoder.input_names} and outputs {decoder.output_names}, "
+                              "expected ['codes'] -> ['image']; re-export it with `latentforge export`")
+    no_prior = (f"{str(path)!r} is a VQ decoder: it decodes code grids (decode_codes) but draws none; to sample, "
+                "load the prior graph with it, `load(PRIOR_ONNX, decoder=...)`")
+    return _on_graphs(path, "prior" if prior is not None else "vqvae", backend, facts, decoder, prior, cache_shape,
+                      no_prior=no_prior)

@@ -1,8 +1,9 @@
 """The code prior's sampling loop, in NumPy, outside any graph.
 
-The transformer (torch or an onnxruntime session) is only a function tokens [N, t] ->
-logits [N, t, K]; the draws come from NumPy's PCG64, so a seed gives the same code grid,
-and so the same image, on every backend (as `latentforge.latents` does for VAEs).
+The prior is only a function tokens [N, t] -> logits [N, t', K] whose last row is read (the
+cached samplers return just that row: CachedLogits on torch, StepLogits here over an exported
+step graph on onnxruntime or OpenVINO); the draws come from NumPy's PCG64, so a seed gives the
+same code grid, and so the same image, on every backend (as `latentforge.latents` does for VAEs).
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ class StepLogits:
             self.cache = np.zeros((n, *self.cache_shape), dtype=np.float32)
             positions = range(t)
         for p in positions:
-            logits, kv = self.run(np.ascontiguousarray(tokens[:, p]), np.array(p, dtype=np.int64), self.cache)
+            logits, kv = self.run(np.ascontiguousarray(tokens[:, p]), np.array([p], dtype=np.int64), self.cache)
             self.cache[:, :, :, :, p] = kv
         self.tokens = tokens.copy()
         return logits[:, None]

@@ -145,7 +145,7 @@ def test_the_step_graph_with_its_cache_gives_the_full_transformers_logits():
     cache = stepper.cache.copy()
     position = int(rng.integers(0, length))
     cache[:, :, :, :, position:] = rng.standard_normal(cache[:, :, :, :, position:].shape)
-    logits, _ = run(tokens[:, position].numpy(), np.array(position), cache)
+    logits, _ = run(tokens[:, position].numpy(), np.array([position]), cache)
     np.testing.assert_allclose(logits, full[:, position], atol=1e-5, rtol=1e-4)
     split = int(rng.integers(1, length))   # a fresh stepper given a whole prefix steps through it
     np.testing.assert_allclose(StepLogits(run, stepper.cache_shape)(tokens[:, :split].numpy())[:, 0],
@@ -244,7 +244,7 @@ def test_exported_prior_and_decoder_load_and_sample_like_the_checkpoint(trained_
                                                                                                          top_k=8))
     decoder_only = latentforge.load(dec)
     assert decoder_only.kind == "vqvae" and decoder_only.decode_codes(np.zeros((2, 4, 4), int)).shape == (2, 32, 32, 3)
-    with pytest.raises(InputError, match="without a prior"):
+    with pytest.raises(InputError, match="draws none; to sample, load the prior graph"):
         decoder_only.sample(1)
     with pytest.raises(InputError, match="without the VQ encoder"):
         decoder_only.encode(np.zeros((1, 32, 32, 3), np.uint8))
@@ -268,7 +268,7 @@ def test_a_prior_with_another_vq_vaes_decoder_is_refused(trained_prior, tmp_path
     save_checkpoint(other, module, data=info.data, step=info.step)
     assert main(["export", str(prior), "--part", "prior", "-o", str(tmp_path / "prior.onnx")]) == 0
     assert main(["export", str(other), "--part", "decoder", "-o", str(tmp_path / "dec.onnx")]) == 0
-    with pytest.raises(CheckpointError, match="different VQ-VAEs"):
+    with pytest.raises(CheckpointError, match="do not come from the same VQ-VAE"):
         latentforge.load(tmp_path / "prior.onnx", decoder=tmp_path / "dec.onnx")
 
 
@@ -313,3 +313,31 @@ def test_sampling_benchmark_runs_every_engine_and_they_draw_the_same_images(trai
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert len(rows) == 4 and all(r["images_per_s"] > 0 for r in rows)
     assert max(r["max_pixel_diff_vs_first_engine"] for r in rows) <= 1   # same seed, same codes, on every engine
+
+
+def test_vq_models_refuse_what_they_cannot_do_in_one_line(trained_prior, tmp_path, capsys, monkeypatch):
+    import latentforge.runtime.vq_model as vq_model
+
+    vq, prior = trained_prior
+    model = latentforge.load(prior, backend="torch")
+    with pytest.raises(InputError, match="code grids, not latent vectors"):
+        model.latent_dim
+    with pytest.raises(InputError, match="latent-edit filter"):
+        latentforge.Filter(model)
+    with pytest.raises(InputError, match="runs at fp32"):
+        latentforge.load(prior, precision="fp16")
+    assert main(["interpolate", str(prior), "-o", str(tmp_path / "walk.png")]) == 2
+    assert "code grids, not latent vectors" in capsys.readouterr().err
+    assert not (tmp_path / "walk.png").exists()
+    assert main(["export", str(prior), "--part", "prior", "--dtype", "fp16", "--fp16-io",
+                 "-o", str(tmp_path / "p.onnx")]) == 2
+    assert "--fp16-io does not apply to --part prior" in capsys.readouterr().err
+    with pytest.raises(InputError, match="decoder= goes with an exported VQ prior"):
+        latentforge.load(prior, decoder=vq)
+    # more images than one chunk: drawn chunk by chunk, the same on the in-memory OpenVINO graphs as on torch
+    monkeypatch.setattr(vq_model, "CHUNK", 3)
+    on_openvino = latentforge.load(prior, backend="openvino")
+    codes = model.sample_codes(7, seed=5)
+    assert codes.shape == (7, 4, 4) and on_openvino.backend == "openvino"
+    np.testing.assert_array_equal(codes, on_openvino.sample_codes(7, seed=5))
+    np.testing.assert_array_equal(codes[:3], model.sample_codes(3, seed=5))   # the first chunk is seed's own draw

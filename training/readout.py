@@ -119,13 +119,18 @@ def readout_for(data) -> tuple[Readout, dict]:
                               "`python -m latentforge.training.readout`")
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = f.metadata()
-    net = ReadoutNet(data.channels, len(tensors["high"]) if meta["classify"] == "0" else 10)
-    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-    readout = Readout(net, data.name, tensors["low"].numpy(), tensors["high"].numpy(), meta["classify"] == "1")
-    return readout, json.loads(meta["score"])
+    try:
+        with safe_open(str(path), "pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata()
+        with torch.random.fork_rng(devices=[]):   # building the net must not move the caller's random state
+            net = ReadoutNet(data.channels, len(tensors["high"]) if meta["classify"] == "0" else 10)
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        readout = Readout(net, data.name, tensors["low"].numpy(), tensors["high"].numpy(), meta["classify"] == "1")
+        return readout, json.loads(meta["score"])
+    except Exception as e:   # safetensors, a missing key, a shape mismatch: all mean a damaged file
+        raise CheckpointError(f"the shipped readout {path} is damaged ({type(e).__name__}: {str(e)[:120]}); remake it "
+                              "with `python -m latentforge.training.readout`") from None
 
 
 def main() -> None:

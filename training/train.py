@@ -279,6 +279,8 @@ def _run_identity(cfg: TrainConfig, model, data) -> dict:
         if cfg.kl_warmup:
             identity["kl_warmup"] = cfg.kl_warmup
     identity.update({name: getattr(cfg, name) for name in RECIPES[cfg.kind].run_fields})
+    if cfg.kind == "prior" and cfg.lr_decay_start == 1:   # constant lr: what prior runs did before the decay
+        identity.pop("lr_decay_start")
     return identity
 
 
