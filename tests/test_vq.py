@@ -242,6 +242,13 @@ def test_exported_prior_and_decoder_load_and_sample_like_the_checkpoint(trained_
     on_openvino = latentforge.load(pri, decoder=dec, backend="openvino")   # the same graphs, another runtime
     np.testing.assert_array_equal(on_openvino.sample_codes(3, seed=seed, top_k=8), on_torch.sample_codes(3, seed=seed,
                                                                                                          top_k=8))
+    import subprocess
+    import sys
+
+    script = (f"import sys, latentforge; latentforge.load({str(pri)!r}, decoder={str(dec)!r}).sample(2, seed=0); "
+              "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"   # an app running the graphs needs no torch
     decoder_only = latentforge.load(dec)
     assert decoder_only.kind == "vqvae" and decoder_only.decode_codes(np.zeros((2, 4, 4), int)).shape == (2, 32, 32, 3)
     with pytest.raises(InputError, match="draws none; to sample, load the prior graph"):
