@@ -1,7 +1,8 @@
 """VAE vs β-VAE vs VQ-VAE (+ prior) on held-out faces: bounds, reconstruction, MIG, codebook use, FD; pictures.
 
     python benchmarks/vae_vq.py --vae latentforge/weights/faces_vae.safetensors \
-        --vae runs/faces_beta4/checkpoint.safetensors --prior runs/faces_prior/checkpoint.safetensors
+        --vae benchmarks/results/models/faces_beta4.safetensors \
+        --prior benchmarks/results/models/faces_prior16.safetensors
 
 Writes benchmarks/results/vae_vq/{vae_vq.md, vae_vq.json, *_samples.png, *_recon.png}.
 FD is "FD (domain features)" (not FID): the Fréchet distance between sample sets in the
