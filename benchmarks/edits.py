@@ -1,7 +1,7 @@
 """Measured latent edits, edit strips, a traversal grid and the 2-D digits scatter -> benchmarks/results/edits/.
 
     python benchmarks/edits.py --vae latentforge/weights/faces_vae.safetensors \
-        --vae runs/faces_beta4/checkpoint.safetensors --digits-2d runs/digits_2d/checkpoint.safetensors
+        --vae benchmarks/results/models/faces_beta4.safetensors --digits-2d benchmarks/results/models/digits_2d.safetensors
 
 For each faces VAE: attribute directions from 2000 training faces (mean posterior mean of the
 high half minus the low half), then on held-out faces in the low half of each attribute, the
