@@ -107,12 +107,15 @@ def main(argv=None) -> int:
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     m = report["machine"]
     lines = [f"# VQ prior sampling, {info.code_grid}x{info.code_grid} codes of {info.codebook_size}, decode included",
-             "", f"Machine: {m['cpu']} ({', '.join(m['features'])}), load average {m['load_average_1min']:.2f} at the start; "
+             "", f"Machine: {m['cpu']} ({', '.join(m['features'])}), load average "
+             f"{m['load_average_1min']:.2f} at the start; "
              f"{args.threads} thread(s); {args.repeats} repeats a row. "
-             "Same seed on every engine; the last column is the largest pixel difference from the first engine's images "
+             "Same seed on every engine; the last column is the largest pixel difference from the first engine's "
+             "images "
              "(a few levels: the decoders' rounding; large: a draw whose uniform fell within float error of a code's "
              "CDF edge picked the neighbouring code, and that image's later codes followed a different path).",
-             "", "| engine | batch | images/s | ms/image p50 | ms/image p90 | max pixel diff |", "|---|---|---|---|---|---|"]
+             "", "| engine | batch | images/s | ms/image p50 | ms/image p90 | max pixel diff |",
+             "|---|---|---|---|---|---|"]
     lines += [f"| {r['engine']} | {r['batch']} | {r['images_per_s']:.2f} | {r['ms_per_image_p50']:.1f} | "
               f"{r['ms_per_image_p90']:.1f} | {r['max_pixel_diff_vs_first_engine']} |" for r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -25,7 +25,6 @@ from latentforge.checkpoint import PREFIX as META
 from latentforge.checkpoint import load_checkpoint
 from latentforge.errors import ExportError, InputError, ParityError
 from latentforge.files import atomic_write_bytes, check_output_path
-
 from latentforge.models.prior import PriorStep
 
 from .onnx import DEFAULT_OPSET
@@ -199,7 +198,8 @@ def export_vq(checkpoint: str | os.PathLike, decoder_out: str | os.PathLike, pri
 def source_metadata(source, part: str, precision: str) -> dict[str, str]:
     """The metadata_props of a VQ checkpoint's exported part ("decoder" or "prior") at `precision`."""
     vqvae = source.model.vqvae if source.kind == "prior" else source.model
-    return vq_metadata(source.info, "vq_decoder" if part == "decoder" else part, vqvae) | {META + "precision": precision}
+    name = "vq_decoder" if part == "decoder" else part
+    return vq_metadata(source.info, name, vqvae) | {META + "precision": precision}
 
 
 def _part_meta(source, part: str, meta: dict[str, str]) -> dict[str, str]:

@@ -185,6 +185,13 @@ class CachedLogits:
         self.tokens = tokens.clone()   # the caller may reuse its buffer
         return self.transformer.step(new, self.caches)[:, -1:]
 
+    @classmethod
+    def numpy(cls, transformer: CodeTransformer):
+        """A fresh cache as the NumPy function the sampling loop takes: int64 tokens -> float32 logits."""
+        cached = cls(transformer)
+        device = transformer.position.device
+        return lambda tokens: cached(torch.from_numpy(tokens).to(device)).float().cpu().numpy()
+
 
 class VQPrior(nn.Module):
     kind = "prior"

@@ -18,7 +18,7 @@ from latentforge.checkpoint import PREFIX as META
 from latentforge.errors import CheckpointError, InputError
 from latentforge.images import from_uint8, to_uint8
 
-from .vq_sampling import StepLogits, sample_codes
+from .vq_sampling import StepLogits, sample_chunks
 
 CHUNK = 256   # images a sampling run draws at once: the key/value cache is ~1 MiB an image at a 16x16 grid
 STEP_IO = (["token", "position", "cache"], ["logits", "kv"])
@@ -68,17 +68,10 @@ class VQModel:
 
     def sample_codes(self, n: int, seed: int | None = None, temperature: float = 1.0,
                      top_k: int | None = None) -> np.ndarray:
-        """n code grids int64 [n, h, w]. Drawn CHUNK images at a time, each chunk with its own seed (seed + offset),
-        so a large n never holds every cache at once."""
+        """n code grids int64 [n, h, w], drawn CHUNK images at a time (vq_sampling.sample_chunks)."""
         if self._logits is None:
             raise InputError(self._no_prior)
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
-            raise InputError(f"n must be a positive integer, got {n!r}")
-        if n <= CHUNK:
-            return sample_codes(self._logits(), n, self.code_grid, self.codebook_size, seed, temperature, top_k)
-        return np.concatenate([
-            sample_codes(self._logits(), min(CHUNK, n - i), self.code_grid, self.codebook_size,
-                         None if seed is None else seed + i, temperature, top_k) for i in range(0, n, CHUNK)])
+        return sample_chunks(self._logits, n, self.code_grid, self.codebook_size, seed, temperature, top_k, CHUNK)
 
     def decode_codes(self, codes) -> np.ndarray:
         """Code grids int [N, h, w] -> uint8 [N, H, W, C]."""
@@ -168,11 +161,11 @@ def load_vq(path: Path, backend: str, threads: int | None, precision: str = "fp3
     def logits():
         from latentforge.models.prior import CachedLogits
 
-        cached = CachedLogits(module.transformer)
+        cached = CachedLogits.numpy(module.transformer)
 
         def run(tokens: np.ndarray) -> np.ndarray:
-            with thread_count(threads), torch.inference_mode():
-                return cached(torch.from_numpy(tokens)).numpy()
+            with thread_count(threads):
+                return cached(tokens)
 
         return run
 
@@ -216,7 +209,8 @@ def load_vq_graphs(path: Path, graph, backend: str, decoder_path: Path | None, o
         dmeta = decoder.metadata
         if dmeta.get(META + "part") != "vq_decoder":
             raise InputError(f"decoder {str(decoder_path)!r} is not a VQ decoder graph (latentforge.part="
-                             f"{dmeta.get(META + 'part')!r}); export one with `--part decoder` from the prior checkpoint")
+                             f"{dmeta.get(META + 'part')!r}); export one with `--part decoder` from the prior "
+                             "checkpoint")
         ours, theirs = meta.get(META + "vqvae_sha256"), dmeta.get(META + "vqvae_sha256")
         if _graph_facts(dmeta, decoder_path) != facts or ours != theirs:
             raise CheckpointError(f"prior {str(path)!r} and decoder {str(decoder_path)!r} do not come from the same "

@@ -54,9 +54,20 @@ def sample_codes(logits_fn: Callable[[np.ndarray], np.ndarray], n: int, grid: in
     return tokens[:, 1:].reshape(n, grid, grid)
 
 
+def sample_chunks(make_logits: Callable[[], Callable], n: int, grid: int, codebook_size: int, seed: int | None = None,
+                  temperature: float = 1.0, top_k: int | None = None, chunk: int = 256) -> np.ndarray:
+    """`sample_codes` for any n, `chunk` images at a time, each chunk with a fresh `make_logits()` (its own cache)
+    and its own seed (seed + offset of its first image), so a large n never holds every cache at once."""
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
+        raise InputError(f"n must be a positive integer, got {n!r}")
+    return np.concatenate([
+        sample_codes(make_logits(), min(chunk, n - i), grid, codebook_size,
+                     None if seed is None else seed + i, temperature, top_k) for i in range(0, n, chunk)])
+
+
 class StepLogits:
     """`tokens [N, t] -> logits [N, 1, K]` of the last position, through a prior's step graph
-    `run(token [N], position [], cache) -> (logits [N, K], kv [N, layers, 2, heads, d])`
+    `run(token [N], position [1], cache) -> (logits [N, K], kv [N, layers, 2, heads, d])`
     (latentforge.models.prior.PriorStep): each step's keys and values are written into the cache here, so a call
     that extends the last one by a token costs one step. Any other call starts from an empty cache and steps
     through its whole prefix. `cache_shape` is the cache's shape less the batch: [layers, 2, heads, T, d].

@@ -232,12 +232,14 @@ def test_exported_prior_and_decoder_load_and_sample_like_the_checkpoint(trained_
     vq, prior = trained_prior
     dec, pri = tmp_path / "dec.onnx", tmp_path / "prior.onnx"
     assert main(["export", str(prior), "--part", "prior", "-o", str(pri)]) == 0
-    assert main(["export", str(vq), "--part", "decoder", "-o", str(dec)]) == 0   # the prior's own VQ-VAE, exported apart
+    # the prior's own VQ-VAE, exported apart from it
+    assert main(["export", str(vq), "--part", "decoder", "-o", str(dec)]) == 0
     model = latentforge.load(pri, decoder=dec)
     assert (model.kind, model.backend, model.code_grid, model.codebook_size) == ("prior", "onnxruntime", 4, 16)
     seed = int(np.random.default_rng().integers(1 << 30))   # a fresh seed each run
     on_torch = latentforge.load(prior, backend="torch")
-    np.testing.assert_array_equal(model.sample_codes(3, seed=seed, top_k=8), on_torch.sample_codes(3, seed=seed, top_k=8))
+    np.testing.assert_array_equal(model.sample_codes(3, seed=seed, top_k=8),
+                                  on_torch.sample_codes(3, seed=seed, top_k=8))
     assert np.abs(model.sample(3, seed=seed).astype(int) - on_torch.sample(3, seed=seed)).max() <= 1
     on_openvino = latentforge.load(pri, decoder=dec, backend="openvino")   # the same graphs, another runtime
     np.testing.assert_array_equal(on_openvino.sample_codes(3, seed=seed, top_k=8), on_torch.sample_codes(3, seed=seed,
@@ -259,7 +261,8 @@ def test_exported_prior_and_decoder_load_and_sample_like_the_checkpoint(trained_
         latentforge.load(pri)
     with pytest.raises(InputError, match="is not a VQ decoder"):
         latentforge.load(pri, decoder=pri)
-    assert main(["sample", str(pri), "--decoder", str(dec), "-n", "2", "--top-k", "4", "-o", str(tmp_path / "s.png")]) == 0
+    assert main(["sample", str(pri), "--decoder", str(dec), "-n", "2", "--top-k", "4",
+                 "-o", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
 
 

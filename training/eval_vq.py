@@ -61,16 +61,13 @@ def evaluate_vqvae(path, info, options) -> dict:
 def prior_samples(model, n: int, seed: int, temperature: float = 1.0, top_k: int | None = None) -> np.ndarray:
     """n uint8 images drawn by the prior (torch), with the runtime's NumPy sampling loop."""
     from latentforge.models.prior import CachedLogits
-    from latentforge.runtime.vq_sampling import sample_codes
+    from latentforge.runtime.vq_sampling import sample_chunks
 
     cfg = model.config.vq
-    out = []
-    for i in range(0, n, 256):
-        cached = CachedLogits(model.transformer)
-        codes = sample_codes(lambda tokens: cached(torch.from_numpy(tokens)).numpy(), min(256, n - i), cfg.grid_size, cfg.codebook_size, seed=seed + i,
-                             temperature=temperature, top_k=top_k)
-        out.append(to_uint8(model.decode(torch.from_numpy(codes)).numpy(), cfg.value_range))
-    return np.concatenate(out)
+    codes = sample_chunks(lambda: CachedLogits.numpy(model.transformer), n, cfg.grid_size, cfg.codebook_size, seed,
+                          temperature, top_k)
+    return np.concatenate([to_uint8(model.decode(torch.from_numpy(codes[i:i + 256])).numpy(), cfg.value_range)
+                           for i in range(0, n, 256)])
 
 
 @torch.inference_mode()

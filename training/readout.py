@@ -148,7 +148,8 @@ def main() -> None:
         tensors |= {"low": torch.from_numpy(np.asarray(readout.low, np.float32)),
                     "high": torch.from_numpy(np.asarray(readout.high, np.float32))}
         meta = {"score": json.dumps(score), "classify": str(int(readout.classify)),
-                "command": "python -m latentforge.training.readout", "steps": str(SHIPPED_STEPS), "data": f"{name} {size} px, train split"}
+                "command": "python -m latentforge.training.readout", "steps": str(SHIPPED_STEPS),
+                "data": f"{name} {size} px, train split"}
         path = _shipped_path(data)
         atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
         print(f"wrote {path}: held-out {score}", file=sys.stderr)

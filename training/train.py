@@ -64,7 +64,7 @@ class TrainConfig:
     critic_steps: int | None = None # GAN kinds: D/critic updates per G update (None -> wgan-gp 5, others 1)
     gp_lambda: float = 10.0         # wgan-gp: gradient penalty weight
     unroll: int = 5                 # unrolled-gan: differentiable D steps G looks ahead through
-    lr_decay_start: float = 0.5     # GAN kinds and priors: lr decays linearly to 0 from this fraction of the steps (1: never)
+    lr_decay_start: float = 0.5     # GANs, priors: lr decays linearly to 0 from this fraction of the steps (1: never)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -114,13 +114,9 @@ def _prior_samples(model, seed: int, data) -> torch.Tensor:
 
     model.eval()
     device = next(model.parameters()).device
-    cached = CachedLogits(model.transformer)
-
-    def logits(tokens: np.ndarray) -> np.ndarray:
-        return cached(torch.from_numpy(tokens).to(device)).float().cpu().numpy()
-
     grid = model.config.vq.grid_size
-    codes = sample_codes(logits, SAMPLE_COUNT, grid, model.config.vq.codebook_size, seed=seed)
+    codes = sample_codes(CachedLogits.numpy(model.transformer), SAMPLE_COUNT, grid, model.config.vq.codebook_size,
+                         seed=seed)
     images = model.decode(torch.from_numpy(codes).to(device))
     model.train()
     return images
