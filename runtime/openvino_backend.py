@@ -31,6 +31,18 @@ def supports_bf16() -> bool:
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def hint_name(value) -> str:
+    """OpenVINO's short element-type name ("bf16", "f32") of an INFERENCE_PRECISION_HINT reading.
+
+    Recent releases return an `openvino.Type`, whose str() is "<Type: 'bfloat16'>", older ones a plain
+    string; both are read through the type's own short name so neither is mistaken for f32.
+    """
+    if hasattr(value, "get_type_name"):
+        return value.get_type_name()
+    text = str(value).strip().lower()
+    return {"bfloat16": "bf16", "float32": "f32", "float16": "f16"}.get(text, text)
+
+
 class OvGraph:
     """Any exported graph compiled once; `run(feeds)` -> outputs in graph order.
 
@@ -56,8 +68,8 @@ class OvGraph:
             raise CheckpointError(f"{label} could not be compiled by OpenVINO ({first}); "
                                   "use backend='onnxruntime'") from None
         # fp16/int8 are the exporter's variant graphs, run as they are; bf16 is whatever the hint achieved
-        compiled_as = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        self.precision = ("bf16" if "bf16" in compiled_as else "fp32") if precision == "bf16" else precision
+        compiled_as = hint_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.precision = ("bf16" if compiled_as == "bf16" else "fp32") if precision == "bf16" else precision
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
         self._metadata = _metadata(model)

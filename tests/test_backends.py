@@ -118,6 +118,15 @@ def test_openvino_bf16_hint_reports_what_it_compiled(vae_onnx):
     assert model.decode(latents(2, 8)).shape == (2, 32, 32, 3)
 
 
+def test_openvino_hint_reading_is_normalized_whatever_form_it_takes():
+    """Both forms OpenVINO has returned for INFERENCE_PRECISION_HINT, checked on every machine."""
+    ov = pytest.importorskip("openvino")
+    from latentforge.runtime.openvino_backend import hint_name
+    assert hint_name(ov.Type.bf16) == "bf16" and hint_name(ov.Type.f32) == "f32"
+    assert str(ov.Type.bf16) != "bf16"  # why the short name is read, not str()
+    assert hint_name("bf16") == "bf16" and hint_name("bfloat16") == "bf16" and hint_name("f32") == "f32"
+
+
 def test_io_binding_fills_the_callers_buffer(vae_filter_onnx):
     graph = OrtGraph(vae_filter_onnx, threads=1)
     frames = np.random.default_rng().integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
