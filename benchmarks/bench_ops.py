@@ -113,6 +113,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"), help="folder for the results")
     parser.add_argument("--threads", type=int, default=physical_cores(), help="torch threads (default: physical cores)")
     args = parser.parse_args(argv)
+    ops.native.ensure()
     if ops.native.info is None:
         raise SystemExit(f"the native ops did not build: {ops.native.error}")
     torch.set_num_threads(args.threads)

@@ -120,6 +120,7 @@ def backend_rows() -> list[str]:
 
 def bench() -> None:
     props = torch.cuda.get_device_properties(0)
+    ops.native.ensure()
     print(f"{props.name}, {props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs, "
           f"torch {torch.__version__}, CUDA {torch.version.cuda}; native ops: {ops.native.info}")
     print("\n".join(bandwidth_rows() + backend_rows()))

@@ -2,9 +2,10 @@
 
 Each is a function with `impl="auto"|"native"|"ref"`, as in stylegan3's bias_act: "ref" is plain PyTorch and
 is the specification; "native" runs the C++/CUDA kernels of csrc/, registered as torch.ops.latentforge.*;
-"auto" takes native where it is built for the tensor's device and else ref, warning once why. Importing this
-module loads the native library, compiling it first if this machine has no cached build (see ops_build).
-Fake kernels and autograd are registered here, so torch.compile and torch.export trace through the ops.
+"auto" takes native where it is built for the tensor's device and else ref, warning once why. The native
+library is built on first use, not at import (stylegan3's `_init()`): the first op called with impl "auto" or
+"native" loads it, compiling it first if this machine has no cached build (see ops_build), so importing
+latentforge never stalls on a compiler. `build()` does it ahead of time. Fake kernels and autograd are registered here, so torch.compile and torch.export trace through the ops.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class _Native:
-    """Whether the native library loaded, and if not why; "auto" warns about the why once per process."""
+    """Whether the native library loaded, and if not why; "auto" warns about the why once per process.
+    Neither `info` nor `error` set means no load was tried yet."""
 
     def __init__(self) -> None:
         self.info: BuildInfo | None = None
@@ -42,6 +44,14 @@ class _Native:
             self.registered = True
         return self.info
 
+    def ensure(self) -> None:
+        """Try the load once per process, on first use; a failure is kept in `error`, not raised."""
+        if self.info is None and self.error is None:
+            try:
+                self.load()
+            except BackendUnavailable:
+                pass  # `error` says why; "auto" warns with it, "native" raises it
+
 
 native = _Native()
 
@@ -58,6 +68,7 @@ def use_native(impl: str, device: torch.device) -> bool:
         raise InputError(f"impl must be one of {', '.join(map(repr, IMPLS))}, got {impl!r}")
     if impl == "ref":
         return False
+    native.ensure()
     if native.info is None:
         reason = f"the native latentforge ops are unavailable: {native.error}"
     elif device.type == "cuda" and not native.info.cuda:
@@ -262,9 +273,3 @@ def _register_python_parts() -> None:
     torch.library.register_fake("latentforge::from_uint8_image", _from_uint8_fake)
     torch.library.register_autograd("latentforge::reparam_linear", _reparam_backward,
                                     setup_context=_reparam_setup_context)
-
-
-try:
-    native.load()
-except BackendUnavailable:
-    pass  # native.error says why; "auto" warns with it on first use, "native" raises it

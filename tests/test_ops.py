@@ -2,6 +2,8 @@
 bad inputs, the build cache and the fallback when the native library cannot be built."""
 import math
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -275,6 +277,19 @@ def test_native_op_checks_its_inputs_itself(native, rng):
         torch.ops.latentforge.to_uint8_image(torch.zeros(2, 2), 0.0, 1.0)
     with pytest.raises(RuntimeError, match="x must be uint8"):
         torch.ops.latentforge.from_uint8_image(torch.zeros(1, 2, 2, 1), 0.0, 1.0)
+
+
+def test_importing_builds_nothing_and_first_use_loads_the_library(native):
+    """The library is built on first use, so `import latentforge` (and loading a checkpoint) never waits on a
+    compiler; checked in a fresh interpreter, where nothing has loaded it yet."""
+    code = ("import torch, latentforge, latentforge.ops as ops\n"
+            "assert ops.native.info is None and ops.native.error is None, 'loaded at import'\n"
+            "assert not hasattr(torch.ops.latentforge, 'reparam_linear'), 'registered at import'\n"
+            "ops.to_uint8_image(torch.zeros(1, 1, 2, 2), 0.0, 1.0, impl='auto')\n"
+            "assert ops.native.info is not None, ops.native.error\n"
+            "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_a_missing_compiler_is_named_before_anything_compiles(monkeypatch):
