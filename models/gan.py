@@ -1,4 +1,4 @@
-"""The GAN kinds of issue 4 ("gan", "wgan-gp", "unrolled-gan"): one generator/discriminator pair each.
+"""The GAN kinds ("gan", "wgan-gp", "unrolled-gan"): one generator/discriminator pair each.
 
 They differ in training (training/gan_recipes.py), not in the generator. On 2-D point data
 (`point_dim` > 0) both networks are small MLPs (models/points.py); on images the

@@ -1,4 +1,4 @@
-"""The reparameterization trick, z = mu + sigma * eps, at the seed's three levels.
+"""The reparameterization trick, z = mu + sigma * eps, at three levels: plain Python, NumPy and PyTorch.
 
 All three take log-variance (sigma = exp(0.5 * logvar)) and an optional eps; given
 the same eps they compute the same z. The PyTorch level is the reference every
