@@ -36,7 +36,8 @@ def test_export_writes_a_dynamic_batch_graph_with_metadata(checkpoint, tmp_path)
     model, info = load_checkpoint(checkpoint)
     assert meta["latentforge.kind"] == info.kind
     assert int(meta["latentforge.latent_dim"]) == info.config["latent_dim"]
-    assert json.loads(meta["latentforge.image_shape"]) == [info.config["channels"], 32, 32]
+    assert json.loads(meta["latentforge.image_shape"]) == [32, 32, info.config["channels"]]  # (H, W, C)
+    assert meta["latentforge.image_layout"] == "HWC"
     assert json.loads(meta["latentforge.value_range"]) == list(info.value_range)
     assert meta["latentforge.data"] == "faces" and "latentforge.version" in meta
     assert [i.name for i in proto.graph.input] == ["z"] and [o.name for o in proto.graph.output] == ["image"]
@@ -51,16 +52,20 @@ def test_export_writes_a_dynamic_batch_graph_with_metadata(checkpoint, tmp_path)
 
 
 def test_parity_failure_writes_nothing(checkpoint, tmp_path, monkeypatch):
-    import latentforge.export.onnx as onnx_export
+    from dataclasses import replace
 
-    real = onnx_export.to_onnx_bytes
+    import latentforge.export.pipeline as pipeline
+    from latentforge.export.graph import Decode
 
-    def corrupted(model, *args, **kwargs):
+    real = pipeline.export_graph
+
+    def corrupted(part, *args, **kwargs):
+        model = part.module.model
         with torch.no_grad():  # export a model that differs from the checkpoint's
             broken = type(model)(model.config)
-        return real(broken, *args, **kwargs)
+        return real(replace(part, module=Decode(broken)), *args, **kwargs)
 
-    monkeypatch.setattr(onnx_export, "to_onnx_bytes", corrupted)
+    monkeypatch.setattr(pipeline, "export_graph", corrupted)
     out = tmp_path / "model.onnx"
     with pytest.raises(ParityError, match="nothing written") as err:
         export_onnx(checkpoint, out)
