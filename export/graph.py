@@ -184,7 +184,7 @@ def validate(part: Part, run, *, atol: float | None = None, rtol: float | None =
 
 
 def checked_graph(part: Part, what: str, opset: int = DEFAULT_OPSET, exporter: str = "dynamo",
-                  remedy: str = "") -> bytes:
+                  remedy: str = "", batches=PARITY_BATCHES) -> bytes:
     """`export_graph`, then `validate` on onnxruntime; ExportError or ParityError (`what` disagrees..., `remedy`)
     when either fails."""
     tail = f"; {remedy}" if remedy else ""
@@ -192,7 +192,7 @@ def checked_graph(part: Part, what: str, opset: int = DEFAULT_OPSET, exporter: s
         data = export_graph(part, opset, exporter)
     except ExportError as e:
         raise ExportError(f"{e}{tail}") from e
-    result = ExportResult(None, validate(part, ort_runner(data)), part.metadata_at("fp32"))
+    result = ExportResult(None, validate(part, ort_runner(data), batches=batches), part.metadata_at("fp32"))
     if not result.passed:
         raise ParityError(f"{what} disagrees with PyTorch: "
                           + "; ".join(p.line() for p in result.parity if not p.passed) + tail, result)

@@ -85,7 +85,8 @@ def fp16_unsafe_nodes(proto: onnx.ModelProto, peaks: dict[str, float]) -> list[s
 
 def to_fp16(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]],
             fp16_io: bool = False) -> tuple[onnx.ModelProto, list[str]]:
-    """fp16 graph (float I/O stays fp32 unless `fp16_io`); nodes whose calibration activations exceed FP16_LIMIT stay fp32."""
+    """fp16 graph (float I/O stays fp32 unless `fp16_io`); nodes whose calibration activations exceed
+    FP16_LIMIT stay fp32."""
     from onnxconverter_common import float16
 
     kept = fp16_unsafe_nodes(proto, activation_peaks(proto, feeds))

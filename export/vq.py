@@ -26,6 +26,8 @@ from latentforge.models.prior import PriorStep
 from .graph import DEFAULT_OPSET, Decode, Part, checked_graph, metadata
 from .source import source_of
 
+IN_MEMORY_BATCHES = (1, 8)  # vq_graphs runs while the runtime loads a checkpoint: smaller than the exporter's
+
 
 def vqvae_fingerprint(vqvae: torch.nn.Module) -> str:
     """sha256 of a VQ-VAE's tensors (names, dtypes, shapes, values): the same on a prior's copy and on the original,
@@ -111,9 +113,9 @@ def prior_part(source) -> Part:
 def vq_graphs(model, info, opset: int = DEFAULT_OPSET) -> dict[str, bytes]:
     """{"decoder": bytes} for a vqvae, plus {"prior": bytes} for a prior; every graph parity-checked."""
     source = source_of(model, info)
-    graphs = {"decoder": checked_graph(decoder_part(source), "the VQ decoder graph", opset)}
+    graphs = {"decoder": checked_graph(decoder_part(source), "the VQ decoder graph", opset, batches=IN_MEMORY_BATCHES)}
     if info.kind == "prior":
-        graphs["prior"] = checked_graph(prior_part(source), "the prior graph", opset)
+        graphs["prior"] = checked_graph(prior_part(source), "the prior graph", opset, batches=IN_MEMORY_BATCHES)
     return graphs
 
 

@@ -101,3 +101,13 @@ def test_compare_reports_worst_index_and_nonfinite():
     p = compare("x", ref, got, atol=10, rtol=0)
     assert not p.passed and p.nonfinite == 1
     assert compare("x", ref, ref + 1e-6, atol=1e-5, rtol=0).passed
+
+
+def test_image_shape_metadata_is_hwc_and_files_exported_before_in_chw_still_load(tmp_path):
+    from latentforge.runtime.artifact import from_onnx_metadata
+
+    meta = {"latentforge.kind": "vae", "latentforge.latent_dim": "8", "latentforge.value_range": "[0, 1]"}
+    now = from_onnx_metadata({**meta, "latentforge.image_shape": "[32, 24, 3]", "latentforge.image_layout": "HWC"},
+                             tmp_path / "now.onnx")
+    before = from_onnx_metadata({**meta, "latentforge.image_shape": "[3, 32, 24]"}, tmp_path / "before.onnx")
+    assert now.image_shape == before.image_shape == (32, 24, 3)
