@@ -24,8 +24,8 @@ import torch
 from latentforge.demo import SHIPPED
 from latentforge.errors import ParityError
 from latentforge.export.foreign import dcgan_examples_source
-from latentforge.export.source import Source
 from latentforge.export.pipeline import ExportOptions, checkpoint_source, finish, prepare
+from latentforge.export.source import Source
 from latentforge.files import atomic_write_bytes
 from latentforge.models.dcgan import DCGANConfig, DCGANGenerator, init_weights
 from latentforge.runtime.bench import time_calls

@@ -113,13 +113,15 @@ def filter_part(source: Source) -> Part:
 LATENT_PARTS: dict[str, Callable[[Source], Part]] = {
     "decoder": decoder_part, "encoder": encoder_part, "filter": filter_part}
 VQ_PARTS: dict[str, Callable[[Source], Part]] = {"decoder": vq.decoder_part, "prior": vq.prior_part}
-# The parts of each kind; a foreign generator (any other kind) has the latent-vector parts.
+# The parts of each kind; "foreign" is a user's own generator (export/foreign.py).
 PARTS: dict[str, dict[str, Callable[[Source], Part]]] = {
-    "vae": LATENT_PARTS, "dcgan": LATENT_PARTS, "vqvae": VQ_PARTS, "prior": VQ_PARTS}
+    "vae": LATENT_PARTS, "dcgan": LATENT_PARTS, "foreign": LATENT_PARTS, "vqvae": VQ_PARTS, "prior": VQ_PARTS}
 
 
 def build_part(source: Source, part: str) -> Part:
-    builders = PARTS.get(source.kind, LATENT_PARTS)
+    builders = PARTS.get(source.kind)
+    if builders is None:
+        raise ExportError(f"latentforge exports {sorted(PARTS)} models, not {source.kind!r}")
     if part not in builders:
         if part == "prior":
             raise ExportError(f"--part prior exports a VQ model's code prior; {source.kind!r} models have none "
