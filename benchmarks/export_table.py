@@ -24,8 +24,8 @@ import torch
 from latentforge.demo import SHIPPED
 from latentforge.errors import ParityError
 from latentforge.export.foreign import dcgan_examples_source
-from latentforge.export.parts import Source
 from latentforge.export.pipeline import ExportOptions, checkpoint_source, finish, prepare
+from latentforge.export.source import Source
 from latentforge.files import atomic_write_bytes
 from latentforge.models.dcgan import DCGANConfig, DCGANGenerator, init_weights
 from latentforge.runtime.bench import time_calls
@@ -56,7 +56,7 @@ def models(tmp: Path):
     faces = checkpoint_source(SHIPPED)
     for part in ("decoder", "encoder", "filter"):
         yield f"faces VAE {part}", faces, part
-    yield "DCGAN 64px G (random init)", Source(_Decoding(dcgan_source()), "dcgan", 100, (3, 64, 64), (-1.0, 1.0)), \
+    yield "DCGAN 64px G (random init)", Source(_Decoding(dcgan_source()), "dcgan", 100, (64, 64, 3), (-1.0, 1.0)), \
         "decoder"
     net_g = tmp / "netG.pth"
     torch.save(dcgan_source(ngf=32).state_dict(), net_g)  # what pytorch/examples' dcgan saves

@@ -18,7 +18,7 @@ from torch import nn
 from latentforge.errors import CheckpointError, InputError
 from latentforge.models.dcgan import DCGANConfig, DCGANGenerator
 
-from .parts import Source
+from .source import Source
 
 ARCHS = ("dcgan-examples",)
 
@@ -124,7 +124,8 @@ def _source(module: nn.Module, state: dict, weights, input_shape, value_range, k
     lo, hi = value_range
     if not lo < hi:
         raise InputError(f"--value-range must be LO,HI with LO < HI, got {value_range}")
-    return Source(adapter, kind, latent_dim, tuple(image.shape[1:]), (float(lo), float(hi)), "foreign")
+    channels, height, width = image.shape[1:]
+    return Source(adapter, kind, latent_dim, (height, width, channels), (float(lo), float(hi)), "foreign")
 
 
 def foreign_source(spec: str, weights, init_args: str | None = None, input_shape=None,

@@ -1,67 +1,25 @@
-"""What can be exported from a model: decoder, encoder, the real-time filter, and (VQ models) the prior.
+"""What can be exported from a model, per kind: decoder, encoder, the real-time filter, and (VQ models) the prior.
 
-A part is an nn.Module with named inputs and outputs plus a way to draw inputs for it
-from the model itself (latents for a decoder, the model's own decoded images for an
-encoder or filter), so calibration and parity need no data set. The module is also the
-plain-PyTorch reference every exported variant of the part is checked against.
+A part (graph.Part) is an nn.Module with named inputs and outputs plus a way to draw inputs for it
+from the model itself (latents for a decoder, the model's own decoded images for an encoder or filter),
+so calibration and parity need no data set. The module is also the plain-PyTorch reference every
+exported variant of the part is checked against. `PARTS` says which parts each kind has.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from latentforge.checkpoint import CheckpointInfo
 from latentforge.errors import ExportError
 from latentforge.images import to_uint8
 from latentforge.latents import latents
 
-from .onnx import Decoder, metadata_props
-
-
-@dataclass
-class Source:
-    """A model to export and the facts its metadata needs, whether from a checkpoint or a foreign module."""
-    model: nn.Module                        # has decode(z) -> float [N, C, H, W]; VAEs also encode(x)
-    kind: str
-    latent_dim: int
-    image_shape: tuple[int, int, int]       # (C, H, W)
-    value_range: tuple[float, float]
-    data: str = "unknown"
-    attributes: str | None = None           # JSON {name: [floats]} from the checkpoint, passed through
-    info: CheckpointInfo | None = None      # the checkpoint's, for parts a kind builds itself (KIND_PARTS)
-
-    def metadata(self, part: str, precision: str) -> dict[str, str]:
-        if self.kind in ("vqvae", "prior"):  # a code grid, not a latent width
-            from .vq import source_metadata
-
-            return source_metadata(self, part, precision)
-        return metadata_props(self.kind, part, self.latent_dim, self.image_shape, self.value_range, self.data,
-                              precision, self.attributes)
-
-    @property
-    def peak(self) -> float:
-        return self.value_range[1] - self.value_range[0]
-
-
-@dataclass
-class Part:
-    name: str
-    module: nn.Module                                   # the reference, and what torch.onnx exports
-    make_inputs: Callable[[int, int | None], dict[str, np.ndarray]]  # (n, seed) -> named inputs
-    outputs: list[str]
-    peaks: dict[str, float]                             # PSNR peak (signal span) per output
-    fixed: tuple[str, ...] = ()                         # inputs without a batch dimension
-    onnx_bytes: Callable[[dict[str, str], int], bytes] | None = None  # (metadata, opset) -> graph, if not torch.onnx
-
-    def reference(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with torch.inference_mode():
-            out = self.module(**{k: torch.from_numpy(v) for k, v in inputs.items()})
-        out = out if isinstance(out, tuple) else (out,)
-        return {name: t.contiguous().numpy() for name, t in zip(self.outputs, out)}
+from . import vq
+from .graph import Decode, Part
+from .source import Source
 
 
 class Encoder(nn.Module):
@@ -107,6 +65,7 @@ def _own_images(source: Source, n: int, seed: int | None) -> np.ndarray:
 
 
 def decoder_part(source: Source) -> Part:
+    """z float32 [N, D] -> image float32 [N, C, H, W] in the model's value range."""
     if source.latent_dim < 1:
         raise ExportError(f"a {source.kind!r} model has no latent vector to decode from, and no exporter of its "
                           "own is registered for this part; update latentforge")
@@ -114,7 +73,7 @@ def decoder_part(source: Source) -> Part:
     def make(n, seed):
         return {"z": latents(n, source.latent_dim, seed)}
 
-    return Part("decoder", Decoder(source.model), make, ["image"], {"image": source.peak})
+    return Part("decoder", Decode(source.model), make, ["image"], {"image": source.peak}, source.metadata("decoder"))
 
 
 def _needs_encoder(source: Source, part: str) -> None:
@@ -131,10 +90,12 @@ def encoder_part(source: Source) -> Part:
 
     # PSNR of mu and logvar is taken against the prior's +-3 sigma span: an error in units of the latent
     # scale the decoder sees, not of one batch's (for an untrained model, tiny) spread.
-    return Part("encoder", Encoder(source.model), make, ["mu", "logvar"], {"mu": 6.0, "logvar": 6.0})
+    return Part("encoder", Encoder(source.model), make, ["mu", "logvar"], {"mu": 6.0, "logvar": 6.0},
+                source.metadata("encoder"))
 
 
 def filter_part(source: Source) -> Part:
+    """The exported filter and the runtime's in-memory filter graph (runtime/filter_graph.py) both come from here."""
     _needs_encoder(source, "filter")
 
     def make(n, seed):
@@ -144,33 +105,26 @@ def filter_part(source: Source) -> Part:
         return {"frame": frame, "offset": offset, "temperature": np.array([0.5], np.float32),
                 "eps": latents(n, source.latent_dim, None if seed is None else seed + 1)}
 
+    # Bytes agree to one step: float rounding may flip a .5 either way.
     return Part("filter", Filter(source.model, source.value_range), make, ["frame_out"], {"frame_out": 255.0},
-                fixed=("temperature",))
+                source.metadata("filter"), fixed=("temperature",), atol=1.0, rtol=0.0)
 
 
-def prior_part(source: Source) -> Part:
-    raise ExportError(f"--part prior exports a VQ model's code prior; {source.kind!r} models have none "
-                      "(train a VQ-VAE, or export --part decoder)")
-
-
-PARTS: dict[str, Callable[[Source], Part]] = {
-    "decoder": decoder_part,
-    "encoder": encoder_part,
-    "filter": filter_part,
-    "prior": prior_part,
-}
-# Parts whose graph a kind's own module builds (e.g. the VQ decoder and prior from export/vq.py):
-# {(kind, part): Source -> Part with onnx_bytes set}. Looked up before PARTS.
-KIND_PARTS: dict[tuple[str, str], Callable[[Source], Part]] = {}
+LATENT_PARTS: dict[str, Callable[[Source], Part]] = {
+    "decoder": decoder_part, "encoder": encoder_part, "filter": filter_part}
+VQ_PARTS: dict[str, Callable[[Source], Part]] = {"decoder": vq.decoder_part, "prior": vq.prior_part}
+# The parts of each kind; "foreign" is a user's own generator (export/foreign.py).
+PARTS: dict[str, dict[str, Callable[[Source], Part]]] = {
+    "vae": LATENT_PARTS, "dcgan": LATENT_PARTS, "foreign": LATENT_PARTS, "vqvae": VQ_PARTS, "prior": VQ_PARTS}
 
 
 def build_part(source: Source, part: str) -> Part:
-    if source.kind in ("vqvae", "prior") and not KIND_PARTS:
-        from . import vq
-
-        KIND_PARTS.update({("vqvae", "decoder"): vq.decoder_part, ("prior", "decoder"): vq.decoder_part,
-                           ("prior", "prior"): vq.prior_part, ("vqvae", "prior"): vq.prior_part})
-    builder = KIND_PARTS.get((source.kind, part)) or PARTS.get(part)
-    if builder is None:
-        raise ExportError(f"unknown part {part!r}; choose one of {sorted(PARTS)}")
-    return builder(source)
+    builders = PARTS.get(source.kind)
+    if builders is None:
+        raise ExportError(f"latentforge exports {sorted(PARTS)} models, not {source.kind!r}")
+    if part not in builders:
+        if part == "prior":
+            raise ExportError(f"--part prior exports a VQ model's code prior; {source.kind!r} models have none "
+                              "(train a VQ-VAE, or export --part decoder)")
+        raise ExportError(f"a {source.kind} model has no {part!r} part; choose one of {sorted(builders)}")
+    return builders[part](source)

@@ -14,16 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
 
-from latentforge.checkpoint import load_checkpoint
 from latentforge.errors import InputError, ParityError
 from latentforge.files import atomic_write_bytes, check_output_path
 
 from . import precision as prec
-from .onnx import DEFAULT_OPSET, PARITY_BATCHES, ExportResult, graph_bytes, set_metadata
-from .parity import OutputParity, compare
-from .parts import Part, Source, build_part
+from .graph import DEFAULT_OPSET, ExportResult, Part, export_graph, ort_runner, stamp, validate
+from .parts import build_part
+from .source import Source, checkpoint_source
 
 FORMATS = ("onnx", "tensorrt", "triton")
 CALIBRATION = (8, 16)  # batches x images: what int8 ranges and fp16 overflow are measured on
@@ -70,20 +68,6 @@ class ExportOptions:
             raise InputError(f"--triton-backend must be onnxruntime or tensorrt, got {self.triton_backend!r}")
 
 
-def checkpoint_source(path: str | os.PathLike) -> Source:
-    model, info = load_checkpoint(path)
-    cfg = info.config
-    if cfg.get("point_dim"):
-        from .onnx import refuse_point_model
-
-        refuse_point_model(path, info)
-    # VQ models have a code grid, not a latent width: their parts come from parts.KIND_PARTS and read `info`.
-    shape_cfg = cfg.get("vqvae", cfg)  # a prior's image facts are its VQ-VAE's
-    return Source(model, info.kind, cfg.get("latent_dim", 0),
-                  (shape_cfg["channels"], shape_cfg["image_size"], shape_cfg["image_size"]),
-                  info.value_range, info.data, info.extra.get("attributes"), info)
-
-
 def _suffix_check(out: Path, fmt: str) -> None:
     want = {"onnx": ".onnx", "tensorrt": ".plan"}.get(fmt)
     if want and out.suffix.lower() != want:
@@ -91,21 +75,6 @@ def _suffix_check(out: Path, fmt: str) -> None:
     if fmt == "triton" and out.exists():
         raise InputError(f"{str(out)!r} already exists; a Triton model folder is written whole, "
                          "so remove it or choose another name")
-
-
-def ort_runner(graph: bytes):
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    # A graph with fp16 inputs (--fp16-io) gets the float32 parity inputs cast, as its caller would.
-    half = {i.name for i in session.get_inputs() if i.type == "tensor(float16)"}
-
-    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feed = {k: v.astype(np.float16) if k in half else v for k, v in feed.items()}
-        return dict(zip(names, session.run(names, feed)))
-
-    return run
 
 
 def openvino_has_bf16() -> bool:
@@ -135,26 +104,6 @@ def openvino_bf16_runner(graph: bytes):
     return run
 
 
-def measure(part: Part, run, precision: str, atol: float | None, rtol: float | None, min_psnr: float | None,
-            batches=PARITY_BATCHES) -> list[OutputParity]:
-    """Compare `run(feed)` against the part's PyTorch module on fresh inputs at each batch size."""
-    results = []
-    for n in batches:
-        feed = part.make_inputs(n, None)  # fresh entropy every export
-        ref = part.reference(feed)
-        got = run(feed)
-        for name in part.outputs:
-            peak = part.peaks[name]
-            if precision == "fp32":
-                default = (1.0, 0.0) if ref[name].dtype == np.uint8 else (1e-4, 1e-3)
-            else:
-                default = (prec.ATOL_OF_PEAK[precision] * peak, 0.0)
-            results.append(compare(f"{name}[batch={n}]", ref[name], got[name],
-                                   default[0] if atol is None else atol, default[1] if rtol is None else rtol,
-                                   peak=peak, min_psnr=min_psnr))
-    return results
-
-
 def _fail(result: ExportResult, what: str, out: Path | None) -> ParityError:
     bad = "; ".join(p.line() for p in result.parity if not p.passed)
     where = f" to {str(out)!r}" if out else ""
@@ -164,7 +113,6 @@ def _fail(result: ExportResult, what: str, out: Path | None) -> ParityError:
 @dataclass
 class Prepared:
     """A part's fp32 graph, cleaned up and checked against PyTorch: what every precision variant starts from."""
-    source: Source
     part: Part
     fp32: onnx.ModelProto
     details: dict
@@ -174,45 +122,43 @@ def prepare(source: Source | str | os.PathLike, opts: ExportOptions, out: Path |
     """The part's fp32 graph; ParityError (naming `out`, which stays unwritten) if onnxruntime disagrees."""
     source = source if isinstance(source, Source) else checkpoint_source(source)
     part = build_part(source, opts.part)
-    meta = source.metadata(part.name, "fp32")
-    if part.onnx_bytes is not None:
-        data = part.onnx_bytes(meta, opts.opset)
-    else:
-        example = {k: torch.from_numpy(v) for k, v in part.make_inputs(2, 0).items()}
-        data = graph_bytes(part.module, example, part.outputs, meta, opts.opset, part.fixed)
-    fp32 = onnx.load_from_string(data)
+    fp32 = onnx.load_from_string(export_graph(part, opts.opset))
     details: dict = {"part": part.name, "format": opts.format}
     if opts.slim:
         fp32, before, after = prec.slim(fp32)
         details["ops_before_slim"], details["ops_after_slim"] = before, after
     # The fp32 graph must match PyTorch before any variant of it is worth making.
-    check = measure(part, ort_runner(fp32.SerializeToString()), "fp32",
-                    opts.atol if opts.precision == "fp32" else None,
-                    opts.rtol if opts.precision == "fp32" else None, None)
+    fp32_only = opts.precision == "fp32"
+    check = validate(part, ort_runner(fp32.SerializeToString()), atol=opts.atol if fp32_only else None,
+                     rtol=opts.rtol if fp32_only else None)
     details["fp32_parity"] = [p.to_dict() for p in check]
     if not all(p.passed for p in check):
-        raise _fail(ExportResult(None, check, meta, details), "onnxruntime's fp32 graph disagrees with PyTorch", out)
-    return Prepared(source, part, fp32, details)
+        raise _fail(ExportResult(None, check, part.metadata_at("fp32"), details),
+                    "onnxruntime's fp32 graph disagrees with PyTorch", out)
+    return Prepared(part, fp32, details)
 
 
 def finish(prepared: Prepared, out: Path, opts: ExportOptions, timing_cache=None) -> ExportResult:
     """Make `opts.precision`'s variant of the prepared graph, gate it, and write it in `opts.format` to `out`."""
     part, fp32 = prepared.part, prepared.fp32
     details = {**prepared.details, "precision": opts.precision}
-    feeds = [part.make_inputs(CALIBRATION[1], 1000 + i) for i in range(CALIBRATION[0])]
+    feeds = [] if opts.precision == "fp32" else [part.make_inputs(CALIBRATION[1], 1000 + i)
+                                                 for i in range(CALIBRATION[0])]
     written, measured, kept = prec.variant(fp32, opts.precision, feeds, opts.fp16_io)
-    meta = prepared.source.metadata(part.name, opts.precision)
-    set_metadata(written, meta)
+    meta = part.metadata_at(opts.precision)
+    stamp(written, meta)
     details["fp32_kept_nodes"] = kept
     min_psnr = opts.min_psnr if opts.min_psnr is not None else prec.MIN_PSNR[opts.precision]
+    tolerances = dict(atol=opts.atol, rtol=opts.rtol, atol_of_peak=prec.ATOL_OF_PEAK.get(opts.precision),
+                      min_psnr=min_psnr)
     graph = written.SerializeToString()
 
     if opts.format == "tensorrt" or (opts.format == "triton" and opts.triton_backend == "tensorrt"):
         from .tensorrt import build_engine, engine_runner
 
         engine = build_engine(graph, part, opts.precision, opts.batch, meta, timing_cache)
-        parity = measure(part, engine_runner(engine.plan), opts.precision, opts.atol, opts.rtol, min_psnr,
-                         batches=sorted({opts.batch[0], opts.batch[1]}))
+        parity = validate(part, engine_runner(engine.plan), batches=sorted({opts.batch[0], opts.batch[1]}),
+                          **tolerances)
         details["engine"] = engine.sidecar
     else:
         engine = None
@@ -222,7 +168,7 @@ def finish(prepared: Prepared, out: Path, opts: ExportOptions, timing_cache=None
             run = bf16 or run
             details["measured_by"] = ("OpenVINO CPU at bf16 inference precision" if bf16 else
                                       "bf16 emulation on onnxruntime (weights and activations rounded through bf16)")
-        parity = measure(part, run, opts.precision, opts.atol, opts.rtol, min_psnr)
+        parity = validate(part, run, **tolerances)
     result = ExportResult(None, parity, meta, details)
     if not result.passed:
         raise _fail(result, f"the {opts.precision} {part.name} fails its check against PyTorch", out)
@@ -256,6 +202,13 @@ def export(source: Source | str | os.PathLike, out: str | os.PathLike, options: 
 
         import_tensorrt(), gpu()  # say what is missing before minutes of export and calibration
     return finish(prepare(source, opts, out), out, opts, timing_cache)
+
+
+def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
+                atol: float = 1e-4, rtol: float = 1e-3) -> ExportResult:
+    """A checkpoint's decoder as one fp32 .onnx file, without the onnxslim pass; ParityError (writing nothing)
+    if onnxruntime disagrees with PyTorch."""
+    return export(checkpoint, out, ExportOptions(opset=opset, atol=atol, rtol=rtol, slim=False))
 
 
 def export_precisions(source: Source | str | os.PathLike, outs: dict[str, str | os.PathLike],

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from latentforge.errors import ExportError
 
-from .onnx import set_metadata
+from .graph import stamp
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 MIN_PSNR = {"fp32": None, "fp16": 40.0, "bf16": 35.0, "int8": 30.0}
@@ -47,7 +47,7 @@ def slim(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int], dict[
     except Exception as e:  # onnxslim raises whatever its passes raise
         raise ExportError(f"onnxslim could not clean up the graph ({str(e).strip().splitlines()[0]}); "
                           "report it, or export with --no-slim") from e
-    set_metadata(slimmed, meta)
+    stamp(slimmed, meta)
     return slimmed, before, op_counts(slimmed)
 
 
@@ -85,7 +85,8 @@ def fp16_unsafe_nodes(proto: onnx.ModelProto, peaks: dict[str, float]) -> list[s
 
 def to_fp16(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]],
             fp16_io: bool = False) -> tuple[onnx.ModelProto, list[str]]:
-    """fp16 graph (float I/O stays fp32 unless `fp16_io`); nodes whose calibration activations exceed FP16_LIMIT stay fp32."""
+    """fp16 graph (float I/O stays fp32 unless `fp16_io`); nodes whose calibration activations exceed
+    FP16_LIMIT stay fp32."""
     from onnxconverter_common import float16
 
     kept = fp16_unsafe_nodes(proto, activation_peaks(proto, feeds))
@@ -96,7 +97,7 @@ def to_fp16(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]],
     casts = [node.name for node in proto.graph.node if node.op_type == "Cast"]
     converted = float16.convert_float_to_float16(proto, keep_io_types=not fp16_io, node_block_list=kept + casts or None)
     del converted.graph.value_info[:]  # it can leave a stale fp32 entry beside the fp16 one; onnxruntime infers types
-    set_metadata(converted, meta)
+    stamp(converted, meta)
     return converted, kept
 
 
@@ -193,7 +194,7 @@ def to_int8(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> onnx.
             raise ExportError(f"onnxruntime could not quantize the graph to int8 "
                               f"({str(e).strip().splitlines()[0]}); export fp16 instead") from e
         quantized = onnx.load(str(out))
-    set_metadata(quantized, meta)
+    stamp(quantized, meta)
     return quantized
 
 

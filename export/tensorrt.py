@@ -24,7 +24,7 @@ from latentforge.errors import BackendUnavailable, ExportError
 from latentforge.files import atomic_write_bytes
 from latentforge.runtime.engine_sidecar import FORMAT, sidecar_path
 
-from .parts import Part
+from .graph import Part
 
 INSTALL = 'pip install "latentforge[tensorrt]" on a machine with an NVIDIA GPU'
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -15,7 +15,7 @@ import numpy as np
 
 from latentforge.files import atomic_write_bytes
 
-from .parts import Part
+from .graph import Part
 
 DTYPES = {np.dtype(np.float32): "TYPE_FP32", np.dtype(np.float16): "TYPE_FP16", np.dtype(np.uint8): "TYPE_UINT8"}
 QUEUE_DELAY_US = 100  # how long dynamic batching waits to fill a batch

@@ -71,17 +71,27 @@ def from_checkpoint(info: CheckpointInfo) -> ArtifactInfo:
                         point_dim=int(cfg.get("point_dim", 0)))
 
 
+def image_shape_of(meta: dict[str, str]) -> tuple[int, int, int]:
+    """(H, W, C) from metadata_props; graphs exported before `image_layout` was written carry (C, H, W)."""
+    shape = tuple(int(v) for v in json.loads(meta[META + "image_shape"]))
+    if meta.get(META + "image_layout") == "HWC":
+        height, width, channels = shape
+    else:
+        channels, height, width = shape
+    return height, width, channels
+
+
 def from_onnx_metadata(meta: dict[str, str], path: Path) -> ArtifactInfo:
     """Parse the metadata_props that `latentforge export` writes; refuse a graph it did not write."""
     if META + "kind" not in meta:
         raise CheckpointError(f"{str(path)!r} is an ONNX model that latentforge did not export (no latentforge.kind "
                               "metadata); export a checkpoint with `latentforge export`")
     try:
-        channels, height, width = (int(v) for v in json.loads(meta[META + "image_shape"]))
+        image_shape = image_shape_of(meta)
         lo, hi = (float(v) for v in json.loads(meta[META + "value_range"]))
         latent_dim = int(meta[META + "latent_dim"])
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{str(path)!r} has missing or malformed latentforge metadata ({e}); "
                               "re-export it with `latentforge export`") from None
-    return ArtifactInfo(path, "onnx", meta[META + "kind"], latent_dim, (height, width, channels), (lo, hi),
+    return ArtifactInfo(path, "onnx", meta[META + "kind"], latent_dim, image_shape, (lo, hi),
                         parse_attributes(meta.get(META + "attributes", "{}"), latent_dim, path))

@@ -313,12 +313,10 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str) -> Model
 
 def _export_filter_graph(module, path: Path, backend: str, threads: int, precision: str):
     """A VAE checkpoint's filter graph, exported in memory, on onnxruntime (or OpenVINO when that is the backend)."""
-    from latentforge.export.onnx import metadata
-
     from .filter_graph import filter_graph_bytes
 
     info = read_info(path)
-    data = filter_graph_bytes(module, info, metadata(info))
+    data = filter_graph_bytes(module, info)
     on = "openvino" if backend == "openvino" else "onnxruntime"
     return open_graph(on, data, threads, f"the filter graph exported from {str(path)!r}",
                       precision if on == "openvino" else "fp32")

@@ -130,13 +130,9 @@ class TorchDecoder:
 
 def checkpoint_to_onnx_bytes(model: torch.nn.Module, info) -> bytes:
     """Export a checkpoint's decoder in memory, with the metadata and the parity check `latentforge export` has."""
-    from latentforge.errors import ParityError
-    from latentforge.export.onnx import check_parity, metadata, to_onnx_bytes
+    from latentforge.export.graph import checked_graph
+    from latentforge.export.parts import build_part
+    from latentforge.export.source import source_of
 
-    data = to_onnx_bytes(model, info.config["latent_dim"], metadata(info))
-    failed = [p for p in check_parity(model, data, info.config["latent_dim"], info.value_range, atol=1e-4, rtol=1e-3)
-              if not p.passed]
-    if failed:
-        raise ParityError(f"the in-memory ONNX graph of {str(info.path)!r} disagrees with PyTorch: "
-                          + "; ".join(p.line() for p in failed) + "; use backend='torch'")
-    return data
+    return checked_graph(build_part(source_of(model, info), "decoder"),
+                         f"the in-memory ONNX graph of {str(info.path)!r}", remedy="use backend='torch'")

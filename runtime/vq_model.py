@@ -18,6 +18,7 @@ from latentforge.checkpoint import PREFIX as META
 from latentforge.errors import CheckpointError, InputError
 from latentforge.images import from_uint8, to_uint8
 
+from .artifact import image_shape_of
 from .vq_sampling import StepLogits, sample_chunks
 
 CHUNK = 256   # images a sampling run draws at once: the key/value cache is ~1 MiB an image at a 16x16 grid
@@ -176,9 +177,8 @@ def load_vq(path: Path, backend: str, threads: int | None, precision: str = "fp3
 def _graph_facts(meta: dict[str, str], path: Path) -> dict:
     """The VQ facts an exported graph's metadata_props carry (latentforge.export.vq.vq_metadata)."""
     try:
-        channels, height, width = (int(v) for v in json.loads(meta[META + "image_shape"]))
         grid = [int(v) for v in json.loads(meta[META + "code_grid"])]
-        facts = {"image_shape": (height, width, channels), "codebook_size": int(meta[META + "codebook_size"]),
+        facts = {"image_shape": image_shape_of(meta), "codebook_size": int(meta[META + "codebook_size"]),
                  "value_range": tuple(float(v) for v in json.loads(meta[META + "value_range"])), "code_grid": grid[0]}
     except (KeyError, ValueError, TypeError, IndexError) as e:
         raise CheckpointError(f"{str(path)!r} has missing or malformed latentforge VQ metadata ({e}); "

@@ -52,7 +52,8 @@ def vae_filter_onnx(vae_checkpoint):
     import onnx
 
     from latentforge.checkpoint import load_checkpoint
-    from latentforge.export.onnx import metadata
+    from latentforge.export.parts import build_part
+    from latentforge.export.source import source_of
 
     model, info = load_checkpoint(vae_checkpoint)
 
@@ -77,7 +78,7 @@ def vae_filter_onnx(vae_checkpoint):
                           dynamic_axes={"frame": batch, "offset": batch, "eps": batch, "frame_out": batch},
                           opset_version=18)
     proto = onnx.load_from_string(buffer.getvalue())
-    for key, value in {**metadata(info), "latentforge.part": "filter"}.items():
+    for key, value in build_part(source_of(model, info), "filter").metadata_at("fp32").items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     path = vae_checkpoint.with_name("vae.filter.onnx")

@@ -36,7 +36,8 @@ def test_export_writes_a_dynamic_batch_graph_with_metadata(checkpoint, tmp_path)
     model, info = load_checkpoint(checkpoint)
     assert meta["latentforge.kind"] == info.kind
     assert int(meta["latentforge.latent_dim"]) == info.config["latent_dim"]
-    assert json.loads(meta["latentforge.image_shape"]) == [info.config["channels"], 32, 32]
+    assert json.loads(meta["latentforge.image_shape"]) == [32, 32, info.config["channels"]]  # (H, W, C)
+    assert meta["latentforge.image_layout"] == "HWC"
     assert json.loads(meta["latentforge.value_range"]) == list(info.value_range)
     assert meta["latentforge.data"] == "faces" and "latentforge.version" in meta
     assert [i.name for i in proto.graph.input] == ["z"] and [o.name for o in proto.graph.output] == ["image"]
@@ -51,16 +52,20 @@ def test_export_writes_a_dynamic_batch_graph_with_metadata(checkpoint, tmp_path)
 
 
 def test_parity_failure_writes_nothing(checkpoint, tmp_path, monkeypatch):
-    import latentforge.export.onnx as onnx_export
+    from dataclasses import replace
 
-    real = onnx_export.to_onnx_bytes
+    import latentforge.export.pipeline as pipeline
+    from latentforge.export.graph import Decode
 
-    def corrupted(model, *args, **kwargs):
+    real = pipeline.export_graph
+
+    def corrupted(part, *args, **kwargs):
+        model = part.module.model
         with torch.no_grad():  # export a model that differs from the checkpoint's
             broken = type(model)(model.config)
-        return real(broken, *args, **kwargs)
+        return real(replace(part, module=Decode(broken)), *args, **kwargs)
 
-    monkeypatch.setattr(onnx_export, "to_onnx_bytes", corrupted)
+    monkeypatch.setattr(pipeline, "export_graph", corrupted)
     out = tmp_path / "model.onnx"
     with pytest.raises(ParityError, match="nothing written") as err:
         export_onnx(checkpoint, out)
@@ -96,3 +101,13 @@ def test_compare_reports_worst_index_and_nonfinite():
     p = compare("x", ref, got, atol=10, rtol=0)
     assert not p.passed and p.nonfinite == 1
     assert compare("x", ref, ref + 1e-6, atol=1e-5, rtol=0).passed
+
+
+def test_image_shape_metadata_is_hwc_and_files_exported_before_in_chw_still_load(tmp_path):
+    from latentforge.runtime.artifact import from_onnx_metadata
+
+    meta = {"latentforge.kind": "vae", "latentforge.latent_dim": "8", "latentforge.value_range": "[0, 1]"}
+    now = from_onnx_metadata({**meta, "latentforge.image_shape": "[32, 24, 3]", "latentforge.image_layout": "HWC"},
+                             tmp_path / "now.onnx")
+    before = from_onnx_metadata({**meta, "latentforge.image_shape": "[3, 32, 24]"}, tmp_path / "before.onnx")
+    assert now.image_shape == before.image_shape == (32, 24, 3)

@@ -87,7 +87,7 @@ def test_examples_net_g_exports_with_a_2d_z(net_g, tmp_path, capsys):
 def test_user_module_with_init_args(net_g, tmp_path):
     g, path = net_g
     source = foreign_source("user_models:Generator", path, '{"nz": 16, "ngf": 8, "nc": 3}')
-    assert source.latent_dim == 16 and source.image_shape == (3, 64, 64) and source.kind == "foreign"
+    assert source.latent_dim == 16 and source.image_shape == (64, 64, 3) and source.kind == "foreign"
     result = export(source, tmp_path / "g.onnx", ExportOptions(precision="int8"))
     assert result.passed and result.metadata["latentforge.precision"] == "int8" and result.metadata["latentforge.kind"] == "foreign"
     assert result.metadata["latentforge.value_range"] == "[-1.0, 1.0]"
@@ -100,7 +100,7 @@ def test_linear_first_generator_from_safetensors(user_models, tmp_path):
     mlp = user_models.MLPGenerator()
     save_file(mlp.state_dict(), tmp_path / "mlp.safetensors")
     source = foreign_source("user_models:MLPGenerator", tmp_path / "mlp.safetensors", value_range=(0.0, 1.0))
-    assert source.latent_dim == 12 and source.image_shape == (1, 8, 8)
+    assert source.latent_dim == 12 and source.image_shape == (8, 8, 1)
     assert export(source, tmp_path / "mlp.onnx", ExportOptions(precision="bf16")).passed
 
 

@@ -13,7 +13,7 @@ from latentforge.checkpoint import load_checkpoint
 from latentforge.cli import main
 from latentforge.errors import ExportError, ParityError
 from latentforge.export.parity import compare
-from latentforge.export.parts import Source
+from latentforge.export.source import Source
 from latentforge.export.pipeline import ExportOptions, export, export_precisions
 from latentforge.export.precision import FP16_LIMIT, activation_peaks
 from latentforge.images import from_uint8, to_uint8
@@ -155,7 +155,7 @@ def test_fp16_overflow_is_detected_and_those_layers_stay_fp32(tmp_path):
     from onnxconverter_common import float16
 
     torch.manual_seed(0)
-    source = Source(Overflowing().eval(), "foreign", 4, (1, 4, 4), (-1.0, 1.0))
+    source = Source(Overflowing().eval(), "foreign", 4, (4, 4, 1), (-1.0, 1.0))
     fp32 = export(source, tmp_path / "fp32.onnx", ExportOptions(slim=False)).path
     z = latents(16, 4)
     peaks = activation_peaks(onnx.load(str(fp32)), [{"z": z}])

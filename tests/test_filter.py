@@ -163,3 +163,27 @@ def test_a_256px_vae_filters_frames(tmp_path):
     frame = _frames(1, 200, 300)[0]
     fast, plain = Filter(model)(frame), Filter(model, use_graph=False)(frame)
     assert fast.shape == frame.shape and np.abs(fast.astype(int) - plain).max() <= 1
+
+
+def test_in_memory_and_exported_filter_graphs_map_a_nan_output_to_0(vae_checkpoint, tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from latentforge.checkpoint import load_checkpoint
+    from latentforge.export.pipeline import ExportOptions, export
+    from latentforge.export.source import source_of
+    from latentforge.runtime.filter_graph import filter_graph_bytes
+
+    model, info = load_checkpoint(vae_checkpoint)
+    with torch.no_grad():  # the decoder's first output channel becomes NaN everywhere
+        model.decoder[-2].bias[0] = float("nan")
+    exported = export(source_of(model, info), tmp_path / "filter.onnx", ExportOptions(part="filter")).path
+    n, size, dim = 2, info.config["image_size"], info.config["latent_dim"]
+    feed = {"frame": np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+            "offset": np.zeros((n, dim), np.float32), "temperature": np.zeros(1, np.float32),
+            "eps": np.zeros((n, dim), np.float32)}
+    outs = [ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+            for graph in (filter_graph_bytes(model, info), str(exported))]
+    for out in outs:
+        assert (out[..., 0] == 0).all() and out[..., 1:].any()
+    assert np.abs(outs[0].astype(int) - outs[1]).max() <= 1

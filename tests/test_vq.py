@@ -8,7 +8,10 @@ import torch
 import latentforge
 from latentforge.cli import main
 from latentforge.errors import InputError
-from latentforge.export.vq import check_prior, check_vq_decoder, export_vq, vq_graphs
+from latentforge.export.graph import ort_runner, validate
+from latentforge.export.parts import build_part
+from latentforge.export.source import source_of
+from latentforge.export.vq import export_vq, vq_graphs
 from latentforge.models import PriorConfig, VQPrior, VQVAEConfig
 from latentforge.models.vqvae import Quantizer, usage
 from latentforge.runtime.vq_sampling import next_code, sample_codes
@@ -182,11 +185,13 @@ def test_export_parity_of_decoder_and_prior(trained_prior, tmp_path):
 
     model, info = load_checkpoint(trained_prior[1])
     graphs = vq_graphs(model, info)
-    assert all(p.passed for p in check_vq_decoder(model.vqvae, graphs["decoder"]))
-    assert all(p.passed for p in check_prior(model.transformer, graphs["prior"]))
+    parts = {name: build_part(source_of(model, info), name) for name in graphs}
+    checks = {name: validate(parts[name], ort_runner(graph)) for name, graph in graphs.items()}
+    assert all(p.passed for p in checks["decoder"] + checks["prior"])
+    assert any("position=0" in p.name for p in checks["prior"])  # the first and the last slot are checked
     with torch.no_grad():  # a graph of other weights must fail the same check
         model.transformer.head.bias.add_(1.0)
-    assert not all(p.passed for p in check_prior(model.transformer, graphs["prior"]))
+    assert not all(p.passed for p in validate(parts["prior"], ort_runner(graphs["prior"])))
     written = export_vq(trained_prior[1], tmp_path / "dec.onnx", tmp_path / "prior.onnx")
     assert sorted(written) == ["decoder", "prior"]
     with pytest.raises(InputError, match="without a prior"):
