@@ -14,7 +14,7 @@ from latentforge.errors import InputError, LatentforgeError
 COMMAND_MODULES = ("demo", "train", "edit", "export", "run", "bench", "system")
 
 
-class _Parser(argparse.ArgumentParser):
+class _OneLineErrorParser(argparse.ArgumentParser):
     """A usage error is a bad input like any other: one line on stderr and exit status 2, no usage dump."""
 
     def error(self, message: str):
@@ -24,7 +24,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from latentforge import __version__
 
-    parser = _Parser(prog="latentforge", description="Train VAEs and GANs, export them, run them as image makers.")
+    parser = _OneLineErrorParser(prog="latentforge", description="Train VAEs and GANs, export them, run them as image makers.")
     parser.add_argument("--version", action="version", version=f"latentforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
