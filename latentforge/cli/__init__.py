@@ -24,7 +24,8 @@ class _OneLineErrorParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from latentforge import __version__
 
-    parser = _OneLineErrorParser(prog="latentforge", description="Train VAEs and GANs, export them, run them as image makers.")
+    parser = _OneLineErrorParser(prog="latentforge",
+                                 description="Train VAEs and GANs, export them, run them as image makers.")
     parser.add_argument("--version", action="version", version=f"latentforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
