@@ -38,7 +38,7 @@ def test_attributes_and_edit_on_a_labelled_folder(vae_checkpoint, folder, tmp_pa
     assert sorted(p.name for p in out.iterdir()) == [f"im{i:02d}.png" for i in range(12)]
     # The CLI's output is exactly Model.edit of the same (cropped, resized) images.
     model = latentforge.load(vae_checkpoint)
-    from latentforge.cli_edit import _read
+    from latentforge.cli.edit import _read
 
     src = np.stack([_read(str(root / "im03.png"), model.image_shape)])
     expected = model.edit(src, {"bright": 1.5}, directions)[0]
@@ -68,7 +68,7 @@ def test_bad_edit_inputs_get_one_line_errors(vae_checkpoint, dcgan_checkpoint, f
     root, _ = folder
     cases = [
         (["edit", str(vae_checkpoint), "--input", str(root / "im00.png"), "--attr", "eyes", "-o", "o.png"],
-         "NAME=AMOUNT"),
+         "ATTR=AMOUNT"),
         (["edit", str(vae_checkpoint), "--input", str(tmp_path / "nope.png"), "--attr", "a=1", "-o", "o.png"],
          "does not exist"),
         (["edit", str(vae_checkpoint), "--input", str(root / "im00.png"), "--attr", "eyes_open=1",

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .arguments import add_precision, alias, batch_sizes
+
 
 def _floats(text: str) -> tuple[float, float]:
     try:
@@ -13,11 +15,9 @@ def _floats(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _batch(text: str) -> tuple[int, int, int]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
+def _batch_profile(text: str) -> tuple[int, int, int]:
+    """MIN,OPT,MAX of TensorRT's optimization profile, or one size for all three."""
+    values = batch_sizes(text)
     if len(values) == 1:
         values = values * 3
     if len(values) != 3:
@@ -27,11 +27,10 @@ def _batch(text: str) -> tuple[int, int, int]:
 
 def cmd_export(args) -> None:
     from latentforge.errors import InputError, LatentforgeError
+    from latentforge.export.foreign import dcgan_examples_source, foreign_source, parse_shape
+    from latentforge.export.parity import table
+    from latentforge.export.pipeline import ExportOptions, export
     from latentforge.files import atomic_write_bytes, check_output_path
-
-    from .foreign import dcgan_examples_source, foreign_source, parse_shape
-    from .parity import table
-    from .pipeline import ExportOptions, export
 
     if args.report:
         check_output_path(args.report)
@@ -50,7 +49,7 @@ def cmd_export(args) -> None:
         source = args.model
     else:
         raise InputError("give a checkpoint, or --module pkg.mod:Class --weights FILE, or --arch dcgan-examples FILE")
-    options = ExportOptions(part=args.part, precision=args.dtype, format=args.format, opset=args.opset,
+    options = ExportOptions(part=args.part, precision=args.precision, format=args.format, opset=args.opset,
                             batch=args.batch, atol=args.atol, rtol=args.rtol, min_psnr=args.min_psnr,
                             slim=not args.no_slim, triton_backend=args.triton_backend, fp16_io=args.fp16_io)
     try:
@@ -70,7 +69,7 @@ def cmd_export(args) -> None:
         print(f"kept in fp32 (activations beyond the fp16 range): {', '.join(details['fp32_kept_nodes'])}")
     if args.report:
         atomic_write_bytes(args.report, json.dumps(result.report(), indent=2).encode())
-    print(f"wrote {result.path} ({details['size_bytes']} bytes, {args.part}, {args.dtype}, {args.format})")
+    print(f"wrote {result.path} ({details['size_bytes']} bytes, {args.part}, {args.precision}, {args.format})")
 
 
 def add_commands(sub) -> None:
@@ -79,17 +78,17 @@ def add_commands(sub) -> None:
     p.add_argument("model", nargs="?", help="checkpoint (.safetensors); with --arch/--module, the weights file")
     p.add_argument("-o", "--output", required=True, help="OUT.onnx | OUT.plan | a new Triton model folder")
     p.add_argument("--part", default="decoder", choices=["decoder", "encoder", "filter", "prior"])
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
+    alias(p, "--dtype", add_precision(p, "of the exported graph; below fp32 it is gated against fp32 (--min-psnr)"))
     p.add_argument("--format", default="onnx", choices=["onnx", "tensorrt", "triton"])
     p.add_argument("--opset", type=int, default=18)
-    p.add_argument("--batch", type=_batch, default=(1, 16, 128),
+    p.add_argument("--batch", type=_batch_profile, default=(1, 16, 128), metavar="MIN,OPT,MAX",
                    help="MIN,OPT,MAX: TensorRT's profile; MAX is Triton's max_batch_size")
     p.add_argument("--atol", type=float, help="absolute tolerance (default: per precision)")
     p.add_argument("--rtol", type=float, help="relative tolerance (default: per precision)")
     p.add_argument("--min-psnr", type=float, help="quality gate in dB (default fp16 40, bf16 35, int8 30)")
     p.add_argument("--report", help="write the parity report as JSON here")
     p.add_argument("--no-slim", action="store_true", help="skip the onnxslim clean-up")
-    p.add_argument("--fp16-io", action="store_true", help="with --dtype fp16: float inputs/outputs in fp16 too")
+    p.add_argument("--fp16-io", action="store_true", help="with --precision fp16: float inputs/outputs in fp16 too")
     p.add_argument("--triton-backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"],
                    help="what --format triton packages")
     p.add_argument("--timing-cache", help="TensorRT timing cache file (default under ~/.cache/latentforge)")

@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import InputError
+from latentforge.errors import InputError
+
+from .arguments import add_backend, add_edits, alias
 
 METHOD = "mean posterior mean of the high group minus the low group (split at the attribute's midpoint)"
 
@@ -39,11 +41,13 @@ def cmd_edit(args) -> None:
     import numpy as np
 
     from latentforge import load
-    from latentforge.directions import load_directions, parse_amount
+    from latentforge.directions import load_directions
     from latentforge.files import check_output_path
     from latentforge.images import save_png
 
-    amounts = dict(parse_amount(a) for a in args.attr)
+    if not args.edit:
+        raise InputError("edit needs at least one --edit ATTR=AMOUNT, e.g. --edit eyes_open=+1.5")
+    amounts = dict(args.edit)
     files, root = _inputs(args.input)
     single = root is None
     out = check_output_path(args.output) if single else Path(args.output)
@@ -142,10 +146,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("edit", help="encode images, move them along attribute directions, decode")
     p.add_argument("checkpoint", help="VAE checkpoint (.safetensors)")
     p.add_argument("--input", required=True, help="an image file or a folder of images")
-    p.add_argument("--attr", action="append", required=True, metavar="NAME=AMOUNT",
-                   help="e.g. eyes_open=+1.5; repeat for several")
+    alias(p, "--attr", add_edits(p, "e.g. eyes_open=+1.5; repeat for several (at least one)"))
     p.add_argument("--attributes", help="directions file from `latentforge attributes` (default: the checkpoint's, "
                                         "or learned from its faces/digits labels)")
-    p.add_argument("--backend", default="auto", help="auto | onnxruntime | torch (decoding; encoding is torch)")
+    add_backend(p, "which runtime decodes (encoding is torch)")
     p.add_argument("-o", "--output", required=True, help="OUT.png for one image, a folder for a folder")
     p.set_defaults(func=cmd_edit)

@@ -1,0 +1,94 @@
+"""`latentforge train` (a model from data; writes RUN_DIR/checkpoint.safetensors) and `latentforge evaluate`."""
+from __future__ import annotations
+
+import json
+import shlex
+
+from latentforge.errors import InputError
+
+
+def cmd_train(args) -> None:
+    from latentforge.checkpoint import read_info
+    from latentforge.training.train import TrainConfig, train
+
+    try:
+        options = json.loads(args.model_options) if args.model_options else {}
+    except json.JSONDecodeError as e:
+        raise InputError(f"--model-options is not valid JSON ({e.msg} at column {e.colno}): "
+                         f"{args.model_options!r}; write it like '{{\"base_channels\": 16}}'") from None
+    if not isinstance(options, dict):
+        raise InputError(f"--model-options must be a JSON object, got {args.model_options!r}")
+    if args.source and args.kind != "prior":
+        raise InputError(f"only `train prior` takes a checkpoint argument ({args.source!r}); drop it for {args.kind}")
+    for flag, name in (("--codebook-size", "codebook_size"), ("--code-dim", "code_dim")):
+        if getattr(args, name) is not None:
+            if args.kind != "vqvae":
+                raise InputError(f"{flag} is a VQ-VAE option; {args.kind} has no codebook")
+            options[name] = getattr(args, name)
+    data, image_size = args.data or "faces", args.image_size
+    if args.kind == "prior" and args.source:  # a prior learns the codes of its VQ-VAE's own training data
+        vq = read_info(args.source)
+        data, image_size = args.data or vq.data, image_size or vq.config.get("image_size")
+    cfg = TrainConfig(kind=args.kind, data=data, out=args.out, steps=args.steps, batch_size=args.batch_size,
+                      image_size=image_size, latent_dim=args.latent_dim, beta=args.beta, lr=args.lr,
+                      kl_warmup=args.kl_warmup, source=args.source,
+                      seed=args.seed, labels=args.labels, model_options=options, sample_every=args.sample_every,
+                      checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
+                      critic_steps=args.critic_steps, gp_lambda=args.gp_lambda, unroll=args.unroll,
+                      lr_decay_start=args.lr_decay_start,
+                      command="latentforge " + shlex.join(args.argv))
+    result = train(cfg)
+    print(f"checkpoint: {result.checkpoint} (step {result.step}, {result.seconds:.0f} s)")
+
+
+def cmd_evaluate(args) -> None:
+    from latentforge.files import atomic_write_bytes, check_output_path
+    from latentforge.training.evaluate import evaluate, format_table
+
+    if args.json:
+        check_output_path(args.json)
+    options = {k: v for k, v in (("n", args.n), ("seed", args.seed), ("k", args.k)) if v is not None}
+    result = evaluate(args.checkpoint, **options)
+    print(format_table(result))
+    if args.json:
+        atomic_write_bytes(args.json, json.dumps(result, indent=2, default=float).encode())
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("train", help="train a model; writes RUN_DIR/checkpoint.safetensors")
+    p.add_argument("kind", help="vae | dcgan | gan | wgan-gp | unrolled-gan | vqvae | prior")
+    p.add_argument("source", nargs="?", help="prior: the VQ-VAE checkpoint whose codes it learns")
+    p.add_argument("--data", help="faces | digits | stacked-digits | ring | grid (2-D points) | a folder of png/jpg "
+                                  "images (default faces; a prior: its VQ-VAE's data)")
+    p.add_argument("--labels", help="CelebA-style attributes CSV for a folder data set")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, choices=[32, 64, 128])
+    p.add_argument("--latent-dim", type=int)
+    p.add_argument("--beta", type=float, default=1.0, help="KL weight (VAE)")
+    p.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS", help="VAE: ramp the KL weight from 0")
+    p.add_argument("--codebook-size", type=int, help="VQ-VAE: number of codes K (default 256)")
+    p.add_argument("--code-dim", type=int, help="VQ-VAE: width D of each code (default 32)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-options", help='extra model config as JSON, e.g. \'{"base_channels": 16}\'')
+    p.add_argument("--sample-every", type=int, default=500)
+    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--critic-steps", type=int, help="GANs: D/critic updates per G update (wgan-gp 5, others 1)")
+    p.add_argument("--gp-lambda", type=float, default=10.0, help="wgan-gp: gradient penalty weight")
+    p.add_argument("--unroll", type=int, default=5, help="unrolled-gan: D steps the generator looks ahead through")
+    p.add_argument("--lr-decay-start", type=float, default=0.5,
+                   help="GANs and priors: the lr decays linearly to 0 from this fraction of --steps "
+                        "(1 = constant lr)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="held-out metrics of a checkpoint (bounds, mode coverage, FD, ...)")
+    p.add_argument("checkpoint")
+    p.add_argument("-n", type=int, help="samples or held-out images to use (default: the protocol's)")
+    p.add_argument("--k", type=int, help="importance samples for the IWAE bound (VAEs)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--json", help="write the full result as JSON here")
+    p.set_defaults(func=cmd_evaluate)
