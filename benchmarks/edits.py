@@ -25,8 +25,8 @@ from latentforge.images import save_grid, to_uint8
 from latentforge.runtime.machine import machine_info
 from latentforge.training.attributes import attribute_directions, encode_images
 from latentforge.training.data import open_data
-from latentforge.training.edit_measure import AMOUNTS, edit_row, edited, low_half
-from latentforge.training.readout import readout_for, train_readout
+from latentforge.training.evaluate.edit_measure import AMOUNTS, edit_row, edited, low_half
+from latentforge.training.evaluate.readout import readout_for, train_readout
 
 HELD_OUT = 1000
 

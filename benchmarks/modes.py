@@ -52,7 +52,7 @@ VEEGAN = [("GAN", "1", "99.3", "", "3.3", "0.5", ""), ("ALI", "2.8", "0.13", "",
 def run_one(kind: str, data: str, seed: int, work: Path, steps: int) -> dict:
     import torch
 
-    from latentforge.training.eval_modes import evaluate_gan
+    from latentforge.training.evaluate.gans import evaluate_gan
     from latentforge.training.train import TrainConfig, train
     from latentforge.checkpoint import read_info
 
@@ -154,8 +154,8 @@ def table(summary: dict, machine: dict) -> str:
 
 def pictures(runs: list[dict], out: Path, name: str) -> None:
     from latentforge.training.data import open_data
-    from latentforge.training.gan_monitor import generate
-    from latentforge.training.scatter import plot_points
+    from latentforge.training.plots import plot_points
+    from latentforge.training.samples import generate
     from latentforge.checkpoint import load_checkpoint
 
     for data in POINT_DATA:

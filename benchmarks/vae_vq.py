@@ -6,7 +6,7 @@
 
 Writes benchmarks/results/vae_vq/{vae_vq.md, vae_vq.json, *_samples.png, *_recon.png}.
 FD is "FD (domain features)" (not FID): the Fréchet distance between sample sets in the
-64-d features of a readout CNN trained on the faces labels (training/readout.py). The
+64-d features of a readout CNN trained on the faces labels (training/evaluate/readout.py). The
 data-vs-data row (held-out faces vs other training faces) is the floor at this sample size.
 """
 from __future__ import annotations
@@ -24,9 +24,10 @@ from latentforge.files import atomic_write_bytes
 from latentforge.images import from_uint8, save_grid, to_uint8
 from latentforge.latents import latents
 from latentforge.runtime.machine import machine_info
-from latentforge.training import eval_vae, eval_vq
+from latentforge.training.evaluate import vae as eval_vae
+from latentforge.training.evaluate import vq as eval_vq
 from latentforge.training.data import open_data
-from latentforge.training.readout import frechet_distance, readout_for, train_readout
+from latentforge.training.evaluate.readout import frechet_distance, readout_for, train_readout
 
 
 def _fmt(v) -> str:

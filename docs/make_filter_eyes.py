@@ -17,7 +17,7 @@ from latentforge import Filter, load
 from latentforge.checkpoint import load_checkpoint
 from latentforge.demo import SHIPPED
 from latentforge.images import save_grid
-from latentforge.training import faces
+from latentforge.training.data import faces
 from latentforge.training.attributes import attribute_directions
 from latentforge.training.data import open_data
 

@@ -46,7 +46,7 @@ def edit_strip(engine, model, info, data, attribute: str, direction: np.ndarray,
 
     Returns (uint8 grid images [rows * (1 + amounts), H, W, C], per-amount ground-truth readings or None).
     """
-    from latentforge.training import faces
+    from latentforge.training.data import faces
     from latentforge.training.attributes import encode_images
 
     images, attrs = data.get("test", np.arange(400))

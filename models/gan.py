@@ -1,6 +1,6 @@
 """The GAN kinds ("gan", "wgan-gp", "unrolled-gan"): one generator/discriminator pair each.
 
-They differ in training (training/gan_recipes.py), not in the generator. On 2-D point data
+They differ in training (training/recipes/gans.py), not in the generator. On 2-D point data
 (`point_dim` > 0) both networks are small MLPs (models/points.py); on images the
 generator is the DCGAN generator and the discriminator the DCGAN discriminator, except
 for wgan-gp, whose critic has layer norm instead of BatchNorm (models/critic.py).

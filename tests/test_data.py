@@ -8,7 +8,7 @@ from PIL import Image
 
 from latentforge.errors import DataError
 from latentforge.training.data import open_data
-from latentforge.training.faces import FACTORS, measure_eyes_open, render_faces, sample_factors
+from latentforge.training.data.faces import FACTORS, measure_eyes_open, render_faces, sample_factors
 
 
 def _column(name: str) -> int:

@@ -15,10 +15,10 @@ from latentforge.cli import main
 from latentforge.errors import InputError, TrainingError
 from latentforge.models.gan import GAN, GANConfig, UnrolledGAN, WGANGP
 from latentforge.training.data import open_data
-from latentforge.training.gan_monitor import monitor
-from latentforge.training.gan_recipes import _unrolled_params, gradient_penalty
-from latentforge.training.modes import class_mode_stats, point_mode_stats
-from latentforge.training.points import PointData, grid_modes, ring_modes
+from latentforge.training.data.points import PointData, grid_modes, ring_modes
+from latentforge.training.evaluate.modes import class_mode_stats, point_mode_stats
+from latentforge.training.recipes.gan_monitor import monitor
+from latentforge.training.recipes.gans import gradient_penalty, unrolled_params
 from latentforge.training.train import TrainConfig, train
 
 KINDS = ("gan", "wgan-gp", "unrolled-gan")
@@ -136,7 +136,7 @@ def test_one_unrolled_step_is_exactly_adams_step():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        ahead = {k: v.detach().clone() for k, v in _unrolled_params(model.discriminator, opt, real, fake, 1).items()}
+        ahead = {k: v.detach().clone() for k, v in unrolled_params(model.discriminator, opt, real, fake, 1).items()}
     loss = discriminator_loss(model.discriminator(real), model.discriminator(fake))
     opt.zero_grad()
     loss.backward()
@@ -150,7 +150,7 @@ def test_unrolled_parameters_carry_the_generators_gradient():
     model = UnrolledGAN(GANConfig(point_dim=2, **TINY_POINTS))
     opt = torch.optim.Adam(model.discriminator.parameters(), lr=1e-2)
     fake = model.generator(torch.randn(16, model.config.latent_dim))
-    ahead = _unrolled_params(model.discriminator, opt, torch.randn(16, 2), fake, 3)
+    ahead = unrolled_params(model.discriminator, opt, torch.randn(16, 2), fake, 3)
     grads = torch.autograd.grad(sum(v.sum() for v in ahead.values()), list(model.generator.parameters()))
     assert any(g.abs().sum() > 0 for g in grads)
 
@@ -233,7 +233,7 @@ def test_a_discriminator_that_wins_outright_stops_the_run(tmp_path, monkeypatch)
     """A generator that cannot move (reset to output 0 after every step) against data at (1000, 1000)."""
     import dataclasses
 
-    from latentforge.training.gan_recipes import gan_step
+    from latentforge.training.recipes.gans import gan_step
     from latentforge.training.recipes import RECIPES
 
     def frozen_generator_step(cfg, model, optimizers, x, noise):
@@ -322,7 +322,7 @@ def test_evaluate_a_trained_tiny_point_gan(tmp_path, capsys):
 # --- image-level metrics ------------------------------------------------------------------------------------------
 
 def test_precision_recall_known_answers():
-    from latentforge.training.features import precision_recall
+    from latentforge.training.evaluate.features import precision_recall
 
     rng = torch.Generator().manual_seed(0)
     real = torch.randn(200, 4, generator=rng, dtype=torch.float64)
@@ -338,13 +338,13 @@ def test_precision_recall_known_answers():
 def test_digit_classifier_reads_held_out_digits():
     from safetensors import safe_open
 
-    from latentforge.training.digit_classifier import _weights_path, predict
+    from latentforge.training.evaluate.digit_classifier import predict, weights_path
 
     digits = open_data("digits")
     images, labels = digits.get("test", np.arange(digits.size("test")))
     x = images.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
     accuracy = (predict(x) == labels[:, 0]).mean()
-    with safe_open(str(_weights_path()), framework="pt") as f:
+    with safe_open(str(weights_path()), framework="pt") as f:
         stored = float(f.metadata()["test_accuracy"])
     assert accuracy == pytest.approx(stored, abs=1e-3) and accuracy > 0.95
 
@@ -360,7 +360,7 @@ def test_evaluate_an_image_gan_gives_fd_and_precision_recall(tmp_path, capsys):
 
 
 def test_fd_of_the_data_against_itself_is_near_zero():
-    from latentforge.training.features import feature_net, frechet_distance
+    from latentforge.training.evaluate.features import feature_net, frechet_distance
 
     digits = open_data("digits")
     images, _ = digits.get("test", np.arange(200))

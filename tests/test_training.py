@@ -129,8 +129,9 @@ def test_non_finite_weights_are_never_saved(tmp_path, monkeypatch):
     import dataclasses
 
     from latentforge.training import recipes
+    from latentforge.training.recipes.vae import vae_step
 
-    real_step = recipes.vae_step
+    real_step = vae_step
 
     def overflowing_step(cfg, model, optimizers, x, noise):  # a finite loss, then an update that overflows
         metrics = real_step(cfg, model, optimizers, x, noise)

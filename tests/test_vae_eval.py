@@ -10,12 +10,13 @@ import latentforge
 from latentforge.checkpoint import load_checkpoint
 from latentforge.errors import InputError
 from latentforge.models import ConvVAE, VAEConfig
-from latentforge.training import eval_vae, losses
+from latentforge.training import losses
 from latentforge.training.attributes import attribute_directions
 from latentforge.training.data import open_data
-from latentforge.training.edit_measure import eyes_open_readings, low_half
-from latentforge.training.mig import mig
-from latentforge.training.recipes import kl_weight
+from latentforge.training.evaluate import vae as eval_vae
+from latentforge.training.evaluate.edit_measure import eyes_open_readings, low_half
+from latentforge.training.evaluate.mig import mig
+from latentforge.training.recipes.vae import kl_weight
 from latentforge.training.train import TrainConfig, train
 
 SHIPPED = Path(latentforge.__file__).parent / "weights" / "faces_vae.safetensors"
@@ -99,7 +100,7 @@ def test_eyes_open_edit_opens_the_eyes_of_held_out_faces_monotonically():
 def test_frechet_distance_matches_the_sqrtm_formula_and_survives_dead_features():
     from scipy import linalg
 
-    from latentforge.training.readout import frechet_distance
+    from latentforge.training.evaluate.readout import frechet_distance
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((400, 5))
@@ -114,7 +115,7 @@ def test_frechet_distance_matches_the_sqrtm_formula_and_survives_dead_features()
 
 def test_shipped_faces_readout_reads_the_factors_of_held_out_faces(monkeypatch, tmp_path):
     from latentforge.errors import CheckpointError
-    from latentforge.training import readout as readout_module
+    from latentforge.training.evaluate import readout as readout_module
     from latentforge.training.data import open_data
 
     faces = open_data("faces")
@@ -126,5 +127,5 @@ def test_shipped_faces_readout_reads_the_factors_of_held_out_faces(monkeypatch, 
     assert r > 0.9 and score["r2_eyes_open"] > 0.8   # it reads eye openness off pixels it never saw
     assert readout.features(images[:5]).shape == (5, readout_module.FEATURES)
     monkeypatch.setattr(readout_module, "_shipped_path", lambda data: tmp_path / "gone.safetensors")
-    with pytest.raises(CheckpointError, match="python -m latentforge.training.readout"):
+    with pytest.raises(CheckpointError, match="python -m latentforge.training.evaluate.readout"):
         readout_module.readout_for(faces)

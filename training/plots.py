@@ -1,11 +1,16 @@
-"""curves.png from the records of a run's log.jsonl, with matplotlib's Agg canvas (no display, no pyplot state)."""
+"""A run's pictures, with matplotlib's Agg canvas (no display, no pyplot state): curves.png from the records of
+its log.jsonl, and the classic mode-collapse picture of generated 2-D samples over the true modes."""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from latentforge.files import atomic_write
+
+from .evaluate.modes import HQ_STDS
 
 # (panel title, [(log key, legend label)]) per model kind; panels whose keys never appear are left out.
 PANELS = {
@@ -67,4 +72,27 @@ def plot_curves(records: list[dict], kind: str, path: str | os.PathLike) -> None
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+
+
+def plot_points(points: np.ndarray, modes: np.ndarray, std: float, path: str | os.PathLike, title: str = "") -> None:
+    """Write a PNG of `points` [n, 2] (blue dots) over `modes` [K, 2] (red circles of radius 3 std), atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Circle
+
+    fig = Figure(figsize=(4, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    span = np.abs(modes).max() * 1.5 + 10 * std
+    shown = np.clip(points, -span, span)   # far-off samples pile up on the border instead of vanishing
+    ax.scatter(shown[:, 0], shown[:, 1], s=2, alpha=0.4, color="tab:blue", linewidths=0, label="samples")
+    for x, y in modes:
+        ax.add_patch(Circle((x, y), HQ_STDS * std, fill=False, color="tab:red", linewidth=0.8))
+    ax.scatter(modes[:, 0], modes[:, 1], s=6, color="tab:red", marker="x", linewidths=0.8, label="modes")
+    ax.set_xlim(-span, span)
+    ax.set_ylim(-span, span)
+    ax.set_aspect("equal")
+    if title:
+        ax.set_title(title, fontsize=9)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

@@ -22,18 +22,18 @@ from tqdm import tqdm
 from latentforge.checkpoint import read_info
 from latentforge.errors import InputError, TrainingError
 from latentforge.files import atomic_write
-from latentforge.latents import latents
 
 from . import losses
+from .data import data_fields, open_data
 from .plots import plot_curves, read_log
 from .recipes import RECIPES, NonFinite
+from .samples import save_samples
 from .state import load_state, save_state
 
 KINDS = tuple(RECIPES)
 # model fields set by TrainConfig or the data, not model_options
 OWN_FLAGS = ("image_size", "channels", "latent_dim", "point_dim")
 EVAL_STREAM = 0  # training steps are 1..steps, so noise stream 0 is free for the fixed held-out evaluation
-SAMPLE_COUNT = 64
 STUCK_LOSS = 1e-3  # a mean discriminator loss below this over a log window: D has won, G's gradient vanished
 
 
@@ -99,20 +99,19 @@ class TrainConfig:
             raise InputError(f"lr_decay_start must be a number in 0..1, got {self.lr_decay_start!r}")
         if not isinstance(self.unroll, int) or isinstance(self.unroll, bool) or not 0 <= self.unroll <= 100:
             raise InputError(f"unroll must be an integer in 0..100, got {self.unroll!r}")
-        from .data import data_fields
-
         if RECIPES[self.kind].configure is None:  # a recipe's own configure runs when its source is read
             # checks model_options' names and values (and that the kind can train on this data) now, not mid-run
             self.model_config(data_fields(self.data, self.image_size))
 
-    def model_config(self, data_fields: dict):
-        """The model config this run trains for data with `data_fields` ({image_size, channels} or {point_dim})."""
+    def model_config(self, fixed: dict):
+        """The model config this run trains, for data that fixes the fields `fixed` ({image_size, channels} or
+        {point_dim})."""
         from latentforge.models import MODELS
 
         if RECIPES[self.kind].configure is not None:
-            return RECIPES[self.kind].configure(self, data_fields["image_size"], data_fields["channels"])
+            return RECIPES[self.kind].configure(self, fixed["image_size"], fixed["channels"])
         config_cls = MODELS[self.kind][1]
-        missing = sorted(set(data_fields) - set(config_cls.__dataclass_fields__))
+        missing = sorted(set(fixed) - set(config_cls.__dataclass_fields__))
         if missing:
             points = [k for k, r in RECIPES.items() if "point_dim" in MODELS[k][1].__dataclass_fields__]
             if "point_dim" in missing:
@@ -127,7 +126,7 @@ class TrainConfig:
         unknown = sorted(set(self.model_options) - known)
         if unknown:
             raise InputError(f"model_options has unknown field(s) {unknown} for {self.kind}; known: {sorted(known)}")
-        fields = dict(self.model_options, **data_fields)
+        fields = dict(self.model_options, **fixed)
         if self.latent_dim is not None:
             fields["latent_dim"] = self.latent_dim
         return config_cls(**fields)
@@ -206,7 +205,7 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
                     records.append(_log(log_path, {"step": step, "wall_s": wall, "test_elbo": last["test_elbo"],
                                                    "test_bpd": last["test_bpd"]}))
                 if recipe.monitor is None:
-                    _save_samples(model, cfg, data, run_dir / f"samples_{step:06d}.png")
+                    save_samples(model, run_dir / f"samples_{step:06d}.png", cfg.seed, recipe.samples, data)
                 else:
                     found, warning = recipe.monitor(cfg, model, data, step, run_dir, records)
                     last.update(found)
@@ -230,8 +229,6 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
 
 def _open_data(cfg: TrainConfig, data):
     if data is None:
-        from .data import open_data
-
         data = open_data(cfg.data, image_size=cfg.image_size, labels=cfg.labels, seed=cfg.seed)
     if cfg.image_size is not None and data.image_size != cfg.image_size:
         raise InputError(f"image_size {cfg.image_size} was asked for but data set {data.name!r} is {data.image_size} px")
@@ -337,22 +334,6 @@ def _evaluate_vae(model, batches: list[np.ndarray], seed: int, device) -> dict:
         return {"test_elbo": elbo}
     dims = int(np.prod(batches[0].shape[1:]))
     return {"test_elbo": elbo, "test_bpd": losses.bits_per_dim(elbo, dims, model.config.value_range)}
-
-
-@torch.no_grad()
-def _save_samples(model, cfg: TrainConfig, data, path: Path) -> None:
-    """The recipe's picture of progress; by default 64 decoded latents, the same ones at every step."""
-    from latentforge.images import save_grid, to_uint8
-
-    samples = RECIPES[cfg.kind].samples
-    if samples is not None:
-        images = samples(model, cfg.seed, data)
-    else:
-        z = torch.from_numpy(latents(SAMPLE_COUNT, model.config.latent_dim, seed=cfg.seed))
-        model.eval()  # the DCGAN generator's BatchNorm uses its running statistics and leaves them alone
-        images = model.decode(z.to(next(model.parameters()).device))
-        model.train()
-    save_grid(to_uint8(images.cpu().numpy(), model.config.value_range), path, nrow=8)
 
 
 def _start_or_resume(cfg, ckpt: Path, log_path: Path, model, optimizers, identity: dict, device):

@@ -103,10 +103,10 @@ def _directions_from_training_data(path) -> dict:
 
 def _inputs(spec: str) -> tuple[list[str], str | None]:
     """(image files, the folder they are under or None for one file)."""
-    from latentforge.training.data import IMAGE_EXTENSIONS, _find_images
+    from latentforge.training.data.folder import IMAGE_EXTENSIONS, find_images
 
     if os.path.isdir(spec):
-        files = [os.path.join(spec, f) for f in _find_images(spec)]
+        files = [os.path.join(spec, f) for f in find_images(spec)]
         if not files:
             raise InputError(f"no png/jpg images in {spec}; point --input at an image or a folder of them")
         return files, spec
@@ -122,10 +122,10 @@ def _read(path: str, shape: tuple[int, int, int]):
     import numpy as np
 
     from latentforge.errors import DataError
-    from latentforge.training.data import _load_image
+    from latentforge.training.data.folder import load_image
 
     try:
-        rgb = _load_image(path, shape[0])
+        rgb = load_image(path, shape[0])
     except DataError as e:
         raise InputError(str(e)) from None
     if shape[2] == 1:  # ITU-R 601 luma, as Pillow's convert("L")

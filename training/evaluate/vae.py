@@ -17,7 +17,10 @@ from latentforge.checkpoint import load_checkpoint
 from latentforge.errors import InputError
 from latentforge.images import from_uint8
 
-from . import losses
+from .. import losses
+from ..attributes import encode_images
+from ..data import open_data
+from .mig import mig
 
 DEFAULT_N = 500
 DEFAULT_K = 64
@@ -45,29 +48,18 @@ def bounds(model, x: torch.Tensor, k: int, noise: torch.Generator) -> tuple[torc
 
 def held_out(info, n: int, image_size: int | None = None):
     """The data set a checkpoint was trained on, and the first n images (and attributes) of its test split."""
-    from .data import open_data
-
     data = open_data(info.data, image_size=image_size or info.config["image_size"])
     n = min(n, data.size("test"))
     images, attrs = data.get("test", np.arange(n))
     return data, images, attrs
 
 
-def posterior_means(model, images: np.ndarray, value_range, batch: int = 256) -> np.ndarray:
-    with torch.inference_mode():
-        return np.concatenate([model.encode(torch.from_numpy(from_uint8(images[i:i + batch], value_range)))[0].numpy()
-                               for i in range(0, len(images), batch)])
-
-
 def faces_mig(model, value_range, image_size: int, n: int | None = None) -> dict:
     """MIG of the posterior means of n (default MIG_N) training faces against their 9 ground-truth factors."""
-    from .data import open_data
-    from .mig import mig
-
     n = n or MIG_N
     data = open_data("faces", image_size=image_size)
     images, factors = data.get("train", np.arange(n))
-    return mig(posterior_means(model, images, value_range), factors, list(data.attribute_names))
+    return mig(encode_images(model, images, value_range), factors, list(data.attribute_names))
 
 
 def evaluate_vae(path, info, options) -> dict:

@@ -15,9 +15,8 @@ import torch.nn.functional as F
 
 from latentforge.errors import InputError
 
-from .recipes import Recipe, finite
-
-SAMPLE_COUNT = 64
+from ..samples import SAMPLE_COUNT
+from .recipe import Recipe, build_model, decay_lr, finite, one_optimizer
 
 
 def vqvae_step(cfg, model, optimizers, x, noise) -> dict:
@@ -39,8 +38,6 @@ def vqvae_step(cfg, model, optimizers, x, noise) -> dict:
 
 
 def prior_step(cfg, model, optimizers, x, noise) -> dict:
-    from .gan_recipes import decay_lr
-
     decay_lr(cfg, optimizers)   # --lr-decay-start: linear to 0 over the end of the run, as for the GANs
     (opt,) = optimizers
     with torch.no_grad():
@@ -88,12 +85,6 @@ def _build_prior(cfg, config):
     return model
 
 
-def _build_vqvae(cfg, config):
-    from latentforge.models.vqvae import VQVAE
-
-    return VQVAE(config)
-
-
 @torch.no_grad()
 def _reconstructions(model, seed: int, data) -> torch.Tensor:
     """The first 32 held-out images, each followed by its reconstruction."""
@@ -122,9 +113,8 @@ def _prior_samples(model, seed: int, data) -> torch.Tensor:
     return images
 
 
-VQVAE = Recipe(lr=5e-4, betas=(0.9, 0.999), build=_build_vqvae,
-               optimizers=lambda cfg, model, adam: [adam(model.parameters())],
-               step=vqvae_step, configure=_configure_vqvae, samples=_reconstructions)
+VQVAE = Recipe(lr=5e-4, betas=(0.9, 0.999), build=build_model, optimizers=one_optimizer, step=vqvae_step,
+               configure=_configure_vqvae, samples=_reconstructions)
 PRIOR = Recipe(lr=3e-4, betas=(0.9, 0.95), build=_build_prior,
                optimizers=lambda cfg, model, adam: [adam(model.transformer.parameters())],
                step=prior_step, configure=_configure_prior, samples=_prior_samples, run_fields=("lr_decay_start",))

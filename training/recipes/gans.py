@@ -1,4 +1,5 @@
-"""Training steps of the GAN kinds: "gan" (the seed's loss), "wgan-gp" and "unrolled-gan".
+"""Training steps of the GAN kinds: "dcgan" (pytorch/examples), "gan" (its non-saturating loss with
+`critic_steps`), "wgan-gp" and "unrolled-gan".
 
 One loop step is one generator update. wgan-gp does `critic_steps` critic updates before it,
 each on its own slice of the step's real batch (the loop draws `batch_size * critic_steps`
@@ -10,10 +11,10 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call
 
-from . import losses
-from .data import POINT_NAMES
+from .. import losses
+from ..data import POINT_NAMES
 from .gan_monitor import monitor
-from .recipes import RECIPES, Recipe, dcgan_step, finite
+from .recipe import Recipe, build_model, decay_lr, finite, pair_optimizers
 
 DEFAULT_CRITIC_STEPS = {"gan": 1, "wgan-gp": 5, "unrolled-gan": 1}
 
@@ -22,20 +23,29 @@ def critic_steps(cfg) -> int:
     return cfg.critic_steps or DEFAULT_CRITIC_STEPS[cfg.kind]
 
 
-def decay_lr(cfg, optimizers) -> None:
-    """Linear decay to 0 from `lr_decay_start` of the run: a GAN's samples jitter with the step size, and a
-    shrinking step lets them settle on the modes. The step count is the generator optimizer's, so resume keeps it."""
-    state = optimizers[-1].state
-    done = int(next(iter(state.values()))["step"]) if state else 0
-    start = cfg.lr_decay_start * cfg.steps
-    scale = 1.0 if done < start else max(0.0, (cfg.steps - done) / max(cfg.steps - start, 1.0))
-    for opt in optimizers:
-        for group in opt.param_groups:
-            group["lr"] = cfg.learning_rate * scale
-
-
 def _z(model, n: int, noise: torch.Generator, device) -> torch.Tensor:
     return torch.randn(n, model.config.latent_dim, generator=noise).to(device)
+
+
+def dcgan_step(cfg, model, optimizers, real, noise) -> dict:
+    """pytorch/examples' order: D on real and on detached fake, then G through the updated D."""
+    opt_d, opt_g = optimizers
+    fake = model.generator(_z(model, real.shape[0], noise, real.device))
+    real_logits = model.discriminator(real)
+    fake_logits = model.discriminator(fake.detach())
+    loss_d = losses.discriminator_loss(real_logits, fake_logits)
+    metrics = {"loss_d": finite("loss_d", loss_d)}
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    loss_g = losses.generator_loss(model.discriminator(fake))
+    metrics["loss_g"] = finite("loss_g", loss_g)
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    metrics["d_x"] = torch.sigmoid(real_logits).mean().item()
+    metrics["d_g_z"] = torch.sigmoid(fake_logits).mean().item()  # D(G(z)) before the G step
+    return metrics
 
 
 def gan_step(cfg, model, optimizers, real, noise) -> dict:
@@ -90,7 +100,7 @@ def wgan_gp_step(cfg, model, optimizers, real, noise) -> dict:
     return metrics
 
 
-def _unrolled_params(disc, opt_d, real, fake, k: int) -> dict:
+def unrolled_params(disc, opt_d, real, fake, k: int) -> dict:
     """D's parameters after k Adam steps on (real, fake), as functions of fake (create_graph)."""
     names = [name for name, _ in disc.named_parameters()]
     params = dict(disc.named_parameters())
@@ -127,7 +137,7 @@ def unrolled_step(cfg, model, optimizers, real, noise) -> dict:
     real_logits, fake_logits = disc(real), disc(fake.detach())
     loss_d = losses.discriminator_loss(real_logits, fake_logits)
     metrics = {"loss_d": finite("loss_d", loss_d)}
-    ahead = _unrolled_params(disc, opt_d, real, fake, cfg.unroll) if cfg.unroll else dict(disc.named_parameters())
+    ahead = unrolled_params(disc, opt_d, real, fake, cfg.unroll) if cfg.unroll else dict(disc.named_parameters())
     loss_g = losses.generator_loss(functional_call(disc, ahead, (fake,)))
     metrics["loss_g"] = finite("loss_g", loss_g)
     opt_g.zero_grad(set_to_none=True)
@@ -141,14 +151,12 @@ def unrolled_step(cfg, model, optimizers, real, noise) -> dict:
     return metrics
 
 
-def _build(cfg, config):
-    from latentforge.models import MODELS
+def _build_dcgan(cfg, config):
+    from latentforge.models.dcgan import init_weights
 
-    return MODELS[cfg.kind][0](config)
-
-
-def _pair_optimizers(cfg, model, adam):
-    return [adam(model.discriminator.parameters()), adam(model.generator.parameters())]
+    model = build_model(cfg, config)
+    model.apply(init_weights)
+    return model
 
 
 def _lr(image_lr: float):
@@ -157,16 +165,15 @@ def _lr(image_lr: float):
 
 
 RUN_FIELDS = ("critic_steps", "gp_lambda", "unroll", "lr_decay_start")
-COMMON = dict(build=_build, optimizers=_pair_optimizers, run_fields=RUN_FIELDS, monitor=monitor)
+COMMON = dict(build=build_model, optimizers=pair_optimizers, run_fields=RUN_FIELDS, monitor=monitor)
 
-GAN_RECIPES: dict[str, Recipe] = {
-    "gan": Recipe(lr=_lr(2e-4), betas=(0.5, 0.999), step=gan_step, real_batches=critic_steps, stuck="loss_d",
-                  hint=" or raise --critic-steps", **COMMON),
-    # The WGAN-GP paper: 5 critic steps, lambda 10, Adam(1e-4, betas (0.5, 0.9)) as in its own code (gan_toy.py,
-    # gan_64x64.py; Algorithm 1 says beta1 = 0).
-    "wgan-gp": Recipe(lr=_lr(1e-4), betas=(0.5, 0.9), step=wgan_gp_step, real_batches=critic_steps,
-                      hint=" or raise --gp-lambda", **COMMON),
-    "unrolled-gan": Recipe(lr=_lr(2e-4), betas=(0.5, 0.999), step=unrolled_step, stuck="loss_d",
-                           hint=" or lower --unroll", **COMMON),
-}
-RECIPES.update(GAN_RECIPES)
+DCGAN = Recipe(lr=2e-4, betas=(0.5, 0.999), build=_build_dcgan, optimizers=pair_optimizers,  # as pytorch/examples
+               step=dcgan_step)
+GAN = Recipe(lr=_lr(2e-4), betas=(0.5, 0.999), step=gan_step, real_batches=critic_steps, stuck="loss_d",
+             hint=" or raise --critic-steps", **COMMON)
+# The WGAN-GP paper: 5 critic steps, lambda 10, Adam(1e-4, betas (0.5, 0.9)) as in its own code (gan_toy.py,
+# gan_64x64.py; Algorithm 1 says beta1 = 0).
+WGAN_GP = Recipe(lr=_lr(1e-4), betas=(0.5, 0.9), step=wgan_gp_step, real_batches=critic_steps,
+                 hint=" or raise --gp-lambda", **COMMON)
+UNROLLED_GAN = Recipe(lr=_lr(2e-4), betas=(0.5, 0.999), step=unrolled_step, stuck="loss_d",
+                      hint=" or lower --unroll", **COMMON)

@@ -5,7 +5,7 @@ on its 1500-image train split with small random shifts, so GAN samples that sit 
 still read. Input: float [N, 1, 32, 32] in [-1, 1] (the GANs' value range). The shipped
 weights are latentforge/weights/digit_classifier.safetensors; retrain them with
 
-    python -m latentforge.training.digit_classifier
+    python -m latentforge.training.evaluate.digit_classifier
 
 which prints the held-out accuracy (297 test digits) and stores it in the file's metadata.
 """
@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from latentforge.errors import CheckpointError
+
+from ..data.digits import load_digits
 
 WEIGHTS_NAME = "digit_classifier.safetensors"
 IMAGE_SIZE = 32
@@ -44,7 +46,7 @@ class DigitClassifier(nn.Module):
         return self.head(self.body(x))
 
 
-def _weights_path() -> Path:
+def weights_path() -> Path:
     import latentforge
 
     return Path(latentforge.__file__).resolve().parent / "weights" / WEIGHTS_NAME
@@ -54,10 +56,10 @@ def _weights_path() -> Path:
 def load_classifier() -> DigitClassifier:
     from safetensors.torch import load_file
 
-    path = _weights_path()
+    path = weights_path()
     if not path.exists():
         raise CheckpointError(f"the digit classifier's weights {path} are missing; retrain them with "
-                              "`python -m latentforge.training.digit_classifier`")
+                              "`python -m latentforge.training.evaluate.digit_classifier`")
     model = DigitClassifier()
     model.load_state_dict(load_file(str(path)))
     return model.eval()
@@ -91,8 +93,6 @@ def _shift(x: torch.Tensor, rng: np.random.Generator, most: int = 2) -> torch.Te
 
 def train_classifier(epochs: int = 20, seed: int = 0) -> tuple[DigitClassifier, float]:
     """Train on the digits' train split; returns the model and its accuracy on the 297 test digits."""
-    from .data import load_digits
-
     data = load_digits(IMAGE_SIZE)
     def tensors(split):
         images, labels = data.get(split, np.arange(data.size(split)))
@@ -124,9 +124,9 @@ def main() -> None:
 
     torch.set_num_threads(1)
     model, accuracy = train_classifier()
-    path = _weights_path()
+    path = weights_path()
     meta = {"test_accuracy": f"{accuracy:.4f}", "test_set": "sklearn digits, fixed 297-image test split",
-            "command": "python -m latentforge.training.digit_classifier"}
+            "command": "python -m latentforge.training.evaluate.digit_classifier"}
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
     print(f"wrote {path}: test accuracy {accuracy:.4f}", file=sys.stderr)

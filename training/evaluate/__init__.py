@@ -1,34 +1,39 @@
 """`latentforge evaluate CKPT`: the held-out numbers each model kind is judged by.
 
-Each kind's evaluator lives in its own module and is named in EVALUATORS as "module:function";
-it takes (path, info, options) and returns a flat-ish JSON-able dict with a "table" entry:
-a list of (name, value, unit) rows that the CLI prints.
+Each kind's evaluator lives in its own module here (vae.py, vq.py, gans.py) and is named in
+EVALUATORS; it takes (path, info, options) and returns a flat-ish JSON-able dict with a "table"
+entry: a list of (name, value, unit) rows that the CLI prints. The metrics they share (modes,
+MIG, feature distances, the readout and digit classifier networks) have modules of their own.
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from latentforge.checkpoint import read_info
 from latentforge.errors import InputError
 
-EVALUATORS: dict[str, str] = {
-    "vae": "latentforge.training.eval_vae:evaluate_vae",
-    "vqvae": "latentforge.training.eval_vq:evaluate_vqvae",
-    "prior": "latentforge.training.eval_vq:evaluate_prior",
-    **{kind: "latentforge.training.eval_modes:evaluate_gan" for kind in ("gan", "wgan-gp", "unrolled-gan")},
+from .gans import evaluate_gan
+from .vae import evaluate_vae
+from .vq import evaluate_prior, evaluate_vqvae
+
+EVALUATORS = {
+    "vae": evaluate_vae,
+    "vqvae": evaluate_vqvae,
+    "prior": evaluate_prior,
+    "gan": evaluate_gan,
+    "wgan-gp": evaluate_gan,
+    "unrolled-gan": evaluate_gan,
 }
 
 
 def evaluate(path: str | Path, **options) -> dict:
     """Evaluate the checkpoint at `path`; options are the evaluator's own (n, seed, batches, ...)."""
     info = read_info(path)
-    target = EVALUATORS.get(info.kind)
-    if target is None:
+    evaluator = EVALUATORS.get(info.kind)
+    if evaluator is None:
         known = ", ".join(sorted(EVALUATORS)) or "none yet"
         raise InputError(f"no evaluation for {info.kind!r} checkpoints ({path}); evaluate knows: {known}")
-    module, func = target.split(":")
-    result = getattr(importlib.import_module(module), func)(Path(path), info, options)
+    result = evaluator(Path(path), info, options)
     return {"checkpoint": str(path), "kind": info.kind, "data": info.data, "step": info.step, **result}
 
 

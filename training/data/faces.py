@@ -1,4 +1,4 @@
-"""Procedural cartoon faces drawn from known factors, so a model's latents can be checked against the truth.
+"""The faces data set: procedural cartoon faces drawn from known factors, so latents can be checked against the truth.
 
 Every shape is a signed distance (in units of the image side) turned into coverage with
 about one pixel of anti-aliasing, and the whole batch is drawn at once with NumPy
@@ -12,6 +12,9 @@ from functools import lru_cache
 import numpy as np
 
 from latentforge.errors import InputError
+
+from .image_data import ImageData
+from .splits import SPLITS, uniforms
 
 FACTORS: tuple[str, ...] = (
     "eyes_open", "smile", "face_width", "skin_tone", "hair_hue", "background_hue", "shift_x", "shift_y", "glasses",
@@ -54,6 +57,8 @@ _RIMS = np.array([20, 20, 25], dtype=np.float32)
 
 # measure_eyes_open counts sclera: pixels whose darkest channel is above every skin colour's (170).
 _WHITE_FROM, _WHITE_TO = 195.0, 240.0
+
+FACES_TEST_SIZE = 2000
 
 
 def sample_factors(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -251,3 +256,22 @@ def _white_in_eyes_wide_open(size: int) -> float:
     reference = np.zeros((1, len(FACTORS)), dtype=np.float32)
     reference[0, FACTORS.index("eyes_open")] = 1.0
     return float(_white_in_eyes(render_faces(reference, size), reference)[0])
+
+
+class FacesData(ImageData):
+    """Cartoon faces, rendered on demand: image i of a split is a pure function of (seed, split, i).
+
+    The train split is effectively unlimited (2**31 - 1 images, never repeated in practice);
+    the test split is 2000 images from a different stream, so it is held out.
+    """
+
+    def __init__(self, image_size: int, seed: int):
+        super().__init__("faces", image_size, 3, list(FACTORS))
+        self.seed = seed
+
+    def _size(self, split: str) -> int:
+        return 2**31 - 1 if split == "train" else FACES_TEST_SIZE
+
+    def _get(self, split: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        factors = factors_from_uniform(uniforms(self.seed, SPLITS.index(split), indices, len(FACTORS)))
+        return render_faces(factors, self.image_size), factors

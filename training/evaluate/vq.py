@@ -1,7 +1,7 @@
 """`latentforge evaluate` for a VQ-VAE (reconstruction, codebook usage) and for its prior (+ code NLL, FD).
 
 FD is "FD (domain features)": the Fréchet distance between held-out images and prior samples
-in the 64-d features of a readout CNN trained on the data set's own labels (training/readout.py);
+in the 64-d features of a readout CNN trained on the data set's own labels (readout.py);
 it needs a labelled data set (faces, digits, or a folder with labels).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from latentforge.checkpoint import load_checkpoint
 from latentforge.errors import InputError
 from latentforge.images import from_uint8, to_uint8
 
-from .eval_vae import held_out
+from .vae import held_out
 
 DEFAULT_N = 500
 

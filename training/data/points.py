@@ -13,7 +13,7 @@ import numpy as np
 
 from latentforge.errors import DataError
 
-from .data import SPLITS, _uniforms
+from .splits import SPLITS, check_split, uniforms
 
 TEST_SIZE = 2500   # the protocol's sample count
 
@@ -50,19 +50,19 @@ class PointData:
         return {"point_dim": self.point_dim}
 
     def size(self, split: str) -> int:
-        self._check_split(split)
+        check_split(self.name, split)
         return 2**31 - 1 if split == "train" else TEST_SIZE
 
     def get(self, split: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """float32 points [B, d] and an empty attribute array [B, 0]."""
-        split = self._check_split(split)
+        split = check_split(self.name, split)
         indices = np.asarray(indices)
         if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
             raise DataError(f"indices into {self.name!r} must be a 1-D integer array, got {indices.dtype} "
                             f"{list(indices.shape)}")
         if indices.size and (indices.min() < 0 or indices.max() >= self.size(split)):
             raise DataError(f"indices into {self.name!r} {split} must be in 0 .. {self.size(split) - 1}")
-        u = _uniforms(self.seed, SPLITS.index(split), indices.astype(np.int64), 1 + 2 * self.point_dim)
+        u = uniforms(self.seed, SPLITS.index(split), indices.astype(np.int64), 1 + 2 * self.point_dim)
         return self.points_from_uniform(u.astype(np.float64)), np.zeros((len(indices), 0), dtype=np.float32)
 
     def points_from_uniform(self, u: np.ndarray) -> np.ndarray:
@@ -72,11 +72,6 @@ class PointData:
         radius = np.sqrt(-2.0 * np.log1p(-u[:, 1:1 + d]))        # 1 - u is in (0, 1]: log never sees 0
         normal = radius * np.cos(2 * np.pi * u[:, 1 + d:1 + 2 * d])
         return (self.modes[mode] + self.std * normal).astype(np.float32)
-
-    def _check_split(self, split: str) -> str:
-        if split not in SPLITS:
-            raise DataError(f"unknown split {split!r} of {self.name!r}: use 'train' or 'test'")
-        return split
 
 
 def open_points(name: str, seed: int = 0) -> PointData:

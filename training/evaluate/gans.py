@@ -12,7 +12,9 @@ import numpy as np
 from latentforge.checkpoint import load_checkpoint
 from latentforge.errors import InputError
 
-from .gan_monitor import generate
+from ..data import open_data
+from ..samples import generate
+from .features import feature_net, features, frechet_distance, precision_recall
 from .modes import class_mode_stats, point_mode_stats
 
 POINT_SAMPLES = 2500
@@ -27,8 +29,6 @@ def _count(options: dict, default: int) -> int:
 
 
 def evaluate_gan(path, info, options: dict) -> dict:
-    from .data import open_data
-
     model, _ = load_checkpoint(path)
     seed = options.get("seed", 0)
     if model.config.point_dim:
@@ -57,9 +57,6 @@ def evaluate_gan(path, info, options: dict) -> dict:
 
 
 def _feature_scores(model, info, options: dict, seed: int) -> dict:
-    from .data import open_data
-    from .features import feature_net, features, frechet_distance, precision_recall
-
     config = model.config
     data = open_data(info.data, image_size=config.image_size)
     net, described = feature_net(info.data, config.channels, config.image_size)

@@ -4,12 +4,12 @@ On `faces` it regresses the 9 generating factors (each scaled to [0, 1]); on `di
 classifies the 10 digits. Two uses: (1) measuring what a latent edit changed in the decoded
 image, for every factor and not only eyes_open (which also has an exact pixel measure,
 faces.measure_eyes_open); (2) the feature extractor of "FD (domain features)", the
-Fréchet distance computed like FID but on these 64-d features, as PROTOCOLS.md asks, since
-Inception weights cannot be downloaded here. Deterministic for a seed; trained in seconds.
+Fréchet distance computed like FID but on these 64-d features, since Inception weights cannot
+be downloaded here. Deterministic for a seed; trained in seconds.
 
 For 64 px `faces` the readout is shipped (latentforge/weights/faces_readout.safetensors), so every
 FD and every edit table is measured with the same features and `evaluate` does not retrain it;
-remake it with `python -m latentforge.training.readout`. Other data sets train their own.
+remake it with `python -m latentforge.training.evaluate.readout`. Other data sets train their own.
 """
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from torch import nn
 
 from latentforge.errors import CheckpointError, InputError
 from latentforge.images import from_uint8
+
+from ..data import open_data
 
 FEATURES = 64
 SHIPPED = {("faces", 64): "faces_readout.safetensors"}   # (data name, image size) -> file in latentforge/weights
@@ -116,7 +118,7 @@ def readout_for(data) -> tuple[Readout, dict]:
         return train_readout(data)
     if not path.exists():
         raise CheckpointError(f"the shipped readout {path} is missing; remake it with "
-                              "`python -m latentforge.training.readout`")
+                              "`python -m latentforge.training.evaluate.readout`")
     from safetensors import safe_open
 
     try:
@@ -130,15 +132,13 @@ def readout_for(data) -> tuple[Readout, dict]:
         return readout, json.loads(meta["score"])
     except Exception as e:   # safetensors, a missing key, a shape mismatch: all mean a damaged file
         raise CheckpointError(f"the shipped readout {path} is damaged ({type(e).__name__}: {str(e)[:120]}); remake it "
-                              "with `python -m latentforge.training.readout`") from None
+                              "with `python -m latentforge.training.evaluate.readout`") from None
 
 
 def main() -> None:
     from safetensors.torch import save_file
 
     from latentforge.files import atomic_write
-
-    from .data import open_data
 
     torch.set_num_threads(1)
     for (name, size), _ in SHIPPED.items():
@@ -148,7 +148,7 @@ def main() -> None:
         tensors |= {"low": torch.from_numpy(np.asarray(readout.low, np.float32)),
                     "high": torch.from_numpy(np.asarray(readout.high, np.float32))}
         meta = {"score": json.dumps(score), "classify": str(int(readout.classify)),
-                "command": "python -m latentforge.training.readout", "steps": str(SHIPPED_STEPS),
+                "command": "python -m latentforge.training.evaluate.readout", "steps": str(SHIPPED_STEPS),
                 "data": f"{name} {size} px, train split"}
         path = _shipped_path(data)
         atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))

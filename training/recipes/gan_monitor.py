@@ -9,25 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from latentforge.latents import latents
-
-from .modes import point_mode_stats
+from ..evaluate.modes import point_mode_stats
+from ..plots import plot_points
+from ..samples import generate, save_samples
 
 MONITOR_SAMPLES = 2500
-
-
-@torch.no_grad()
-def generate(model, n: int, seed: int, chunk: int = 500) -> np.ndarray:
-    """n samples from latents(n, latent_dim, seed) in eval mode; float32 points [n, d] or images [n, C, H, W]."""
-    was_training = model.training
-    model.eval()
-    z = torch.from_numpy(latents(n, model.config.latent_dim, seed=seed))
-    device = next(model.parameters()).device
-    out = torch.cat([model.decode(z[i:i + chunk].to(device)).cpu() for i in range(0, n, chunk)])
-    model.train(was_training)
-    return out.numpy()
 
 
 def coverage(model, data, seed: int, n: int = MONITOR_SAMPLES) -> tuple[dict, np.ndarray | None]:
@@ -42,7 +29,7 @@ def coverage(model, data, seed: int, n: int = MONITOR_SAMPLES) -> tuple[dict, np
             found["reverse_kl"] = stats["reverse_kl"]
         return found, points
     if data.name == "stacked-digits":
-        from .digit_classifier import stacked_labels
+        from ..evaluate.digit_classifier import stacked_labels
 
         images = generate(model, n, seed)
         labels = stacked_labels(images)
@@ -54,14 +41,10 @@ def monitor(cfg, model, data, step: int, run_dir: Path, records: list[dict]) -> 
     found, points = coverage(model, data, cfg.seed)
     picture = run_dir / f"samples_{step:06d}.png"
     if points is not None:
-        from .scatter import plot_points
-
         plot_points(points, data.modes, data.std, picture,
                     title=f"{cfg.kind} on {data.name}, step {step}: {found['modes']}/{len(data.modes)} modes")
     else:
-        from .train import _save_samples
-
-        _save_samples(model, cfg, data, picture)
+        save_samples(model, picture, cfg.seed)
     if "modes" not in found:
         return found, None
     earlier = [(r["modes"], r["step"]) for r in records if "modes" in r and "event" not in r]

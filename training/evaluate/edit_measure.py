@@ -2,7 +2,7 @@
 
 For each attribute: held-out faces in the lower half of that factor's range are encoded
 (posterior means), moved by a * d for each amount a, decoded, and read back by (1) the
-readout CNN (training/readout.py), which reads all 9 factors from pixels, and (2) for
+readout CNN (readout.py), which reads all 9 factors from pixels, and (2) for
 eyes_open also the data set's exact ground-truth pixel measure (faces.measure_eyes_open).
 Changes are reported as fractions of each factor's full range, relative to amount 0 (the
 plain reconstruction), so the model's own reconstruction error does not count as an edit.
@@ -14,8 +14,8 @@ import torch
 
 from latentforge.images import to_uint8
 
-from .attributes import encode_images
-from .faces import FACTORS, measure_eyes_open
+from ..attributes import encode_images
+from ..data.faces import FACTORS, measure_eyes_open
 
 AMOUNTS = (0.0, 0.5, 1.0, 1.5, 2.0)
 
