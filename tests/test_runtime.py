@@ -102,7 +102,7 @@ def test_encode_matches_the_reference_encoder(vae_checkpoint):
 def test_threads_are_honoured_and_do_not_leak(vae_checkpoint, vae_onnx):
     exported = load(vae_onnx, threads=1)
     assert exported.threads == 1
-    assert exported._decoder.session.get_session_options().intra_op_num_threads == 1
+    assert exported._decoder.graph.session.get_session_options().intra_op_num_threads == 1
     before = torch.get_num_threads()
     model = load(vae_checkpoint, "torch", threads=1)
     model.sample(2, seed=0)
