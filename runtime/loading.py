@@ -83,13 +83,14 @@ def _load_onnx(path: Path, backend: str, threads, precision: str, decoder: Path 
         raise BackendUnavailable(f"{str(path)!r}: an .onnx runs on onnxruntime or openvino; load the checkpoint for "
                                  "the torch backend, or the exporter's .plan for tensorrt")
     graph = open_exported(path, backend, threads, precision)
-    part = graph.metadata.get(META + "part")
+    meta = graph.metadata
+    part = meta.get(META + "part")
     if part in VQ_PARTS:
         return _vq_on_exported_graphs(path, graph, backend, threads, precision, decoder)
     if decoder is not None:
         raise InputError(f"decoder= goes with an exported VQ prior; {str(path)!r} is a {part!r} graph, so load it "
                          "alone")
-    info = from_onnx_metadata(graph.metadata, path)
+    info = from_onnx_metadata(meta, path)
     if part == "filter":
         return Model(info, None, filter_graph=graph, precision=graph.precision)
     return Model(info, GraphDecoder(graph, repr(str(graph.source)), info.value_range), precision=graph.precision)
