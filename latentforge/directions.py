@@ -75,13 +75,16 @@ def parse_attributes(text: str, latent_dim: int, path: Path) -> dict[str, np.nda
     """A model file's `latentforge.attributes` (JSON {name: [floats]}) -> {name: float32 [latent_dim]}. Anything
     wrong with it is a damaged model file (CheckpointError)."""
     try:
-        vectors = dict(json.loads(text))
+        vectors = json.loads(text)
+        if not isinstance(vectors, dict):
+            raise TypeError(f"a JSON {type(vectors).__name__}, not an object of name: vector")
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{str(path)!r} has malformed latentforge.attributes ({e}); re-save it") from None
     return _checked(vectors, latent_dim, f"the latentforge.attributes of {str(path)!r}", CheckpointError, "re-save it")
 
 
-def _checked(vectors: dict, latent_dim: int | None, where: str, error: type[Exception], fix: str) -> dict[str, np.ndarray]:
+def _checked(vectors: dict, latent_dim: int | None, where: str, error: type[Exception],
+             fix: str) -> dict[str, np.ndarray]:
     """Every direction a float32 vector, of width `latent_dim` when given."""
     directions = {}
     for name, vector in vectors.items():

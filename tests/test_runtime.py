@@ -261,7 +261,8 @@ def test_every_backend_graph_satisfies_the_protocol(vae_onnx, vae_checkpoint, va
     for graph in (OrtGraph(vae_onnx), OvGraph(vae_onnx), load(vae_filter_onnx).filter_graph()):
         assert isinstance(graph, BackendGraph) and not missing_members(graph, BackendGraph), type(graph)
     assert not missing_members(TrtGraph, BackendGraph)  # an instance needs a GPU: tests/test_backends.py
-    for model in (load(vae_onnx), load(vae_onnx, "openvino"), load(vae_checkpoint), load(vae_checkpoint, "onnxruntime")):
+    models = (load(vae_onnx), load(vae_onnx, "openvino"), load(vae_checkpoint), load(vae_checkpoint, "onnxruntime"))
+    for model in models:
         assert isinstance(model._decoder, Decoder) and not missing_members(model._decoder, Decoder)
 
 
