@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 def load(path, backend: str = "auto", **options):
     """Load a checkpoint (`.safetensors`) or an exported `.onnx` as a runnable model.
 
-    See `latentforge.runtime.model.Model` for what the returned object offers.
+    See `latentforge.runtime.protocols.LoadedModel` for what every returned model offers.
     """
     from .runtime import load as _load
 

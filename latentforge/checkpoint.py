@@ -3,7 +3,8 @@
 Metadata keys (all strings): `latentforge.kind`, `latentforge.config` (JSON),
 `latentforge.value_range` (JSON [lo, hi]), `latentforge.data`, `latentforge.step`,
 `latentforge.version`, and optionally `latentforge.command` (how it was trained) and
-`latentforge.attributes` (JSON {name: [floats]}, latent directions). Training state
+`latentforge.attributes` (JSON {name: [floats]}, latent directions, read by
+latentforge.directions.parse_attributes). Training state
 for resume lives in a second file beside it (`*.state.safetensors`). No pickle is
 ever loaded.
 """
@@ -21,6 +22,7 @@ from .files import atomic_write
 PREFIX = "latentforge."
 REQUIRED = ("kind", "config", "value_range", "data", "step", "version")
 
+
 def _looks_like_pickle(head: bytes) -> bool:
     """A pickle starts with PROTO (0x80) and a protocol number 2..5; torch.save writes a zip archive."""
     return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head[:4] == b"PK\x03\x04"
@@ -37,10 +39,6 @@ class CheckpointInfo:
     version: str
     extra: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def attributes(self) -> dict[str, list[float]]:
-        return json.loads(self.extra.get("attributes", "{}"))
-
 
 def state_path(path: str | os.PathLike) -> Path:
     """Where the resume state of checkpoint `path` lives."""
@@ -48,7 +46,8 @@ def state_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name.removesuffix(".safetensors") + ".state.safetensors")
 
 
-def _check_file(path: Path) -> None:
+def check_safetensors_file(path: Path) -> None:
+    """A CheckpointError unless `path` is a safetensors file: not missing, a folder, a pickle or truncated."""
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the path")
     if path.is_dir():
@@ -72,7 +71,7 @@ def read_info(path: str | os.PathLike) -> CheckpointInfo:
     from safetensors import safe_open
 
     path = Path(path)
-    _check_file(path)
+    check_safetensors_file(path)
     try:
         with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}

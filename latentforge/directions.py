@@ -4,15 +4,19 @@ Tensors: one float32 [latent_dim] per attribute name. Metadata: `latentforge.kin
 "attributes", `latentforge.latent_dim`, `latentforge.checkpoint` (what encoded the images),
 `latentforge.data` and `latentforge.method`. Amount 1.0 along a direction moves a latent by
 the full difference between the low and the high group (directions are not unit length).
+
+`load_directions` and `parse_attributes` (a model file's embedded `latentforge.attributes`) are the
+one place directions are read and checked: by `latentforge edit`, the Filter and the runtime.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import PREFIX, _check_file
+from .checkpoint import PREFIX, check_safetensors_file
 from .errors import CheckpointError, InputError
 from .files import atomic_write
 
@@ -34,30 +38,65 @@ def save_directions(path: str | os.PathLike, directions: dict[str, np.ndarray], 
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-def load_directions(path: str | os.PathLike, latent_dim: int | None = None) -> dict[str, np.ndarray]:
-    """{name: float32 [latent_dim]} from a file `latentforge attributes` wrote; checks the width if given."""
-    from safetensors.numpy import load_file
-    from safetensors import safe_open
+def load_directions(source, latent_dim: int | None = None) -> dict[str, np.ndarray]:
+    """{name: float32 [latent_dim]} from an attributes file or a mapping {name: vector}; the width is checked if given.
 
-    path = Path(path)
+    The file is one `latentforge attributes` wrote, or any .safetensors file of named vectors without
+    latentforge metadata; a latentforge file of another kind (a checkpoint) is refused. A bad file or a
+    direction of the wrong width is the caller's input (InputError).
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return _checked(dict(source), latent_dim, "the directions given", InputError,
+                        "use directions computed with this model's checkpoint")
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    path = Path(source)
+    if not path.is_file():
+        state = "is a folder" if path.is_dir() else "does not exist"
+        raise InputError(f"attributes file {str(path)!r} {state}; make one with `latentforge attributes`")
     try:
-        _check_file(path)
-    except CheckpointError as e:
-        raise CheckpointError(str(e).replace("checkpoint", "attributes file", 1)) from None
-    try:
+        check_safetensors_file(path)  # names a pickle or a truncated file before safetensors parses it
         with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
-        directions = load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for a bad header
-        raise CheckpointError(f"{str(path)!r} is not a readable safetensors file ({e}); re-create it") from None
-    if meta.get(PREFIX + "kind") != KIND:
-        raise CheckpointError(f"{str(path)!r} is not an attributes file (latentforge.kind is "
-                              f"{meta.get(PREFIX + 'kind')!r}); write one with `latentforge attributes`")
-    for name, v in directions.items():
+        vectors = load_file(str(path))
+    except Exception as e:  # the check's CheckpointError, or safetensors' own error types for a bad header
+        raise InputError(f"attributes file {str(path)!r} is not a readable .safetensors file ({e}); "
+                         "re-make it with `latentforge attributes`") from None
+    kind = meta.get(PREFIX + "kind")
+    if kind not in (None, KIND):
+        raise CheckpointError(f"{str(path)!r} is not an attributes file (latentforge.kind is {kind!r}); "
+                              "write one with `latentforge attributes`")
+    return _checked(vectors, latent_dim, repr(str(path)), InputError,
+                    "compute the directions with this model's checkpoint")
+
+
+def parse_attributes(text: str, latent_dim: int, path: Path) -> dict[str, np.ndarray]:
+    """A model file's `latentforge.attributes` (JSON {name: [floats]}) -> {name: float32 [latent_dim]}. Anything
+    wrong with it is a damaged model file (CheckpointError)."""
+    try:
+        vectors = json.loads(text)
+        if not isinstance(vectors, dict):
+            raise TypeError(f"a JSON {type(vectors).__name__}, not an object of name: vector")
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{str(path)!r} has malformed latentforge.attributes ({e}); re-save it") from None
+    return _checked(vectors, latent_dim, f"the latentforge.attributes of {str(path)!r}", CheckpointError, "re-save it")
+
+
+def _checked(vectors: dict, latent_dim: int | None, where: str, error: type[Exception],
+             fix: str) -> dict[str, np.ndarray]:
+    """Every direction a float32 vector, of width `latent_dim` when given."""
+    directions = {}
+    for name, vector in vectors.items():
+        try:
+            v = np.asarray(vector, dtype=np.float32)
+        except (ValueError, TypeError) as e:
+            raise error(f"attribute {name!r} in {where} is not a vector of numbers ({e}); {fix}") from None
         if v.ndim != 1 or (latent_dim is not None and v.shape[0] != latent_dim):
-            raise InputError(f"attribute {name!r} in {str(path)!r} has shape {list(v.shape)} but the model's latents "
-                             f"are [{latent_dim}]; compute the directions with this model's checkpoint")
-    return {name: v.astype(np.float32) for name, v in directions.items()}
+            width = f"this model's latents are [{latent_dim}]" if latent_dim is not None else "a direction is a vector"
+            raise error(f"attribute {name!r} has shape {list(v.shape)}, but {width} ({where}); {fix}")
+        directions[str(name)] = v
+    return directions
 
 
 def parse_amount(text: str) -> tuple[str, float]:

@@ -5,6 +5,7 @@ Importing this never imports torch; only a checkpoint or the torch backend does.
 from .backends import backends
 from .batching import MicroBatcher
 from .filter import Filter
-from .model import BACKENDS, Model, load
+from .loading import BACKENDS, load
+from .model import Model
 
 __all__ = ["BACKENDS", "Filter", "MicroBatcher", "Model", "backends", "load"]

@@ -14,6 +14,7 @@ import numpy as np
 
 from latentforge.checkpoint import PREFIX as META
 from latentforge.checkpoint import CheckpointInfo
+from latentforge.directions import parse_attributes
 from latentforge.errors import CheckpointError
 
 ONNX_SUFFIX = ".onnx"
@@ -43,20 +44,6 @@ def check_model_file(path: str | os.PathLike) -> Path:
     if path.is_dir():
         raise CheckpointError(f"model path {str(path)!r} is a folder; pass the .safetensors or .onnx file inside it")
     return path
-
-
-def parse_attributes(text: str, latent_dim: int, path: Path) -> dict[str, np.ndarray]:
-    """JSON {name: [floats]} -> {name: float32 [latent_dim]}; a direction of the wrong width is a damaged file."""
-    try:
-        raw = json.loads(text)
-        attributes = {str(name): np.asarray(vector, dtype=np.float32) for name, vector in raw.items()}
-    except (ValueError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{str(path)!r} has malformed latentforge.attributes ({e}); re-save it") from None
-    for name, vector in attributes.items():
-        if vector.shape != (latent_dim,):
-            raise CheckpointError(f"{str(path)!r}: attribute {name!r} has shape {list(vector.shape)}, "
-                                  f"expected [{latent_dim}]; re-save it")
-    return attributes
 
 
 def from_checkpoint(info: CheckpointInfo) -> ArtifactInfo:

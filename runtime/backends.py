@@ -8,13 +8,13 @@ onnxruntime (0.5 ms per filter step, vs 0.9 ms on OpenVINO), then OpenVINO; a ch
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from latentforge.checkpoint import PREFIX as META
 from latentforge.errors import BackendUnavailable, CheckpointError, InputError
+
+from .machine import installed
 
 NAMES = ("onnxruntime", "openvino", "tensorrt", "torch")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
@@ -34,12 +34,6 @@ class BackendStatus:
 
     def line(self) -> str:
         return f"{self.name}: {'available' if self.available else 'unavailable'} — {self.reason}"
-
-
-def installed(module: str) -> bool:
-    if module in sys.modules:  # imported already, or blocked with None
-        return sys.modules[module] is not None
-    return importlib.util.find_spec(module) is not None
 
 
 def backend_status(name: str) -> BackendStatus:

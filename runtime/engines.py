@@ -14,7 +14,7 @@ import numpy as np
 
 from .artifact import is_onnx
 from .flops import count_flops_onnx, count_flops_torch
-from .model import load
+from .loading import load
 
 LATENTFORGE_ORT = "latentforge onnxruntime"
 LATENTFORGE_TORCH = "latentforge torch"

@@ -16,41 +16,16 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 
+from latentforge.directions import load_directions
 from latentforge.errors import InputError
 
 from .pipeline import FilterStats, run_pipeline
 
 MAX_SKIP = 10  # consecutive similar frames reused at most, as StreamDiffusion's max_skip_frame
-
-
-def load_attributes(source, latent_dim: int) -> dict[str, np.ndarray]:
-    """Directions from an attributes .safetensors file (name -> float32 [D]) or a dict of the same."""
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"attributes file {str(path)!r} does not exist; make one with `latentforge attributes`")
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-
-        try:
-            source = load_file(path)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise InputError(f"attributes file {str(path)!r} is not a readable .safetensors file ({e}); "
-                             "re-make it with `latentforge attributes`") from None
-    directions = {}
-    for name, vector in dict(source).items():
-        vector = np.asarray(vector, dtype=np.float32)
-        if vector.shape != (latent_dim,):
-            raise InputError(f"attribute {name!r} has shape {list(vector.shape)}, but this model's latents are "
-                             f"[{latent_dim}]; use attributes made for this model")
-        directions[str(name)] = vector
-    return directions
 
 
 class Filter:
@@ -63,7 +38,7 @@ class Filter:
         h, w, c = model.image_shape
         self.size = (h, w)
         self.channels = c
-        self.directions = model.attributes if attributes is None else load_attributes(attributes, model.latent_dim)
+        self.directions = model.attributes if attributes is None else load_directions(attributes, model.latent_dim)
         self._graph = model.filter_graph() if use_graph else None
         if self._graph is None and not model.has_encoder:
             raise InputError(f"{str(model.path)!r} has no encoder and no filter graph, so frames cannot be encoded; "

@@ -1,9 +1,11 @@
-"""The machine a model runs on: physical cores, CPU model and features, library versions, matmul ceilings."""
+"""The machine a model runs on: physical cores, CPU model and features, installed libraries, matmul ceilings."""
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -48,6 +50,13 @@ def cpu_features() -> list[str]:
     records = _cpuinfo_records()
     flags = set(records[0].get("flags", "").split()) if records else set()
     return [f for f in FEATURES if f in flags]
+
+
+def installed(module: str) -> bool:
+    """Whether `module` can be imported here, without importing it."""
+    if module in sys.modules:  # imported already, or blocked with None
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
 
 
 def versions() -> dict[str, str]:

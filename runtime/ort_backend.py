@@ -12,7 +12,7 @@ import numpy as np
 
 from latentforge.errors import BackendUnavailable, CheckpointError
 
-from .machine import physical_cores
+from .machine import installed, physical_cores
 
 NAME = "onnxruntime"
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -33,8 +33,6 @@ def providers() -> list[str]:
     onnxruntime-gpu lists the TensorRT provider whether or not TensorRT's libraries are installed, and a
     session then fails to create it; so it is offered only when the tensorrt package is importable.
     """
-    from .backends import installed
-
     available = set(import_onnxruntime().get_available_providers())
     if not installed("tensorrt"):
         available.discard("TensorrtExecutionProvider")

@@ -76,6 +76,7 @@ class TorchDecoder:
     """
 
     name = NAME
+    source = None  # no ONNX graph: the module itself runs
 
     def __init__(self, model: torch.nn.Module, threads: int | None = None, precision: str = "fp32",
                  device: str | torch.device | None = None, value_range: tuple[float, float] = (0.0, 1.0)) -> None:

@@ -16,6 +16,7 @@ from latentforge.runtime.backends import backend_status, backends
 from latentforge.runtime.openvino_backend import supports_bf16
 from latentforge.runtime.batching import MicroBatcher
 from latentforge.runtime.ort_backend import OrtGraph
+from latentforge.runtime.protocols import BackendGraph
 
 
 def test_backends_lists_every_backend_with_a_reason(monkeypatch):
@@ -96,6 +97,7 @@ def test_tensorrt_engine_matches_onnxruntime(vae_onnx, tmp_path, monkeypatch):
     want = load(vae_onnx).decode_float(z)
     for cuda_graph in (False, True):
         model = load(plan)
+        assert isinstance(model._decoder.graph, BackendGraph)
         model._decoder.graph.cuda_graph = cuda_graph
         np.testing.assert_allclose(model.decode_float(z), want, atol=1e-4)
 

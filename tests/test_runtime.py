@@ -102,7 +102,7 @@ def test_encode_matches_the_reference_encoder(vae_checkpoint):
 def test_threads_are_honoured_and_do_not_leak(vae_checkpoint, vae_onnx):
     exported = load(vae_onnx, threads=1)
     assert exported.threads == 1
-    assert exported._decoder.session.get_session_options().intra_op_num_threads == 1
+    assert exported._decoder.graph.session.get_session_options().intra_op_num_threads == 1
     before = torch.get_num_threads()
     model = load(vae_checkpoint, "torch", threads=1)
     model.sample(2, seed=0)
@@ -226,3 +226,83 @@ def test_encode_refusals(vae_checkpoint, vae_onnx, dcgan_checkpoint):
             model.encode(images)
         one_line(err)
 
+
+
+# What every graph, decoder and model offers (runtime/protocols.py), checked member by member without calling
+# anything: a VQ model's latent_dim raises on purpose, which isinstance on Python 3.11 would trip over.
+
+def protocol_members(protocol) -> set[str]:
+    return set(protocol.__annotations__) | {name for name in vars(protocol) if not name.startswith("_")} | (
+        {"__call__"} if "__call__" in vars(protocol) else set())
+
+
+def missing_members(obj, protocol) -> list[str]:
+    import inspect
+
+    absent = object()
+    return sorted(m for m in protocol_members(protocol) if inspect.getattr_static(obj, m, absent) is absent
+                  and not (isinstance(obj, type) and m in _assigned_in_init(obj)))
+
+
+def _assigned_in_init(cls) -> set[str]:
+    """Instance attributes a class sets in __init__ (for a class this machine cannot instantiate: TensorRT)."""
+    import inspect
+    import re
+
+    return set(re.findall(r"self\.(\w+)\s*=", inspect.getsource(cls.__init__)))
+
+
+def test_every_backend_graph_satisfies_the_protocol(vae_onnx, vae_checkpoint, vae_filter_onnx):
+    from latentforge.runtime.ort_backend import OrtGraph
+    from latentforge.runtime.openvino_backend import OvGraph
+    from latentforge.runtime.protocols import BackendGraph, Decoder
+    from latentforge.runtime.trt_backend import TrtGraph
+
+    for graph in (OrtGraph(vae_onnx), OvGraph(vae_onnx), load(vae_filter_onnx).filter_graph()):
+        assert isinstance(graph, BackendGraph) and not missing_members(graph, BackendGraph), type(graph)
+    assert not missing_members(TrtGraph, BackendGraph)  # an instance needs a GPU: tests/test_backends.py
+    models = (load(vae_onnx), load(vae_onnx, "openvino"), load(vae_checkpoint), load(vae_checkpoint, "onnxruntime"))
+    for model in models:
+        assert isinstance(model._decoder, Decoder) and not missing_members(model._decoder, Decoder)
+
+
+def test_every_model_satisfies_the_protocol(vae_onnx, vae_checkpoint, dcgan_checkpoint, vae_filter_onnx, tmp_path):
+    from latentforge.runtime.protocols import LoadedModel
+    from latentforge.runtime.vq_model import VQModel
+
+    facts = {"image_shape": (8, 8, 3), "value_range": (0.0, 1.0), "codebook_size": 16, "code_grid": 2}
+    vq = VQModel(tmp_path / "vq.safetensors", "vqvae", "torch", facts, decode=lambda codes: codes)
+    models = [load(vae_onnx), load(vae_checkpoint), load(dcgan_checkpoint, "onnxruntime"), load(vae_filter_onnx), vq]
+    for model in models:
+        assert not missing_members(model, LoadedModel), model
+    assert [(m.point_dim, m.codebook_size) for m in models] == [(0, 0)] * 4 + [(0, 16)]
+
+
+def test_directions_have_one_loader(vae_checkpoint, tmp_path):
+    """Attribute files (edit, Filter) and a model file's embedded directions are read and checked in one place."""
+    from safetensors.numpy import save_file
+
+    from latentforge.directions import load_directions, parse_attributes, save_directions
+
+    direction = np.arange(8, dtype=np.float64)
+    save_file({"beard": direction.astype(np.float32)}, tmp_path / "plain.safetensors")
+    save_directions(tmp_path / "made.safetensors", {"beard": direction}, checkpoint="c", data="d", method="m")
+    for source in (tmp_path / "plain.safetensors", str(tmp_path / "made.safetensors"), {"beard": direction}):
+        got = load_directions(source, latent_dim=8)
+        assert got["beard"].dtype == np.float32 and np.array_equal(got["beard"], direction)
+    with pytest.raises(InputError, match=r"'beard' has shape \[8\], but this model's latents are \[4\]"):
+        load_directions(tmp_path / "plain.safetensors", latent_dim=4)
+    with pytest.raises(InputError, match=r"'beard' has shape \[2, 4\], but a direction is a vector"):
+        load_directions({"beard": np.zeros((2, 4))})
+    with pytest.raises(CheckpointError, match="not an attributes file"):
+        load_directions(vae_checkpoint)
+    (tmp_path / "pickled.safetensors").write_bytes(b"\x80\x04junk")
+    with pytest.raises(InputError, match="not a readable .safetensors file .*never unpickles"):
+        load_directions(tmp_path / "pickled.safetensors")
+    with pytest.raises(InputError, match="is a folder"):
+        load_directions(tmp_path)
+    assert list(parse_attributes('{"smile": [0.5, 0.5]}', 2, tmp_path / "m.onnx")) == ["smile"]
+    for text, match in (("[1, 2]", "malformed latentforge.attributes"), ('{"smile": [1]}', r"shape \[1\].*re-save"),
+                        ('{"smile": ["x", 1]}', "not a vector of numbers")):
+        with pytest.raises(CheckpointError, match=match):
+            parse_attributes(text, 2, tmp_path / "m.onnx")

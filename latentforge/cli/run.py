@@ -33,10 +33,10 @@ def cmd_sample(args) -> None:
     if out.suffix.lower() not in (".png", ".npy"):
         raise InputError(f"output must end in .png (a grid) or .npy (the array), got {str(out)!r}")
     model = load(args.model, backend=args.backend, decoder=args.decoder)
-    if getattr(model, "point_dim", 0) and out.suffix.lower() != ".npy":
+    if model.point_dim and out.suffix.lower() != ".npy":
         raise InputError(f"{args.model} is a point model: its samples are float32 [n, {model.point_dim}] "
                          f"coordinates; write them to a .npy, not {str(out)!r}")
-    if args.top_k is not None and not hasattr(model, "codebook_size"):
+    if args.top_k is not None and not model.codebook_size:
         raise InputError(f"--top-k applies to VQ priors (code sampling); {args.model} is a {model.kind}")
     extra = {"top_k": args.top_k} if args.top_k is not None else {}
     images = model.sample(args.n, seed=args.seed, temperature=args.temperature, **extra)
@@ -48,7 +48,7 @@ def cmd_sample(args) -> None:
         atomic_write(out, write_npy)
     else:
         save_grid(images, out, scale=args.scale)
-    print(f"wrote {out} ({len(images)} {'points' if getattr(model, 'point_dim', 0) else 'images'} "
+    print(f"wrote {out} ({len(images)} {'points' if model.point_dim else 'images'} "
           f"from {model.backend})")
 
 

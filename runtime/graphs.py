@@ -1,0 +1,77 @@
+"""Opening exported graphs on onnxruntime or OpenVINO: a file (or its precision variant), bytes exported in
+memory, and the decoder view of a `z -> image` graph. Never imports torch unless a checkpoint's graph is
+exported here.
+
+The precision rule lives here once: OpenVINO runs bf16 as an inference hint on the fp32 graph (it lowers the
+graph itself, where the CPU has bf16 units); any other precision but fp32 is the exporter's variant file
+`NAME.<precision>.onnx`, whose metadata must say that precision.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from latentforge.errors import CheckpointError
+from latentforge.images import to_uint8
+
+from .backends import check_variant, variant_path
+from .protocols import BackendGraph
+
+
+def bf16_hint(backend: str, precision: str) -> bool:
+    """Whether `precision` is OpenVINO's bf16 hint on the fp32 graph rather than a variant graph."""
+    return backend == "openvino" and precision == "bf16"
+
+
+def open_graph(backend: str, source, threads: int | None, label: str, precision: str = "fp32") -> BackendGraph:
+    """A graph (a path or serialized bytes) on `backend` ("onnxruntime" or "openvino")."""
+    if backend == "onnxruntime":
+        from .ort_backend import OrtGraph
+
+        return OrtGraph(source, threads, label, precision)
+    from .openvino_backend import OvGraph
+
+    return OvGraph(source, threads, label, precision)
+
+
+def open_exported(path: Path, backend: str, threads: int | None, precision: str) -> BackendGraph:
+    """An exported `.onnx` at `precision`: the file itself under OpenVINO's bf16 hint, else its checked variant."""
+    if bf16_hint(backend, precision):
+        return open_graph(backend, path, threads, repr(str(path)), precision)
+    source = variant_path(path, precision)
+    graph = open_graph(backend, source, threads, repr(str(source)), precision)
+    check_variant(graph.metadata, source, precision)
+    return graph
+
+
+def export_filter_graph(module, path: Path, backend: str, threads: int, precision: str) -> BackendGraph:
+    """A VAE checkpoint's filter graph, exported in memory, on onnxruntime (or OpenVINO when that is the backend)."""
+    from latentforge.checkpoint import read_info
+
+    from .filter_graph import filter_graph_bytes
+
+    info = read_info(path)
+    data = filter_graph_bytes(module, info)
+    on = "openvino" if backend == "openvino" else "onnxruntime"
+    return open_graph(on, data, threads, f"the filter graph exported from {str(path)!r}",
+                      precision if bf16_hint(on, precision) else "fp32")
+
+
+class GraphDecoder:
+    """z float32 [N, D] -> image float32 [N, C, H, W] through any backend's graph; `images` adds the uint8
+    conversion in `value_range`."""
+
+    def __init__(self, graph: BackendGraph, label: str, value_range: tuple[float, float]) -> None:
+        if graph.input_names != ["z"] or graph.output_names != ["image"]:
+            raise CheckpointError(f"{label} has inputs {graph.input_names} and outputs {graph.output_names}, "
+                                  "expected ['z'] -> ['image']; re-export it with `latentforge export`")
+        self.graph = graph
+        self.name, self.threads, self.precision, self.source = graph.name, graph.threads, graph.precision, graph.source
+        self.value_range = value_range
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        return self.graph.run({"z": z})[0]
+
+    def images(self, z: np.ndarray) -> np.ndarray:
+        return to_uint8(self(z), self.value_range)
