@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from latentforge.checkpoint import load_checkpoint
-from latentforge.files import atomic_write_bytes
+from latentforge.files import write_report
 from latentforge.images import save_grid, to_uint8
 from latentforge.runtime.machine import machine_info
 from latentforge.training.attributes import attribute_directions, encode_images
 from latentforge.training.data import open_data
 from latentforge.training.evaluate.edit_measure import AMOUNTS, edit_row, edited, low_half
-from latentforge.training.evaluate.readout import readout_for, train_readout
+from latentforge.training.evaluate.readout import readout_for
 
 HELD_OUT = 1000
 
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     faces = open_data("faces")
-    readout, score = train_readout(faces, steps=args.readout_steps) if args.readout_steps else readout_for(faces)
+    readout, score = readout_for(faces, args.readout_steps)
     images, factors = faces.get("test", np.arange(HELD_OUT))
     report = {"machine": machine_info(), "readout_r2": score, "amounts": list(AMOUNTS), "models": {}}
     lines = ["# Measured latent edits on held-out faces", "",
@@ -122,11 +122,8 @@ def main(argv=None) -> int:
         scatter(args.digits_2d, out)
         lines += ["Latent scatter of the 2-D digits VAE: `digits_2d_scatter.png`.", ""]
     lines += ["Pictures: `<model>_edit_<attribute>.png` (first column the input, then a = "
-              + ", ".join(map(str, AMOUNTS)) + "), `<model>_traversal.png` (rows: top-KL dimensions; columns -3..3).",
-              "", f"Machine: {report['machine'].get('cpu', '')}; run under load from other jobs (no timings here)."]
-    (out / "edits.md").write_text("\n".join(lines) + "\n")
-    atomic_write_bytes(out / "edits.json", json.dumps(report, indent=2, default=float).encode())
-    print("\n".join(lines))
+              + ", ".join(map(str, AMOUNTS)) + "), `<model>_traversal.png` (rows: top-KL dimensions; columns -3..3)."]
+    write_report(out, "edits", lines, report, report["machine"].get("cpu", ""))
     return 0
 
 

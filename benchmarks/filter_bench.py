@@ -65,25 +65,20 @@ def _onnx(module, args, names, outputs) -> bytes:
 def plain_onnxruntime(module, size: int, offset: np.ndarray):
     import onnxruntime as ort
 
-    class Encoder(torch.nn.Module):
-        def __init__(self):
+    class Method(torch.nn.Module):
+        """One method of the VAE as a module, as a user exports its encoder and decoder apart."""
+
+        def __init__(self, name):
             super().__init__()
-            self.vae = module
+            self.vae, self.name = module, name
 
         def forward(self, x):
-            return self.vae.encode(x)
+            return getattr(self.vae, self.name)(x)
 
-    class Decoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.vae = module
-
-        def forward(self, z):
-            return self.vae.decode(z)
-
-    enc = ort.InferenceSession(_onnx(Encoder().eval(), (torch.zeros(1, 3, size, size),), ["x"], ["mu", "logvar"]),
+    frame = torch.zeros(1, 3, size, size)
+    enc = ort.InferenceSession(_onnx(Method("encode").eval(), (frame,), ["x"], ["mu", "logvar"]),
                                providers=["CPUExecutionProvider"])
-    dec = ort.InferenceSession(_onnx(Decoder().eval(), (torch.zeros(1, offset.shape[1]),), ["z"], ["image"]),
+    dec = ort.InferenceSession(_onnx(Method("decode").eval(), (torch.zeros(1, offset.shape[1]),), ["z"], ["image"]),
                                providers=["CPUExecutionProvider"])
 
     def run(frame):

@@ -20,14 +20,14 @@ import numpy as np
 import torch
 
 from latentforge.checkpoint import load_checkpoint
-from latentforge.files import atomic_write_bytes
+from latentforge.files import write_report
 from latentforge.images import from_uint8, save_grid, to_uint8
 from latentforge.latents import latents
 from latentforge.runtime.machine import machine_info
 from latentforge.training.evaluate import vae as eval_vae
 from latentforge.training.evaluate import vq as eval_vq
 from latentforge.training.data import open_data
-from latentforge.training.evaluate.readout import frechet_distance, readout_for, train_readout
+from latentforge.training.evaluate.readout import frechet_distance, readout_for
 
 
 def _fmt(v) -> str:
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     faces = open_data("faces")
-    readout, score = train_readout(faces, steps=args.readout_steps) if args.readout_steps else readout_for(faces)
+    readout, score = readout_for(faces, args.readout_steps)
     held, _ = faces.get("test", np.arange(args.n))
     held_features = readout.features(held)
     other, _ = faces.get("train", np.arange(10**6, 10**6 + args.n))
@@ -111,11 +111,8 @@ def main(argv=None) -> int:
               + ", ".join(f"{k[3:]} {v:.2f}" for k, v in score.items()) + "); not FID.",
               f"VAE samples: z ~ N(0, I) seed 0; prior samples: temperature 1, no top-k, seed 0 (and the row that "
               f"says otherwise). VQ-VAE: {prior.config.vq.grid_size}x{prior.config.vq.grid_size} codes; prior: "
-              f"{prior.config.layers} layers, width {prior.config.width}.",
-              "", f"Machine: {report['machine']['cpu']}; run under load from other jobs (no timings here)."]
-    (out / "vae_vq.md").write_text("\n".join(lines) + "\n")
-    atomic_write_bytes(out / "vae_vq.json", json.dumps(report, indent=2, default=float).encode())
-    print("\n".join(lines))
+              f"{prior.config.layers} layers, width {prior.config.width}."]
+    write_report(out, "vae_vq", lines, report, report["machine"]["cpu"])
     return 0
 
 

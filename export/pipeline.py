@@ -43,7 +43,7 @@ class ExportOptions:
 
     def check(self) -> None:
         if self.precision not in prec.PRECISIONS:
-            raise InputError(f"--dtype must be one of {', '.join(prec.PRECISIONS)}, got {self.precision!r}")
+            raise InputError(f"--precision must be one of {', '.join(prec.PRECISIONS)}, got {self.precision!r}")
         if self.format not in FORMATS:
             raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if not 14 <= self.opset <= 23:
@@ -56,14 +56,14 @@ class ExportOptions:
         if not 1 <= lo <= opt <= hi:
             raise InputError(f"--batch must be MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX, got {self.batch}")
         if self.fp16_io and self.precision != "fp16":
-            raise InputError(f"--fp16-io goes with --dtype fp16, not {self.precision}")
+            raise InputError(f"--fp16-io goes with --precision fp16, not {self.precision}")
         if self.fp16_io and self.part == "prior":
             raise InputError("--fp16-io does not apply to --part prior: its key/value cache is float32 in the sampling "
                              "loop; drop --fp16-io (the fp16 prior still computes in fp16 inside)")
         if self.precision == "bf16" and (self.format == "tensorrt" or
                                          (self.format == "triton" and self.triton_backend == "tensorrt")):
             raise InputError("TensorRT engines are fp32, fp16 or int8 (TensorRT 11 takes precision from the graph, "
-                             "and no bf16 graph is made); use --dtype fp16, or bf16 with --format onnx")
+                             "and no bf16 graph is made); use --precision fp16, or bf16 with --format onnx")
         if self.triton_backend not in ("onnxruntime", "tensorrt"):
             raise InputError(f"--triton-backend must be onnxruntime or tensorrt, got {self.triton_backend!r}")
 

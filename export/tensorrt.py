@@ -82,7 +82,7 @@ def build_engine(onnx_bytes: bytes, part: Part, precision: str, batch: tuple[int
     """`onnx_bytes` is the graph at `precision` already (see the module docstring)."""
     if precision not in PRECISIONS:
         raise ExportError(f"TensorRT engines are built as fp32, fp16 or int8 here, not {precision}; "
-                          "use --dtype fp16 for a half-precision engine")
+                          "use --precision fp16 for a half-precision engine")
     trt = import_tensorrt()
     gpu_name, capability = gpu()
     logger = trt.Logger(trt.Logger.WARNING)

@@ -55,3 +55,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
 
     return atomic_write(path, write)
+
+
+def write_report(folder: str | os.PathLike, stem: str, lines: list[str], report: dict, machine: str) -> None:
+    """A benchmark's results: `stem.md` (the lines, then the machine) and `stem.json`, both atomic; the lines are
+    printed too. Its JSON keeps float-like values (NumPy scalars) as plain floats."""
+    import json
+
+    lines = lines + ["", f"Machine: {machine}; run under load from other jobs (no timings here)."]
+    text = "\n".join(lines)
+    atomic_write_bytes(Path(folder) / f"{stem}.md", (text + "\n").encode())
+    atomic_write_bytes(Path(folder) / f"{stem}.json", json.dumps(report, indent=2, default=float).encode())
+    print(text)

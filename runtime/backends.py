@@ -92,7 +92,7 @@ def variant_path(path: Path, precision: str) -> Path:
     variant = path.with_name(f"{path.stem}.{precision}{path.suffix}")
     if not variant.exists():
         raise CheckpointError(f"precision {precision!r} loads the variant {str(variant)!r}, which does not exist; "
-                              f"make it with `latentforge export CHECKPOINT --dtype {precision} -o {variant}` "
+                              f"make it with `latentforge export CHECKPOINT --precision {precision} -o {variant}` "
                               f"(adding the --part that {path.name} holds if it is not the decoder)")
     return variant
 
@@ -102,4 +102,4 @@ def check_variant(metadata: dict[str, str], path: Path, precision: str) -> None:
     found = metadata.get(META + "precision", "fp32")
     if found != precision:
         raise CheckpointError(f"{str(path)!r} is named as a {precision} variant but its metadata says "
-                              f"latentforge.precision={found!r}; re-export it with --dtype {precision}")
+                              f"latentforge.precision={found!r}; re-export it with --precision {precision}")

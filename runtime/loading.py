@@ -124,7 +124,7 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str) -> Loade
     if backend in ("onnxruntime", "openvino"):
         if precision != "fp32" and not bf16_hint(backend, precision):
             raise InputError(f"a checkpoint on {backend} is exported in memory at fp32; for {precision} export the "
-                             f"variant with `latentforge export {path} --dtype {precision} -o "
+                             f"variant with `latentforge export {path} --precision {precision} -o "
                              f"{path.with_suffix('')}.{precision}.onnx` and load that")
         backend_status_or_raise(backend)  # say it is missing before spending seconds on torch and the export
     from .torch_backend import TorchDecoder, checkpoint_to_onnx_bytes
@@ -150,7 +150,7 @@ def _load_vq_checkpoint(path: Path, backend: str, threads: int | None, precision
 
     if precision != "fp32":
         raise InputError(f"a VQ checkpoint runs at fp32; for {precision} export the parts with `latentforge export "
-                         f"{path} --part prior|decoder --dtype {precision}` and load the .onnx files")
+                         f"{path} --part prior|decoder --precision {precision}` and load the .onnx files")
     module, info = load_checkpoint(path)
     vqvae = module.vqvae if info.kind == "prior" else module
     vq = info.config["vqvae"] if info.kind == "prior" else info.config

@@ -1,12 +1,51 @@
 """Shared fixtures: tiny random models saved as checkpoints and exported to ONNX once per session."""
 import json
+import textwrap
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
-from latentforge.checkpoint import save_checkpoint
+from latentforge.checkpoint import save_checkpoint, state_path
 from latentforge.export import export_onnx
 from latentforge.models import DCGAN, ConvVAE, DCGANConfig, VAEConfig
+
+# pytorch/examples dcgan/main.py's Generator, written out as users have it (small widths by default in tests).
+EXAMPLES_GENERATOR = textwrap.dedent('''
+    class Generator(nn.Module):
+        def __init__(self, nz=100, ngf=64, nc=3):
+            super().__init__()
+            self.main = nn.Sequential(
+                nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
+                nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+                nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+                nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+                nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
+
+        def forward(self, input):
+            return self.main(input)
+''')
+
+
+@pytest.fixture(scope="session")
+def examples_generator():
+    """(source text, class) of pytorch/examples' DCGAN Generator."""
+    namespace = {"nn": torch.nn}
+    exec(EXAMPLES_GENERATOR, namespace)
+    return EXAMPLES_GENERATOR, namespace["Generator"]
+
+
+@pytest.fixture
+def assert_same_run():
+    """Checks that two run folders end with bit-identical checkpoints and training states."""
+    def check(a_dir, b_dir):
+        for name in ("checkpoint.safetensors", state_path("checkpoint.safetensors").name):
+            a, b = load_file(a_dir / name), load_file(b_dir / name)
+            assert a.keys() == b.keys() and a, name
+            for key in a:
+                assert torch.equal(a[key], b[key]), f"{name}: {key}"
+    return check
+
 
 TINY_VAE = VAEConfig(base_channels=8, latent_dim=8, image_size=32)
 TINY_DCGAN = DCGANConfig(image_size=32, channels=1, latent_dim=10, ngf=8, ndf=8)

@@ -143,7 +143,7 @@ def test_io_binding_fills_the_callers_buffer(vae_filter_onnx):
 def test_precision_loads_the_exporters_variant(vae_onnx, tmp_path):
     onnx_path = tmp_path / "vae.onnx"
     shutil.copy(vae_onnx, onnx_path)
-    with pytest.raises(CheckpointError, match=r"latentforge export CHECKPOINT --dtype fp16 -o .*vae\.fp16\.onnx"):
+    with pytest.raises(CheckpointError, match=r"latentforge export CHECKPOINT --precision fp16 -o .*vae\.fp16\.onnx"):
         load(onnx_path, precision="fp16")
     shutil.copy(vae_onnx, tmp_path / "vae.fp16.onnx")  # named fp16 but its metadata says nothing of it
     with pytest.raises(CheckpointError, match="metadata says latentforge.precision='fp32'"):
@@ -156,7 +156,7 @@ def test_precision_loads_the_exporters_variant(vae_onnx, tmp_path):
     assert model.precision == "fp16" and model.decode(latents(1, 8)).shape == (1, 32, 32, 3)
     with pytest.raises(InputError, match="precision must be one of"):
         load(onnx_path, precision="fp8")
-    with pytest.raises(CheckpointError, match=r"--dtype int8 -o .*vae\.int8\.onnx"):
+    with pytest.raises(CheckpointError, match=r"--precision int8 -o .*vae\.int8\.onnx"):
         load(onnx_path, "openvino", precision="int8")
 
 

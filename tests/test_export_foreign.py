@@ -12,25 +12,9 @@ from latentforge.export.foreign import dcgan_examples_source, foreign_source
 from latentforge.export.pipeline import ExportOptions, export
 from latentforge.latents import latents
 
-# What users have: pytorch/examples' dcgan/main.py Generator (verbatim structure, small widths),
+# What users have, beside pytorch/examples' dcgan/main.py Generator (the examples_generator fixture):
 # an MLP generator, and a generator whose first layer is a Conv (latent shape not inferable).
-USER_MODELS = textwrap.dedent('''
-    import torch
-    from torch import nn
-
-    class Generator(nn.Module):
-        def __init__(self, nz=100, ngf=64, nc=3):
-            super().__init__()
-            self.main = nn.Sequential(
-                nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
-                nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
-                nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
-                nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
-                nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
-
-        def forward(self, input):
-            return self.main(input)
-
+OTHER_MODELS = textwrap.dedent('''
     class MLPGenerator(nn.Module):
         def __init__(self, nz=12, side=8):
             super().__init__()
@@ -51,8 +35,9 @@ USER_MODELS = textwrap.dedent('''
 
 
 @pytest.fixture()
-def user_models(tmp_path, monkeypatch):
-    (tmp_path / "user_models.py").write_text(USER_MODELS)
+def user_models(tmp_path, monkeypatch, examples_generator):
+    source = "import torch\nfrom torch import nn\n" + examples_generator[0] + OTHER_MODELS
+    (tmp_path / "user_models.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
     import importlib
 

@@ -63,24 +63,8 @@ def test_dcgan_shapes(size):
     torch.testing.assert_close(gan.generator.eval()(torch.ones(2, 7)), gan.generator(torch.ones(2, 7, 1, 1)))
 
 
-class ExamplesGenerator(nn.Module):
-    """pytorch/examples dcgan/main.py's Generator, written out as users have it."""
-
-    def __init__(self, nz=100, ngf=64, nc=3):
-        super().__init__()
-        self.main = nn.Sequential(
-            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
-            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
-
-    def forward(self, x):
-        return self.main(x)
-
-
-def test_examples_netG_pth_loads_into_dcgan_generator(tmp_path):
-    theirs = ExamplesGenerator().eval()
+def test_examples_netG_pth_loads_into_dcgan_generator(tmp_path, examples_generator):
+    theirs = examples_generator[1]().eval()
     for m in theirs.modules():  # non-trivial BatchNorm statistics, so a mismatch would show
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.normal_()

@@ -87,18 +87,13 @@ def test_training_writes_checkpoint_state_log_samples_and_curves(tmp_path, kind,
 
 
 @pytest.mark.parametrize("kind", ["vae", "dcgan"])
-def test_killed_and_resumed_run_ends_bit_identical(tmp_path, kind):
+def test_killed_and_resumed_run_ends_bit_identical(tmp_path, kind, assert_same_run):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     train(config(kind, whole, steps=6, checkpoint_every=3), data=SquaresData())
     train(config(kind, parts, steps=3, checkpoint_every=3), data=SquaresData())  # "killed" after step 3
     result = train(config(kind, parts, steps=6, checkpoint_every=3, resume=True), data=SquaresData())
     assert result.step == 6
-    for a, b in [(whole / "checkpoint.safetensors", parts / "checkpoint.safetensors"),
-                 (state_path(whole / "checkpoint.safetensors"), state_path(parts / "checkpoint.safetensors"))]:
-        ta, tb = load_file(a), load_file(b)
-        assert ta.keys() == tb.keys() and ta
-        for key in ta:
-            assert torch.equal(ta[key], tb[key]), key
+    assert_same_run(whole, parts)
     assert any("resumed" in r.get("event", "") for r in read_log(parts))
 
 

@@ -111,9 +111,12 @@ def _shipped_path(data):
     return None if name is None else Path(latentforge.__file__).resolve().parent / "weights" / name
 
 
-def readout_for(data) -> tuple[Readout, dict]:
-    """The shipped readout for `data` where there is one (the same features in every run), else a trained one."""
+def readout_for(data, steps: int | None = None) -> tuple[Readout, dict]:
+    """The shipped readout for `data` where there is one (the same features in every run), else a trained one;
+    `steps` trains a fresh one for that many steps instead."""
     path = _shipped_path(data)
+    if steps:
+        return train_readout(data, steps=steps)
     if path is None:
         return train_readout(data)
     if not path.exists():
