@@ -82,6 +82,15 @@ class Filter:
             raise InputError(f"temperature must be a finite number >= 0, got {temperature!r}")
         self._temperature = np.array([temperature], np.float32)
 
+    def step_inputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(offset [1, D], temperature * eps [1, D]) for the next frame: what `infer` feeds the filter graph, with
+        the temperature folded into the noise, for a caller that runs many streams' frames in one graph call
+        with temperature 1 (the server's shared batcher). Draws from this filter's noise generator."""
+        temperature, offset = self._temperature, self._offset
+        if temperature[0] == 0:
+            return offset, self._zeros
+        return offset, temperature[0] * self._rng.standard_normal(offset.shape, np.float32)
+
     def __call__(self, frame) -> np.ndarray:
         """One frame HxWxC uint8 -> the edited frame, same size."""
         pre = self.preprocess(frame)

@@ -1,0 +1,236 @@
+"""The HTTP API over a Service: `create_app(service)` gives a FastAPI app that uvicorn (runtime/server/run.py)
+or a Ray Serve deployment (`serve.ingress(app)`) can run as it is.
+
+    GET  /v1/models                      the served models
+    POST /v1/models/{name}/sample        {"n", "seed", "temperature"[, "top_k"]} -> PNG grid or .npy
+    POST /v1/models/{name}/decode        .npy float32 [N, D] or {"z": [[...]]} -> PNG grid or .npy
+    POST /v1/models/{name}/edit          multipart: image (PNG/JPEG), edits (JSON) -> PNG
+    WS   /v1/models/{name}/filter        runtime/server/stream.py
+    GET  /healthz /readyz /metrics
+
+Every error is JSON {"error": "..."} naming the problem and the fix; no path or traceback is ever sent.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+
+from latentforge.errors import InputError
+from latentforge.images import grid
+from latentforge.latents import latents
+
+from .codecs import NPY, decode_image, decode_npy, encode_image, encode_npy
+from .guards import BearerToken, BodyLimit, BodyTooLarge, RequestMetrics
+from .service import Busy, Draining, Service
+from .stream import add_filter_route
+
+log = logging.getLogger("latentforge.serve")
+
+
+class UnknownModel(Exception):
+    pass
+
+
+def create_app(service: Service, token: str | None = None, cors_origins: list[str] | None = None) -> FastAPI:
+    app = FastAPI(title="latentforge", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = service
+    _add_errors(app, service)
+    _add_routes(app, service)
+    add_filter_route(app, service)
+    # added last = outermost: metrics see every answer, the token is checked before the body is read
+    app.add_middleware(BodyLimit, max_body=service.limits.max_body)
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "Accept"])
+    if token:
+        app.add_middleware(BearerToken, token=token)
+    app.add_middleware(RequestMetrics, metrics=service.metrics)
+    return app
+
+
+def _error(status: int, message: str, **headers) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+def _add_errors(app: FastAPI, service: Service) -> None:
+    @app.exception_handler(InputError)
+    async def bad_input(request, e):
+        return _error(400, str(e).splitlines()[0])
+
+    @app.exception_handler(UnknownModel)
+    async def unknown(request, e):
+        return _error(404, f"no model named {e.args[0]!r} is served here; GET /v1/models lists the names "
+                           f"({', '.join(sorted(service.models))})")
+
+    @app.exception_handler(Busy)
+    async def busy(request, e):
+        return _error(503, f"server is at its limit of {service.limits.max_queue} requests in progress; "
+                           "retry after a second", **{"Retry-After": "1"})
+
+    @app.exception_handler(Draining)
+    async def draining(request, e):
+        state = "shutting down" if service.draining else "still warming up"
+        return _error(503, f"server is {state} and takes no new work; retry shortly or use another replica",
+                      **{"Retry-After": "1"})
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request, e):
+        return _error(413, str(e))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, e):
+        return _error(e.status_code, str(e.detail), **(e.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, e):
+        return _error(422, "request does not match the route; see the server's README for each route's fields")
+
+    @app.exception_handler(Exception)
+    async def internal(request, e):
+        log.exception("unexpected error on %s", request.url.path)
+        return _error(500, "internal error while serving this request; the server log has the details")
+
+
+async def _json_body(request: Request) -> dict:
+    data = await request.body()
+    try:
+        body = json.loads(data or b"{}")
+    except ValueError:
+        raise InputError("body is not valid JSON; send e.g. {\"n\": 4, \"seed\": 7}") from None
+    if not isinstance(body, dict):
+        raise InputError(f"body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _int(body: dict, key: str, default, lo: int, hi: int | None = None):
+    value = body.get(key, default)
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        bound = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
+        raise InputError(f"{key} must be an integer {bound}, got {value!r}")
+    return value
+
+
+def _temperature(body: dict) -> float:
+    value = body.get("temperature", 1.0)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise InputError(f"temperature must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _images_response(request: Request, images: np.ndarray, point_model: bool = False) -> Response:
+    if NPY in request.headers.get("accept", ""):
+        return Response(encode_npy(images), media_type=NPY)
+    if point_model:
+        raise InputError(f"a point model gives float32 points, not images; send 'Accept: {NPY}'")
+    return Response(encode_image(grid(images) if len(images) > 1 else images[0]), media_type="image/png")
+
+
+def _add_routes(app: FastAPI, service: Service) -> None:
+    limits = service.limits
+
+    def lookup(name: str):
+        try:
+            return service.get(name)
+        except KeyError:
+            raise UnknownModel(name) from None
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"alive": True}
+
+    @app.get("/readyz")
+    async def readyz():
+        if service.ready and not service.draining:
+            return {"ready": True}
+        if service.startup_error:
+            return _error(503, f"a model failed its start-up check: {service.startup_error}")
+        return _error(503, "shutting down" if service.draining else "warming up and checking the models; retry shortly")
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(service.metrics.text(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models")
+    async def models():
+        return {"models": [served.describe() for served in service.models.values()]}
+
+    @app.post("/v1/models/{name}/sample")
+    async def sample(name: str, request: Request):
+        served = lookup(name)
+        model = served.model
+        body = await _json_body(request)
+        n = _int(body, "n", 1, 1, limits.max_n)
+        seed = _int(body, "seed", None, 0)
+        temperature = _temperature(body)
+        extra = {}
+        if "top_k" in body:
+            if not model.codebook_size:
+                raise InputError(f"top_k applies to VQ priors (code sampling); {name!r} is a {model.kind}")
+            extra["top_k"] = _int(body, "top_k", None, 1)
+        with service.admit():
+            if served.decoder is not None:  # the same latents model.sample draws, through the shared batcher
+                z = latents(n, model.latent_dim, seed, temperature)
+                images = await run_in_threadpool(served.decoder, z)
+            else:
+                images = await run_in_threadpool(lambda: model.sample(n, seed=seed, temperature=temperature, **extra))
+            return await run_in_threadpool(_images_response, request, images, bool(model.point_dim))
+
+    @app.post("/v1/models/{name}/decode")
+    async def decode(name: str, request: Request):
+        served = lookup(name)
+        if served.decoder is None:
+            raise InputError(f"{name!r} does not decode latent vectors (a filter graph, a point or a VQ model); "
+                             "use /sample or /filter")
+        if NPY in request.headers.get("content-type", ""):
+            z = decode_npy(await request.body())
+        else:
+            rows = (await _json_body(request)).get("z")
+            try:
+                z = np.asarray(rows, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise InputError(f"z must be a list of rows of {served.model.latent_dim} numbers, "
+                                 "e.g. {\"z\": [[0.1, ...]]}") from None
+        if z.ndim == 2 and len(z) > limits.max_n:
+            raise InputError(f"{len(z)} latents is over this server's limit of {limits.max_n} per request; "
+                             "send fewer rows per request")
+        with service.admit():  # the model checks width, dtype and NaN; the batcher reruns a bad request alone
+            images = await run_in_threadpool(served.decoder, z)
+            return await run_in_threadpool(_images_response, request, images)
+
+    @app.post("/v1/models/{name}/edit")
+    async def edit(name: str, request: Request):
+        served = lookup(name)
+        if not served.describe()["can_edit"]:
+            raise InputError(f"{name!r} has no encoder, so it cannot edit images; serve the VAE checkpoint")
+        form = await request.form(max_files=1, max_fields=2)
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            raise InputError("send multipart/form-data with an 'image' file (PNG or JPEG) and an 'edits' field")
+        try:
+            edits = json.loads(form.get("edits") or "{}")
+        except ValueError:
+            raise InputError("edits must be JSON like {\"eyes_open\": 1.5}") from None
+        if not isinstance(edits, dict):
+            raise InputError(f"edits must be a JSON object like {{\"eyes_open\": 1.5}}, got {edits!r}")
+        data = await upload.read()
+        with service.admit():
+            def work() -> bytes:
+                from ..filter import Filter
+
+                frame = decode_image(data, limits.max_pixels)
+                return encode_image(Filter(served.model, edits=edits, temperature=0.0,
+                                           use_graph=served.graph is not None)(frame))
+
+            return Response(await run_in_threadpool(work), media_type="image/png")
