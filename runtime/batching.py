@@ -54,6 +54,11 @@ class MicroBatcher:
             self._queue.put((arr, future))
         return future
 
+    @property
+    def pending(self) -> int:
+        """Requests queued and not yet taken into a batch (approximate while others submit)."""
+        return self._queue.qsize()
+
     def __call__(self, x) -> np.ndarray:
         return self.submit(x).result()
 
