@@ -8,7 +8,7 @@ service.py holds the models and the lifecycle, app.py the HTTP routes, stream.py
 guards.py the token, body-limit and metrics middleware, codecs.py the bytes at the edges, run.py uvicorn.
 """
 from .app import create_app
-from .run import check_bind, serve
+from .run import build_server, check_bind, serve
 from .service import Limits, Service, served_name
 
-__all__ = ["Limits", "Service", "check_bind", "create_app", "serve", "served_name"]
+__all__ = ["Limits", "Service", "build_server", "check_bind", "create_app", "serve", "served_name"]

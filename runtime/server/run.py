@@ -57,19 +57,28 @@ class _DrainingServer(uvicorn.Server):
 
     async def _drain(self, sig, frame) -> None:
         await close_streams(self.service)
-        super().handle_exit(sig, frame)
+        # not super().handle_exit: uvicorn would re-raise the signal after shutdown, and a drained exit is 0
+        self.should_exit = True
+
+
+def build_server(service: Service, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+                 cors_origins: list[str] | None = None, log_level: str = "info") -> uvicorn.Server:
+    """The uvicorn server for `service`; `.run()` serves until SIGTERM/SIGINT (or `.handle_exit`, from any
+    thread)."""
+    check_bind(host, token)
+    app = create_app(service, token=token, cors_origins=cors_origins)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ws="auto",
+                            ws_max_size=service.limits.max_message, timeout_graceful_shutdown=DRAIN_SECONDS,
+                            lifespan="off", server_header=False)
+    logging.getLogger("latentforge.serve").setLevel(log_level.upper())
+    return _DrainingServer(config, service)
 
 
 def serve(service: Service, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           cors_origins: list[str] | None = None, log_level: str = "info") -> None:
-    check_bind(host, token)
-    app = create_app(service, token=token, cors_origins=cors_origins)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ws="websockets",
-                            ws_max_size=service.limits.max_message, timeout_graceful_shutdown=DRAIN_SECONDS,
-                            lifespan="off", server_header=False)
-    server = _DrainingServer(config, service)
+    """Serve until SIGTERM or Ctrl-C: the port opens at once, the models warm up behind /readyz."""
+    server = build_server(service, host, port, token, cors_origins, log_level)
     threading.Thread(target=service.warm_up, name="latentforge-warm-up", daemon=True).start()
-    logging.getLogger("latentforge.serve").setLevel(log_level.upper())
     try:
         server.run()
     finally:
