@@ -11,12 +11,12 @@ def cmd_serve(args) -> None:
     from latentforge.runtime.server import Limits, Service, check_bind, serve, served_name
 
     check_bind(args.host, args.token)  # before minutes of loading, not after
-    models = {}
-    for path in args.models:
-        name = served_name(path)
-        if name in models:
+    names = [served_name(path) for path in args.models]
+    for name in names:
+        if names.count(name) > 1:
             raise InputError(f"two models would both be served as {name!r} (the file stem); rename one")
-        models[name] = load(path, backend=args.backend, precision=args.precision, threads=args.threads)
+    models = {name: load(path, backend=args.backend, precision=args.precision, threads=args.threads)
+              for name, path in zip(names, args.models)}
     limits = Limits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                     max_n=args.max_n, max_body=args.max_body_mb << 20)
     print(f"serving {', '.join(models)} on http://{args.host}:{args.port} (ready once /readyz says so)", flush=True)
