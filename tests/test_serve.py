@@ -217,3 +217,30 @@ def test_an_internal_error_shows_no_traceback(service, monkeypatch):
         r = client.post("/v1/models/vae/sample", json={"n": 1})
     assert r.status_code == 500 and r.json() == {
         "error": "internal error while serving this request; the server log has the details"}
+
+
+def test_explorer_moves_latents_by_edits_and_walks_between_seeds(client, vae):
+    z = latentforge.latents(1, vae.latent_dim, seed=4, temperature=0.9)
+    r = client.post("/v1/models/vae/sample", json={"seed": 4, "temperature": 0.9, "edits": {"smile": -1.5}},
+                    headers=NPY)
+    assert np.array_equal(np.load(io.BytesIO(r.content)), vae.decode(z - 1.5 * vae.attributes["smile"]))
+    end = client.post("/v1/models/vae/sample", json={"seed": 4, "walk": {"to_seed": 5, "t": 1.0}}, headers=NPY)
+    assert np.array_equal(np.load(io.BytesIO(end.content)), vae.sample(1, seed=5))
+    half = client.post("/v1/models/vae/sample", json={"seed": 4, "walk": {"to_seed": 5, "t": 0.5}}, headers=NPY)
+    middle = latentforge.interpolate(latentforge.latents(1, 8, seed=4)[0], latentforge.latents(1, 8, seed=5)[0], 101)[50]
+    assert np.array_equal(np.load(io.BytesIO(half.content)), vae.decode(middle[None]))
+    for body, words in (({"walk": {"to_seed": 5, "t": 2}}, "t from 0 to 1"), ({"edits": {"wings": 1}}, "wings"),
+                        ({"edits": [1]}, "edits must be an object")):
+        r = client.post("/v1/models/vae/sample", json=body)
+        assert r.status_code == 400 and words in r.json()["error"]
+
+
+def test_the_page_is_served_from_the_package_with_nothing_from_elsewhere(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "Latent explorer" in page.text and "Webcam filter" in page.text
+    script = client.get("/static/app.js")
+    assert script.headers["content-type"].startswith("text/javascript") and "getUserMedia" in script.text
+    for text in (page.text, script.text, client.get("/static/style.css").text):
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text
+    assert client.get("/static/../service.py").status_code == 404

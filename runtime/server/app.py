@@ -27,7 +27,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from latentforge.errors import InputError
 from latentforge.images import grid
-from latentforge.latents import latents
+from latentforge.latents import interpolate, latents
 
 from .codecs import NPY, decode_image, decode_npy, encode_image, encode_npy
 from .guards import BearerToken, BodyLimit, BodyTooLarge, RequestMetrics
@@ -47,6 +47,7 @@ def create_app(service: Service, token: str | None = None, cors_origins: list[st
     _add_errors(app, service)
     _add_routes(app, service)
     add_filter_route(app, service)
+    _add_page(app)
     # added last = outermost: metrics see every answer, the token is checked before the body is read
     app.add_middleware(BodyLimit, max_body=service.limits.max_body)
     if cors_origins:
@@ -56,6 +57,21 @@ def create_app(service: Service, token: str | None = None, cors_origins: list[st
         app.add_middleware(BearerToken, token=token)
     app.add_middleware(RequestMetrics, metrics=service.metrics)
     return app
+
+
+PAGE = {"/": ("index.html", "text/html"), "/static/app.js": ("app.js", "text/javascript"),
+        "/static/style.css": ("style.css", "text/css")}
+
+
+def _add_page(app: FastAPI) -> None:
+    """The web page at /: three package files, read once here, so serving it never touches the disk."""
+    from importlib.resources import files
+
+    static = files("latentforge.runtime.server") / "static"
+    for route, (name, media_type) in PAGE.items():
+        content = (static / name).read_bytes()
+        app.add_api_route(route, lambda content=content, media_type=media_type: Response(content, media_type=media_type),
+                          methods=["GET"], include_in_schema=False)
 
 
 def _error(status: int, message: str, **headers) -> JSONResponse:
@@ -129,6 +145,32 @@ def _temperature(body: dict) -> float:
     return float(value)
 
 
+def _moved(z: np.ndarray, body: dict, model, temperature: float) -> np.ndarray:
+    """The page's explorer: `walk` {"to_seed": s, "t": 0..1} slerps each row toward the latents of another seed
+    (t in steps of 1/100), then `edits` {"smile": 1.5} adds sum(amount * direction)."""
+    walk = body.get("walk")
+    if walk is not None:
+        if not isinstance(walk, dict):
+            raise InputError(f'walk must be an object like {{"to_seed": 9, "t": 0.5}}, got {walk!r}')
+        to_seed = _int(walk, "to_seed", None, 0)
+        t = walk.get("t")
+        if to_seed is None or isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0 <= t <= 1:
+            raise InputError(f'walk needs an integer to_seed >= 0 and t from 0 to 1, got {walk!r}')
+        end = latents(len(z), model.latent_dim, to_seed, temperature)
+        z = np.stack([interpolate(a, b, 101)[round(t * 100)] for a, b in zip(z, end)])
+    edits = body.get("edits", {})
+    if not isinstance(edits, dict):
+        raise InputError(f'edits must be an object like {{"eyes_open": 1.5}}, got {edits!r}')
+    for attribute, amount in edits.items():
+        if attribute not in model.attributes:
+            known = ", ".join(sorted(model.attributes)) or "none"
+            raise InputError(f"unknown attribute {attribute!r}; this model has: {known}")
+        if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not math.isfinite(amount):
+            raise InputError(f"edit amount for {attribute!r} must be a finite number, got {amount!r}")
+        z = z + np.float32(amount) * model.attributes[attribute]
+    return z.astype(np.float32)
+
+
 def _images_response(request: Request, images: np.ndarray, point_model: bool = False) -> Response:
     if NPY in request.headers.get("accept", ""):
         return Response(encode_npy(images), media_type=NPY)
@@ -175,13 +217,15 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         seed = _int(body, "seed", None, 0)
         temperature = _temperature(body)
         extra = {}
+        if ("edits" in body or "walk" in body) and served.decoder is None:
+            raise InputError(f"edits and walk move latent vectors; {name!r} does not decode latent vectors")
         if "top_k" in body:
             if not model.codebook_size:
                 raise InputError(f"top_k applies to VQ priors (code sampling); {name!r} is a {model.kind}")
             extra["top_k"] = _int(body, "top_k", None, 1)
         with service.admit():
             if served.decoder is not None:  # the same latents model.sample draws, through the shared batcher
-                z = latents(n, model.latent_dim, seed, temperature)
+                z = _moved(latents(n, model.latent_dim, seed, temperature), body, model, temperature)
                 images = await run_in_threadpool(served.decoder, z)
             else:
                 images = await run_in_threadpool(lambda: model.sample(n, seed=seed, temperature=temperature, **extra))
