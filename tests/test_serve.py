@@ -227,7 +227,8 @@ def test_explorer_moves_latents_by_edits_and_walks_between_seeds(client, vae):
     end = client.post("/v1/models/vae/sample", json={"seed": 4, "walk": {"to_seed": 5, "t": 1.0}}, headers=NPY)
     assert np.array_equal(np.load(io.BytesIO(end.content)), vae.sample(1, seed=5))
     half = client.post("/v1/models/vae/sample", json={"seed": 4, "walk": {"to_seed": 5, "t": 0.5}}, headers=NPY)
-    middle = latentforge.interpolate(latentforge.latents(1, 8, seed=4)[0], latentforge.latents(1, 8, seed=5)[0], 101)[50]
+    start, stop = latentforge.latents(1, 8, seed=4)[0], latentforge.latents(1, 8, seed=5)[0]
+    middle = latentforge.interpolate(start, stop, 101)[50]
     assert np.array_equal(np.load(io.BytesIO(half.content)), vae.decode(middle[None]))
     for body, words in (({"walk": {"to_seed": 5, "t": 2}}, "t from 0 to 1"), ({"edits": {"wings": 1}}, "wings"),
                         ({"edits": [1]}, "edits must be an object")):

@@ -12,6 +12,7 @@ Every error is JSON {"error": "..."} naming the problem and the fix; no path or 
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -179,6 +180,13 @@ def _images_response(request: Request, images: np.ndarray, point_model: bool = F
     return Response(encode_image(grid(images) if len(images) > 1 else images[0]), media_type="image/png")
 
 
+async def _respond(request: Request, images: np.ndarray, point_model: bool = False) -> Response:
+    """.npy is a header and a copy: answered on the event loop; PNG compression goes to a worker thread."""
+    if NPY in request.headers.get("accept", ""):
+        return _images_response(request, images, point_model)
+    return await run_in_threadpool(_images_response, request, images, point_model)
+
+
 def _add_routes(app: FastAPI, service: Service) -> None:
     limits = service.limits
 
@@ -226,10 +234,10 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         with service.admit():
             if served.decoder is not None:  # the same latents model.sample draws, through the shared batcher
                 z = _moved(latents(n, model.latent_dim, seed, temperature), body, model, temperature)
-                images = await run_in_threadpool(served.decoder, z)
+                images = await asyncio.wrap_future(served.decoder.submit(z))
             else:
                 images = await run_in_threadpool(lambda: model.sample(n, seed=seed, temperature=temperature, **extra))
-            return await run_in_threadpool(_images_response, request, images, bool(model.point_dim))
+            return await _respond(request, images, bool(model.point_dim))
 
     @app.post("/v1/models/{name}/decode")
     async def decode(name: str, request: Request):
@@ -250,8 +258,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             raise InputError(f"{len(z)} latents is over this server's limit of {limits.max_n} per request; "
                              "send fewer rows per request")
         with service.admit():  # the model checks width, dtype and NaN; the batcher reruns a bad request alone
-            images = await run_in_threadpool(served.decoder, z)
-            return await run_in_threadpool(_images_response, request, images)
+            images = await asyncio.wrap_future(served.decoder.submit(z))
+            return await _respond(request, images)
 
     @app.post("/v1/models/{name}/edit")
     async def edit(name: str, request: Request):
