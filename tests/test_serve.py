@@ -245,3 +245,21 @@ def test_the_page_is_served_from_the_package_with_nothing_from_elsewhere(client)
     for text in (page.text, script.text, client.get("/static/style.css").text):
         assert "http://" not in text and "https://" not in text and "//cdn" not in text
     assert client.get("/static/../service.py").status_code == 404
+
+
+def test_a_vq_prior_samples_with_top_k_and_refuses_latent_routes():
+    from pathlib import Path
+
+    prior = latentforge.load(Path(__file__).parents[1] / "benchmarks/results/models/faces_prior16.safetensors")
+    service = Service({"prior": prior})
+    service.warm_up()
+    with TestClient(create_app(service)) as client:
+        described = client.get("/v1/models").json()["models"][0]
+        assert described["codebook_size"] == 512 and not (described["can_decode"] or described["can_edit"])
+        r = client.post("/v1/models/prior/sample", json={"n": 2, "seed": 3, "temperature": 0.8, "top_k": 16},
+                        headers=NPY)
+        assert np.array_equal(np.load(io.BytesIO(r.content)), prior.sample(2, seed=3, temperature=0.8, top_k=16))
+        for route, body in (("decode", {"z": [[0.0]]}), ("sample", {"edits": {"smile": 1}})):
+            r = client.post(f"/v1/models/prior/{route}", json=body)
+            assert r.status_code == 400 and "latent vectors" in r.json()["error"]
+    service.close()

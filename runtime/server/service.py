@@ -66,7 +66,8 @@ class ServedModel:
         return {"name": self.name, "kind": m.kind, "latent_dim": 0 if m.codebook_size else m.latent_dim,
                 "image_shape": list(m.image_shape), "attributes": sorted(m.attributes), "backend": m.backend,
                 "precision": m.precision, "codebook_size": m.codebook_size,
-                "can_decode": self.decoder is not None, "can_edit": bool(m.has_encoder or self.graph is not None),
+                "can_decode": self.decoder is not None,
+                "can_edit": not (m.codebook_size or m.point_dim) and (m.has_encoder or self.graph is not None),
                 "can_filter": self.frames is not None}
 
     def frame_rows(self, n: int) -> np.ndarray:
