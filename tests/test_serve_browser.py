@@ -80,6 +80,10 @@ def test_page_explorer_and_webcam_filter_in_chromium(server_port, tmp_path):
         end = page.evaluate("[performance.now(), Number(document.getElementById('filtered').dataset.frames)]")
         rate = (end[1] - start[1]) / (end[0] - start[0]) * 1000
         print(f"webcam filter in chromium: {rate:.1f} filtered frames/s")
+        camera = page.evaluate("""() => { const v = document.getElementById('camera'); const c = document.createElement('canvas');
+          c.width = v.videoWidth; c.height = v.videoHeight; const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+          return Math.max(...g.getImageData(0, 0, c.width, c.height).data.filter((_, i) => i % 4 === 0)); }""")
+        assert camera >= 200  # the clip's bright square reaches the page: frames sent are not black
         size = page.evaluate("[document.getElementById('filtered').width, document.getElementById('filtered').height]")
         assert size == [96, 64]  # the camera's frame size comes back
         page.wait_for_function("document.getElementById('stats').textContent.startsWith('fps ')", timeout=WAIT_MS)
