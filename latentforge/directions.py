@@ -11,6 +11,8 @@ one place directions are read and checked: by `latentforge edit`, the Filter and
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 from pathlib import Path
 
@@ -109,3 +111,18 @@ def parse_amount(text: str) -> tuple[str, float]:
     if not sep or not name.strip() or not np.isfinite(amount):
         raise InputError(f"--attr must look like NAME=AMOUNT with a finite number, e.g. eyes_open=+1.5; got {text!r}")
     return name.strip(), amount
+
+
+def edit_offset(directions: dict[str, np.ndarray], edits: dict, latent_dim: int) -> np.ndarray:
+    """{"eyes_open": 1.5, ...} -> sum(amount * direction), float32 [latent_dim]: the one check of edit amounts
+    (an unknown name or a non-finite amount is an InputError), for the Filter and the server alike."""
+    offset = np.zeros(latent_dim, np.float32)
+    for name, amount in dict(edits).items():
+        if name not in directions:
+            known = ", ".join(sorted(directions)) or "none"
+            raise InputError(f"unknown attribute {name!r}; this model has: {known} "
+                             "(pass an attributes file made by `latentforge attributes` for others)")
+        if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not math.isfinite(amount):
+            raise InputError(f"edit amount for {name!r} must be a finite number, got {amount!r}")
+        offset += np.float32(amount) * directions[name]
+    return offset

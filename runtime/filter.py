@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from latentforge.directions import load_directions
+from latentforge.directions import edit_offset, load_directions
 from latentforge.errors import InputError
 
 from .pipeline import FilterStats, run_pipeline
@@ -63,15 +63,7 @@ class Filter:
 
     def set_edits(self, edits: dict[str, float]) -> None:
         """Replace the edits, e.g. {"eyes_open": 1.5}; takes effect from the next frame."""
-        offset = np.zeros(self.model.latent_dim, np.float32)
-        for name, amount in dict(edits).items():
-            if name not in self.directions:
-                known = ", ".join(sorted(self.directions)) or "none"
-                raise InputError(f"unknown attribute {name!r}; this model has: {known} "
-                                 "(pass an attributes file made by `latentforge attributes` for others)")
-            if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not math.isfinite(amount):
-                raise InputError(f"edit amount for {name!r} must be a finite number, got {amount!r}")
-            offset += np.float32(amount) * self.directions[name]
+        offset = edit_offset(self.directions, edits, self.model.latent_dim)
         self._offset = offset[None]  # swapped whole, so a frame in flight sees the old or the new, never half
         self.edits = dict(edits)
 

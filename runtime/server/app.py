@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
+from latentforge.directions import edit_offset
 from latentforge.errors import InputError
 from latentforge.images import grid
 from latentforge.latents import interpolate, latents
@@ -162,14 +163,7 @@ def _moved(z: np.ndarray, body: dict, model, temperature: float) -> np.ndarray:
     edits = body.get("edits", {})
     if not isinstance(edits, dict):
         raise InputError(f'edits must be an object like {{"eyes_open": 1.5}}, got {edits!r}')
-    for attribute, amount in edits.items():
-        if attribute not in model.attributes:
-            known = ", ".join(sorted(model.attributes)) or "none"
-            raise InputError(f"unknown attribute {attribute!r}; this model has: {known}")
-        if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not math.isfinite(amount):
-            raise InputError(f"edit amount for {attribute!r} must be a finite number, got {amount!r}")
-        z = z + np.float32(amount) * model.attributes[attribute]
-    return z.astype(np.float32)
+    return (z + edit_offset(model.attributes, edits, model.latent_dim)).astype(np.float32)
 
 
 def _images_response(request: Request, images: np.ndarray, point_model: bool = False) -> Response:
