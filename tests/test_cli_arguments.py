@@ -52,7 +52,7 @@ def test_choices_come_from_the_runtime():
             if "--backend" in action.option_strings:
                 assert action.choices is BACKENDS, name
                 seen += 1
-    assert seen == 7  # filter and export (with --dtype) precision; sample, interpolate, filter, edit backend
+    assert seen == 9  # filter, serve and export (with --dtype) precision; sample, interpolate, filter, edit, serve backend
 
 
 @pytest.mark.parametrize("argv,needle", [
