@@ -110,10 +110,14 @@ def in_cache(model_path: Path) -> Path:
     return root / f"{model_path.stem}-{where}.tune.json"
 
 
+def writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK)
+
+
 def write_record(model_path: Path, record: TuneRecord) -> Path:
     """Beside the model when its folder is writable, else in the cache folder; atomically either way."""
     data = json.dumps(record.to_json(), indent=2).encode()
-    if os.access(model_path.parent, os.W_OK):
+    if writable(model_path.parent):
         return atomic_write_bytes(beside(model_path), data)
     target = in_cache(model_path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +142,7 @@ def mismatch(found: dict, here: dict) -> str | None:
     theirs = found.get("libraries", {})
     for lib, version in here["libraries"].items():
         if theirs.get(lib) != version:
-            return f"{lib} {theirs.get(lib)} there, {version} here"
+            return f"{lib} {theirs.get(lib, '(not installed)')} there, {version} here"
     extra = sorted(set(theirs) - set(here["libraries"]))
     return f"{extra[0]} {theirs[extra[0]]} there, not installed here" if extra else None
 
