@@ -19,7 +19,7 @@ import numpy as np
 from latentforge.errors import InputError
 from latentforge.latents import latents
 
-from .engines import COMPILE, EAGER, Engine, make_engines
+from .engines import COMPILE, EAGER, LATENTFORGE_AUTO, Engine, make_engines
 from .machine import machine_info, matmul_ceiling
 
 COUNTED = ("z in -> float32 image out, no uint8 conversion, inputs preallocated, fp32 weights, "
@@ -54,6 +54,17 @@ class BenchReport:
     def row(self, engine: str, batch: int) -> BenchRow | None:
         return next((r for r in self.rows if r.engine == engine and r.batch == batch), None)
 
+    def auto_vs_best_peer(self) -> dict[int, tuple[str, float]]:
+        """batch -> (fastest peer, its p50 / latentforge auto's p50): >= 1 means auto is at least as fast."""
+        found = {}
+        for batch in sorted({r.batch for r in self.rows}):
+            auto = self.row(LATENTFORGE_AUTO, batch)
+            peers = [r for r in self.rows if r.batch == batch and not r.engine.startswith("latentforge")]
+            if auto and peers:
+                best = min(peers, key=lambda r: r.p50_ms)
+                found[batch] = (best.engine, best.p50_ms / auto.p50_ms)
+        return found
+
     def to_json(self) -> dict:
         return asdict(self)
 
@@ -74,7 +85,7 @@ class BenchReport:
             f"machine: {mc['cpu']}, {mc['physical_cores']} physical cores / {mc['logical_cpus']} logical, "
             f"features {' '.join(mc['features']) or 'none listed'}, 1-min load {mc['load_average_1min']:.1f}; "
             + ", ".join(f"{k} {v}" for k, v in mc["versions"].items()) + f"; {mc['date']}",
-            f"ceilings (best square matmul, same run): {ceilings} - bf16 is informational; every engine runs fp32",
+            f"ceilings (best square matmul, same run): {ceilings}; %fp32 is of the fp32 one, bf16 rows included",
             "x eager = torch eager's p50 / the row's p50 at the same batch (> 1 is faster); GFLOP/s and img/s at p50",
             "",
         ]
@@ -91,6 +102,10 @@ class BenchReport:
         for row in [header, *body]:
             lines.append("  ".join(cell.ljust(wd) if i == 0 else cell.rjust(wd)
                                    for i, (cell, wd) in enumerate(zip(row, widths))).rstrip())
+        lines += [f"auto / best peer at batch {batch}: {ratio:.2f} (best peer {peer}; > 1: auto is faster)"
+                  for batch, (peer, ratio) in self.auto_vs_best_peer().items()]
+        if m.get("auto"):
+            lines.append(f"latentforge auto ran {m['auto']}")
         lines += [f"skipped {engine}: {why}" for engine, why in self.skipped.items()]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
