@@ -89,9 +89,9 @@ def candidates(path: Path, facts: Hardware, threads: int | None) -> tuple[Callab
 
     if is_onnx(path):
         reference = reference_model.decode_float
-        for backend in ("onnxruntime", "openvino"):
-            if installed(backend):
-                add(backend, "fp32", lambda b=backend: load(path, b, threads).decode_float)
+        found.append(Candidate(reference_model.backend, "fp32", reference))
+        if installed("openvino") and reference_model.backend != "openvino":
+            add("openvino", "fp32", lambda: load(path, "openvino", threads).decode_float)
         if installed("openvino"):
             add("openvino", "bf16", lambda: openvino(path, "bf16"))
         for precision in ("bf16", "fp16", "int8"):

@@ -80,6 +80,18 @@ def test_bf16_candidates_only_with_bf16_units(own_checkpoint, own_onnx):
     assert "openvino bf16" in labels or "compiled fp32" in rejected["openvino bf16"]
 
 
+def test_the_exporters_variants_are_candidates_and_gated(own_onnx, vae_checkpoint, vae_filter_onnx):
+    from latentforge.export import ExportOptions, export
+
+    export(vae_checkpoint, own_onnx.with_name("vae.int8.onnx"), ExportOptions(precision="int8"))
+    reference, peak, found, rejected, dim = candidates(own_onnx, EPYC, 1)
+    assert {"onnxruntime int8", "openvino int8"} <= {c.label for c in found}
+    passed = gate(found, reference, peak, dim, 1.0, rejected)
+    assert passed["onnxruntime fp32"] == float("inf") and 1.0 <= passed["onnxruntime int8"] < 100
+    with pytest.raises(InputError, match="not a z -> image decoder"):
+        candidates(vae_filter_onnx, EPYC, 1)
+
+
 def test_psnr_gate_rejects_a_wrong_candidate_and_a_nan_one():
     def reference(z):
         return np.tanh(z[:, :, None, None] * np.ones((1, 1, 4, 4), np.float32))
