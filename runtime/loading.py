@@ -77,14 +77,18 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
         if tuned is not None:
             return tuned
         backend, because = default_backend(path, is_onnx(path))
-    if is_plan(path):
-        model = _load_plan(path, backend)
-    elif is_onnx(path):
-        model = _load_onnx(path, backend, threads, precision, decoder)
-    else:
-        model = _load_checkpoint(path, backend, threads, precision)
+    model = _load_on(path, backend, threads, precision, decoder)
     model.chosen_because = because
     return model
+
+
+def _load_on(path: Path, backend: str, threads, precision: str, decoder: Path | None = None,
+             graph: Path | None = None) -> LoadedModel:
+    if is_plan(path):
+        return _load_plan(path, backend)
+    if is_onnx(path):
+        return _load_onnx(path, backend, threads, precision, decoder)
+    return _load_checkpoint(path, backend, threads, precision, graph)
 
 
 def _load_tuned(path: Path, threads) -> LoadedModel | None:
@@ -97,7 +101,7 @@ def _load_tuned(path: Path, threads) -> LoadedModel | None:
     loaded = {}
     for w in record.winners.values():
         if (w.backend, w.precision) not in loaded:
-            loaded[w.backend, w.precision] = load(path, w.backend, threads, w.precision)
+            loaded[w.backend, w.precision] = _load_on(path, w.backend, threads, w.precision, graph=record.graph_path)
     first = record.winners[min(record.winners)]
     model = loaded[first.backend, first.precision]
     if len(loaded) > 1:
@@ -141,7 +145,9 @@ def _load_plan(path: Path, backend: str) -> Model:
     return Model(info, GraphDecoder(TrtGraph(path, sidecar), repr(str(path)), info.value_range), precision=precision)
 
 
-def _load_checkpoint(path: Path, backend: str, threads, precision: str) -> LoadedModel:
+def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: Path | None = None) -> LoadedModel:
+    """`graph`: the decoder graph `tune` exported from this very checkpoint (its hash checked), opened instead of
+    exporting again."""
     if backend == "tensorrt":
         raise BackendUnavailable(f"{str(path)!r}: TensorRT runs engines; build one with the exporter and load "
                                  "its .plan")
@@ -163,7 +169,8 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str) -> Loade
     module, checkpoint = load_checkpoint(path)
     if backend in ("onnxruntime", "openvino"):
         label = f"the graph exported from {str(path)!r}"
-        graph = open_graph(backend, checkpoint_to_onnx_bytes(module, checkpoint), threads, label, precision)
+        source = graph if graph is not None else checkpoint_to_onnx_bytes(module, checkpoint)
+        graph = open_graph(backend, source, threads, label, precision)
         encoder = TorchDecoder(module, threads) if info.kind == "vae" else None
         return Model(info, GraphDecoder(graph, label, info.value_range), encoder, precision=graph.precision)
     decoder = TorchDecoder(module, threads, precision=precision, value_range=info.value_range)

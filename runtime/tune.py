@@ -63,9 +63,20 @@ def _decoder_model(path: Path, threads: int | None):
     return model
 
 
-def candidates(path: Path, facts: Hardware, threads: int | None) -> tuple[Callable, float, list[Candidate],
-                                                                           dict[str, str], int]:
-    """(fp32 reference, value-range peak, candidates, {label: why left out}, latent dim) for the artifact."""
+@dataclass
+class Field:
+    """What `candidates` found for one artifact."""
+
+    reference: Callable[[np.ndarray], np.ndarray]   # the fp32 reference the gate compares against
+    peak: float                                     # the value range's width, PSNR's peak signal
+    found: list[Candidate]
+    rejected: dict[str, str]                        # label -> why it was left out
+    latent_dim: int
+    graph: bytes | None = None                      # a checkpoint's graph as exported for the graph backends
+
+
+def candidates(path: Path, facts: Hardware, threads: int | None) -> Field:
+    """Every candidate for the artifact at `path` on the machine `facts` describes, and what they are checked by."""
     reference_model = _decoder_model(path, threads)
     peak = float(reference_model.value_range[1] - reference_model.value_range[0])
     found, rejected = [], {}
@@ -99,7 +110,7 @@ def candidates(path: Path, facts: Hardware, threads: int | None) -> tuple[Callab
                 for backend in ("onnxruntime", "openvino"):
                     if installed(backend) and not (backend == "openvino" and precision == "bf16"):
                         add(backend, precision, lambda b=backend, p=precision: load(path, b, threads, p).decode_float)
-        return reference, peak, found, rejected, reference_model.latent_dim
+        return Field(reference, peak, found, rejected, reference_model.latent_dim)
 
     import torch
 
@@ -132,7 +143,7 @@ def candidates(path: Path, facts: Hardware, threads: int | None) -> tuple[Callab
             add("openvino", "fp32", lambda: openvino(exported, "fp32"))
         if exported is not None:
             add("openvino", "bf16", lambda: openvino(exported, "bf16"))
-    return reference, peak, found, rejected, reference_model.latent_dim
+    return Field(reference, peak, found, rejected, reference_model.latent_dim, exported)
 
 
 def gate(found: list[Candidate], reference: Callable, peak: float, dim: int, min_psnr: float,
@@ -189,7 +200,8 @@ def tune(path, batches=(1, 16, 128), min_psnr: float = 40.0, seconds: float = 20
     if not batches or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1 for b in batches):
         raise InputError(f"batches must be positive integers like (1, 16, 128), got {batches!r}")
     facts = facts or hardware()
-    reference, peak, found, rejected, dim = candidates(path, facts, threads)
+    field = candidates(path, facts, threads)
+    reference, peak, found, rejected, dim = field.reference, field.peak, field.found, field.rejected, field.latent_dim
     psnr = gate(found, reference, peak, dim, min_psnr, rejected)
     if not found:
         raise InputError(f"no engine for {str(path)!r} passed the {min_psnr:g} dB gate: "
@@ -203,4 +215,5 @@ def tune(path, batches=(1, 16, 128), min_psnr: float = 40.0, seconds: float = 20
         winners[batch] = Winner(best.backend, best.precision, timings[batch][label], psnr[label])
     record = TuneRecord(record_key(path, facts), winners, float(min_psnr), timings, rejected,
                         time.perf_counter() - start)
-    return record, write_record(path, record)
+    graph = field.graph if any(w.backend != "torch" for w in winners.values()) else None
+    return record, write_record(path, record, graph)

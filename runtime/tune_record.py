@@ -44,9 +44,12 @@ class TuneRecord:
     timings: dict[int, dict[str, float]] = field(default_factory=dict)   # batch -> candidate label -> p50 ms
     rejected: dict[str, str] = field(default_factory=dict)               # candidate label -> why it was left out
     seconds: float = 0.0                                                   # what tuning took, loads included
+    graph_sha256: str = ""   # a checkpoint's graph, saved beside the record so loading it skips the export
+    graph_path: Path | None = field(default=None, compare=False)          # that file, once read and verified
 
     def to_json(self) -> dict:
         data = asdict(self)
+        data.pop("graph_path")
         data["format"] = FORMAT
         data["winners"] = {str(b): asdict(w) for b, w in self.winners.items()}
         data["timings"] = {str(b): t for b, t in self.timings.items()}
@@ -59,7 +62,7 @@ class TuneRecord:
         return cls(key=dict(data["key"]), min_psnr=float(data["min_psnr"]), seconds=float(data.get("seconds", 0)),
                    winners={int(b): Winner(**w) for b, w in data["winners"].items()},
                    timings={int(b): dict(t) for b, t in data.get("timings", {}).items()},
-                   rejected=dict(data.get("rejected", {})))
+                   rejected=dict(data.get("rejected", {})), graph_sha256=str(data.get("graph_sha256", "")))
 
     def winner_for(self, batch: int) -> Winner:
         """The winner of the largest tuned batch size <= `batch` (the smallest one below all of them)."""
@@ -114,14 +117,23 @@ def writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK)
 
 
-def write_record(model_path: Path, record: TuneRecord) -> Path:
-    """Beside the model when its folder is writable, else in the cache folder; atomically either way."""
-    data = json.dumps(record.to_json(), indent=2).encode()
+def graph_beside(record_path: Path) -> Path:
+    return record_path.with_name(record_path.name.removesuffix(".json") + ".onnx")
+
+
+def write_record(model_path: Path, record: TuneRecord, graph: bytes | None = None) -> Path:
+    """Beside the model when its folder is writable, else in the cache folder; atomically either way.
+    `graph`: a checkpoint's exported graph, saved next to the record (first, so a record never names a
+    missing graph) for `load` to open instead of exporting again."""
     if writable(model_path.parent):
-        return atomic_write_bytes(beside(model_path), data)
-    target = in_cache(model_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_bytes(target, data)
+        target = beside(model_path)
+    else:
+        target = in_cache(model_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+    if graph is not None:
+        atomic_write_bytes(graph_beside(target), graph)
+        record.graph_sha256 = hashlib.sha256(graph).hexdigest()
+    return atomic_write_bytes(target, json.dumps(record.to_json(), indent=2).encode())
 
 
 def read_record(path: Path) -> TuneRecord:
@@ -166,4 +178,7 @@ def matching_record(model_path: Path, facts: Hardware | None = None) -> TuneReco
         warnings.warn(f"tuning record {str(path)!r} ignored: {why}; rerun `latentforge tune {model_path}`",
                       StaleRecordWarning, stacklevel=3)
         return None
+    graph = graph_beside(path)
+    if record.graph_sha256 and graph.is_file() and file_sha256(graph) == record.graph_sha256:
+        record.graph_path = graph   # else the graph backends export the checkpoint again, as without a record
     return record

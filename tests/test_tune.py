@@ -70,10 +70,13 @@ def own_onnx(vae_onnx, tmp_path):
 
 
 def test_bf16_candidates_only_with_bf16_units(own_checkpoint, own_onnx):
-    _, _, found, rejected, _ = candidates(own_onnx, EPYC, 1)
+    field = candidates(own_onnx, EPYC, 1)
+    found, rejected = field.found, field.rejected
     assert [c.label for c in found] == ["onnxruntime fp32", "openvino fp32"]
     assert "no bf16 units" in rejected["openvino bf16"]
-    _, _, found, rejected, _ = candidates(own_checkpoint, XEON, 1)
+    field = candidates(own_checkpoint, XEON, 1)
+    found, rejected = field.found, field.rejected
+    assert field.graph is not None   # exported once, for onnxruntime and OpenVINO alike
     labels = [c.label for c in found]
     assert labels[:3] == ["torch fp32", "torch bf16", "onnxruntime fp32"] and "torch bf16" not in rejected
     # OpenVINO decides for itself: bf16 where this CPU really has the units, else it says it compiled f32
@@ -84,9 +87,9 @@ def test_the_exporters_variants_are_candidates_and_gated(own_onnx, vae_checkpoin
     from latentforge.export import ExportOptions, export
 
     export(vae_checkpoint, own_onnx.with_name("vae.int8.onnx"), ExportOptions(precision="int8"))
-    reference, peak, found, rejected, dim = candidates(own_onnx, EPYC, 1)
-    assert {"onnxruntime int8", "openvino int8"} <= {c.label for c in found}
-    passed = gate(found, reference, peak, dim, 1.0, rejected)
+    field = candidates(own_onnx, EPYC, 1)
+    assert {"onnxruntime int8", "openvino int8"} <= {c.label for c in field.found}
+    passed = gate(field.found, field.reference, field.peak, field.latent_dim, 1.0, field.rejected)
     assert passed["onnxruntime fp32"] == float("inf") and 1.0 <= passed["onnxruntime int8"] < 100
     with pytest.raises(InputError, match="not a z -> image decoder"):
         candidates(vae_filter_onnx, EPYC, 1)
@@ -177,3 +180,17 @@ def test_tune_from_the_cli_end_to_end(own_onnx, capsys):
     assert main(["tune", str(own_onnx), "--min-psnr", "nan"]) == 2
     assert "min_psnr must be a finite number" in capsys.readouterr().err
     assert main(["tune", str(own_onnx), "--batch", "0"]) == 2
+
+
+def test_a_checkpoints_record_keeps_its_graph_so_loading_skips_the_export(own_checkpoint):
+    exported = load(own_checkpoint, "onnxruntime").onnx_source
+    where = write_record(own_checkpoint, _record(own_checkpoint, {1: Winner("onnxruntime", "fp32", 0.2, 140.0)}),
+                         graph=exported)
+    graph = where.with_name("vae.tune.onnx")
+    assert graph.read_bytes() == exported
+    model = load(own_checkpoint)
+    assert model.backend == "onnxruntime" and model.onnx_source == graph and model.has_encoder
+    z = latents(2, model.latent_dim)
+    np.testing.assert_allclose(model.decode_float(z), load(own_checkpoint, "torch").decode_float(z), atol=1e-4)
+    graph.write_bytes(exported + b"\0")   # not the graph the record names: exported again, not trusted
+    assert isinstance(load(own_checkpoint).onnx_source, bytes)
