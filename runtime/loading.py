@@ -50,7 +50,8 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
     backend "auto" runs what `latentforge tune` measured fastest here, per batch size, when a tuning record
     for this file, machine and library versions exists (runtime/tune_record.py; with `precision` left at fp32,
     a record may choose bf16 or int8 that passed its PSNR gate); else the hardware-aware default of
-    runtime/backends.py. `model.backend` says what runs and `model.chosen_because` why. "onnxruntime"/"openvino" with a checkpoint export its decoder in memory (encode stays on
+    runtime/backends.py. `model.backend` says what runs and `model.chosen_because` why.
+    "onnxruntime"/"openvino" with a checkpoint export its decoder in memory (encode stays on
     torch). `precision` other than fp32 loads the exporter's variant `NAME.<precision>.onnx` beside an
     `.onnx`; on OpenVINO bf16 is an inference hint on the fp32 graph. `threads` defaults to one per
     physical core.
