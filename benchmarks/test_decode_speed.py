@@ -25,6 +25,8 @@ def engines():
 @pytest.mark.parametrize("batch", [1, 16])
 @pytest.mark.parametrize("name", [name for name in ENGINES if name != COMPILE])
 def test_decode(benchmark, engines, name, batch):
+    if name not in engines:   # the bf16 peers exist only on CPUs with bf16 units
+        pytest.skip(f"{name} does not run on this machine (see `latentforge bench`)")
     engine = engines[name]
     benchmark.group = f"decode 64px VAE, batch {batch}"
     benchmark.extra_info["threads"] = engine.threads

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BackendUnavailable
+from .runtime.machine import cpu_flags
 
 LIBRARY = "latentforge_ops"
 CPU_SOURCES = ("ops.cpp",)
@@ -42,17 +43,6 @@ def source_dir() -> Path:
     return Path(str(importlib.resources.files("latentforge.csrc")))
 
 
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 def _want_cuda() -> bool:
     import torch
     from torch.utils.cpp_extension import CUDA_HOME
@@ -69,7 +59,7 @@ def cache_key(cuda: bool) -> str:
         h.update(name.encode() + b"\0" + (root / name).read_bytes())
     # The sources' folder too: ninja rebuilds when the paths in its build file change, so two installs sharing one
     # build folder would recompile each other's library back and forth.
-    h.update(repr((str(root), CFLAGS, LDFLAGS, CUDA_FLAGS, cuda, torch.__version__, _cpu_flags())).encode())
+    h.update(repr((str(root), CFLAGS, LDFLAGS, CUDA_FLAGS, cuda, torch.__version__, cpu_flags())).encode())
     return h.hexdigest()[:16]
 
 

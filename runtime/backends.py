@@ -1,11 +1,16 @@
-"""Which backends exist here, which one `auto` picks, and where a precision variant lives.
+"""Which backends exist here, which one `auto` picks without a tuning record, and where a precision variant lives.
 
 `backends()` answers without importing torch or building anything, so `latentforge backends`
-is instant. The auto order was measured on a 2-core AVX2 CPU with the 64 px faces VAE at
-batch 1 (benchmarks/results/filter-cpu-2core.md): a `.plan` runs on TensorRT; an `.onnx` on
-onnxruntime (0.5 ms per filter step, vs 0.9 ms on OpenVINO), then OpenVINO; a checkpoint on torch
-(no export to wait for; its fused ops are the torch backend's own).
+is instant. With a tuning record (runtime/tune.py) `auto` runs what was measured fastest on this
+machine; without one it follows `default_backend`, decided from the hardware facts of
+runtime/machine.py and measured on the 64 px faces VAE decoder at batch 1 (benchmarks/results/):
+a `.plan` runs on TensorRT; an `.onnx` on onnxruntime (CPU: 0.33 ms against 0.74 ms on OpenVINO on an
+AVX-512-BF16 EPYC, 0.5 against 0.9 ms per filter step on an AVX2 one; GPU: its CUDA provider), then
+OpenVINO; a checkpoint on torch (loads in 0.1-0.2 s where onnxruntime first needs a 2-4 s export in
+memory; on a GPU its decode replays CUDA graphs). Precision stays fp32: bf16 or int8 only after `tune`
+has checked them against fp32.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +19,7 @@ from pathlib import Path
 from latentforge.checkpoint import PREFIX as META
 from latentforge.errors import BackendUnavailable, CheckpointError, InputError
 
-from .machine import installed
+from .machine import Hardware, hardware, installed
 
 NAMES = ("onnxruntime", "openvino", "tensorrt", "torch")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
@@ -46,9 +51,7 @@ def backend_status(name: str) -> BackendStatus:
 
         return BackendStatus(name, True, "providers " + ", ".join(providers()))
     if name == "openvino":
-        from .openvino_backend import supports_bf16
-
-        bf16 = "bf16 native" if supports_bf16() else "no bf16 units on this CPU: a bf16 hint compiles f32"
+        bf16 = "bf16 native" if hardware().bf16_units else "no bf16 units on this CPU: a bf16 hint compiles f32"
         return BackendStatus(name, True, f"CPU plugin; {bf16}")
     if name == "tensorrt":
         from .trt_backend import cuda_reason
@@ -73,15 +76,21 @@ def is_plan(path: Path) -> bool:
     return path.suffix.lower() == PLAN_SUFFIX
 
 
-def pick(path: Path, is_onnx: bool) -> str:
-    """The backend `auto` means for this artifact: the fastest available, in the measured order above."""
+def default_backend(path: Path, is_onnx: bool, facts: Hardware | None = None) -> tuple[str, str]:
+    """(backend, why) that `auto` means for this artifact when no tuning record applies (the rule above)."""
+    facts = facts or hardware()
+    where = f"GPU {facts.gpus[0]}" if facts.gpus else f"CPU {facts.cpu}"
+    untuned = "no tuning record (run `latentforge tune` to measure)"
     if is_plan(path):
-        return "tensorrt"
+        return "tensorrt", "a TensorRT engine runs only on TensorRT"
     if not is_onnx:
-        return "torch"
+        if facts.gpu:
+            return "torch", f"{untuned}; a checkpoint on the {where} runs on torch with CUDA graphs"
+        return "torch", (f"{untuned}; a checkpoint on the {where} runs on torch fp32 (loads in 0.1-0.2 s; "
+                         "onnxruntime would first export it, 2-4 s)")
     for name in ("onnxruntime", "openvino"):
         if installed(name):
-            return name
+            return name, f"{untuned}; an .onnx on the {where} runs on {name} fp32 (the fastest at batch 1 measured)"
     raise BackendUnavailable(f"{str(path)!r} needs onnxruntime or openvino; {INSTALL['onnxruntime']}")
 
 

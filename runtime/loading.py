@@ -24,7 +24,7 @@ from latentforge.checkpoint import load_checkpoint, read_info
 from latentforge.errors import BackendUnavailable, CheckpointError, InputError
 
 from .artifact import check_model_file, from_checkpoint, from_onnx_metadata, image_shape_of, is_onnx
-from .backends import NAMES, PRECISIONS, backend_status_or_raise, is_plan, pick
+from .backends import NAMES, PRECISIONS, backend_status_or_raise, default_backend, is_plan
 from .graphs import GraphDecoder, bf16_hint, open_exported, open_graph
 from .model import Model
 from .protocols import BackendGraph, LoadedModel
@@ -47,8 +47,11 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
 
     A vqvae or prior checkpoint, or an exported VQ decoder / prior `.onnx`, gives a `VQModel` (code grids).
 
-    backend "auto" picks the fastest available for the artifact (see runtime/backends.py; `Model.backend`
-    says which). "onnxruntime"/"openvino" with a checkpoint export its decoder in memory (encode stays on
+    backend "auto" runs what `latentforge tune` measured fastest here, per batch size, when a tuning record
+    for this file, machine and library versions exists (runtime/tune_record.py; with `precision` left at fp32,
+    a record may choose bf16 or int8 that passed its PSNR gate); else the hardware-aware default of
+    runtime/backends.py. `model.backend` says what runs and `model.chosen_because` why.
+    "onnxruntime"/"openvino" with a checkpoint export its decoder in memory (encode stays on
     torch). `precision` other than fp32 loads the exporter's variant `NAME.<precision>.onnx` beside an
     `.onnx`; on OpenVINO bf16 is an inference hint on the fp32 graph. `threads` defaults to one per
     physical core.
@@ -69,13 +72,43 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
         if not is_onnx(decoder):
             raise InputError(f"decoder= must be the VQ decoder .onnx (made by `latentforge export PRIOR_CKPT --part "
                              f"decoder -o DECODER.onnx`), got {str(decoder)!r}")
+    because = f"backend={backend!r} was asked for"
     if backend == "auto":
-        backend = pick(path, is_onnx(path))
+        tuned = _load_tuned(path, threads) if precision == "fp32" and decoder is None and not is_plan(path) else None
+        if tuned is not None:
+            return tuned
+        backend, because = default_backend(path, is_onnx(path))
+    model = _load_on(path, backend, threads, precision, decoder)
+    model.chosen_because = because
+    return model
+
+
+def _load_on(path: Path, backend: str, threads, precision: str, decoder: Path | None = None,
+             graph: Path | None = None) -> LoadedModel:
     if is_plan(path):
         return _load_plan(path, backend)
     if is_onnx(path):
         return _load_onnx(path, backend, threads, precision, decoder)
-    return _load_checkpoint(path, backend, threads, precision)
+    return _load_checkpoint(path, backend, threads, precision, graph)
+
+
+def _load_tuned(path: Path, threads) -> LoadedModel | None:
+    """The tuning record's winners, one model per distinct (backend, precision), routed by batch size."""
+    from .tune_record import matching_record
+
+    record = matching_record(path)
+    if record is None:
+        return None
+    loaded = {}
+    for w in record.winners.values():
+        if (w.backend, w.precision) not in loaded:
+            loaded[w.backend, w.precision] = _load_on(path, w.backend, threads, w.precision, graph=record.graph_path)
+    first = record.winners[min(record.winners)]
+    model = loaded[first.backend, first.precision]
+    if len(loaded) > 1:
+        model.route_batches({b: loaded[w.backend, w.precision] for b, w in record.winners.items()})
+    model.chosen_because = record.because()
+    return model
 
 
 def _load_onnx(path: Path, backend: str, threads, precision: str, decoder: Path | None = None) -> LoadedModel:
@@ -113,7 +146,9 @@ def _load_plan(path: Path, backend: str) -> Model:
     return Model(info, GraphDecoder(TrtGraph(path, sidecar), repr(str(path)), info.value_range), precision=precision)
 
 
-def _load_checkpoint(path: Path, backend: str, threads, precision: str) -> LoadedModel:
+def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: Path | None = None) -> LoadedModel:
+    """`graph`: the decoder graph `tune` exported from this very checkpoint (its hash checked), opened instead of
+    exporting again."""
     if backend == "tensorrt":
         raise BackendUnavailable(f"{str(path)!r}: TensorRT runs engines; build one with the exporter and load "
                                  "its .plan")
@@ -135,7 +170,8 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str) -> Loade
     module, checkpoint = load_checkpoint(path)
     if backend in ("onnxruntime", "openvino"):
         label = f"the graph exported from {str(path)!r}"
-        graph = open_graph(backend, checkpoint_to_onnx_bytes(module, checkpoint), threads, label, precision)
+        source = graph if graph is not None else checkpoint_to_onnx_bytes(module, checkpoint)
+        graph = open_graph(backend, source, threads, label, precision)
         encoder = TorchDecoder(module, threads) if info.kind == "vae" else None
         return Model(info, GraphDecoder(graph, label, info.value_range), encoder, precision=graph.precision)
     decoder = TorchDecoder(module, threads, precision=precision, value_range=info.value_range)

@@ -1,18 +1,26 @@
-"""The machine a model runs on: physical cores, CPU model and features, installed libraries, matmul ceilings."""
+"""The machine a model runs on: physical cores, CPU model and features, GPU, installed libraries, matmul ceilings.
+
+Every hardware-dependent decision reads `hardware()`, one frozen `Hardware` read once per process, so a
+test can hand any decision a faked one (an AVX2-only EPYC, a Xeon with AMX) on whatever machine it runs.
+"""
 from __future__ import annotations
 
 import datetime
+import functools
+import glob
 import importlib.util
 import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 CPUINFO = "/proc/cpuinfo"
 # Features that decide which kernels a CPU backend can use; reported so a reader can tell AVX2 from AMX numbers.
-FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")
+FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")
+NVIDIA_GPUS = "/proc/driver/nvidia/gpus/*/information"
 
 
 def _cpuinfo_records() -> list[dict[str, str]]:
@@ -46,10 +54,86 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_features() -> list[str]:
+def cpu_flags() -> str:
+    """The kernel's whole flags line (ARM: "Features"), as the fused ops' build cache key wants it."""
     records = _cpuinfo_records()
-    flags = set(records[0].get("flags", "").split()) if records else set()
+    return (records[0].get("flags") or records[0].get("Features", "")) if records else ""
+
+
+def cpu_features() -> list[str]:
+    flags = set(cpu_flags().split())
     return [f for f in FEATURES if f in flags]
+
+
+def gpu_names() -> tuple[str, ...]:
+    """NVIDIA GPUs the driver lists, read without importing torch or CUDA (so an `.onnx` load stays light)."""
+    names = []
+    for info in sorted(glob.glob(NVIDIA_GPUS)):
+        try:
+            with open(info) as f:
+                names += [line.partition(":")[2].strip() for line in f if line.startswith("Model:")]
+        except OSError:
+            continue
+    return tuple(names)
+
+
+def cuda_capability() -> tuple[int, int] | None:
+    """The first CUDA device's compute capability when torch is already imported and sees one; else None.
+    Never imports torch itself: the `.onnx` path must not pay for it."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return tuple(torch.cuda.get_device_capability(0))
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The facts hardware-dependent decisions are made from."""
+
+    cpu: str
+    features: frozenset[str]          # the members of FEATURES this CPU reports
+    physical_cores: int
+    gpus: tuple[str, ...] = ()        # NVIDIA models the driver lists
+    cuda_capability: tuple[int, int] | None = None
+
+    @property
+    def bf16_units(self) -> bool:
+        """bf16 dot products in hardware (AVX512_BF16 or AMX): without them torch and OpenVINO emulate bf16
+        at ~1 GFLOP/s, hundreds of times slower than fp32, so no bf16 candidate is worth timing."""
+        return bool(self.features & {"avx512_bf16", "amx_bf16"})
+
+    @property
+    def int8_units(self) -> bool:
+        return bool(self.features & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+    @property
+    def amx(self) -> bool:
+        return bool(self.features & {"amx_bf16", "amx_int8"})
+
+    @property
+    def gpu(self) -> bool:
+        return bool(self.gpus) or self.cuda_capability is not None
+
+    def summary(self) -> str:
+        isa = " ".join(sorted(self.features)) or "no listed ISA extensions"
+        gpu = f"; GPU {', '.join(self.gpus)}" if self.gpus else ""
+        cc = f" (compute capability {self.cuda_capability[0]}.{self.cuda_capability[1]})" if self.cuda_capability \
+            else ""
+        return f"{self.cpu}, {self.physical_cores} physical cores, {isa}{gpu}{cc}"
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_hardware() -> Hardware:
+    return Hardware(cpu_model(), frozenset(cpu_features()), physical_cores(), gpu_names())
+
+
+def hardware() -> Hardware:
+    """This machine's facts; the CPU part is read once, the CUDA capability whenever torch has been imported."""
+    cpu = _cpu_hardware()
+    capability = cuda_capability()
+    if capability is None:
+        return cpu
+    return Hardware(cpu.cpu, cpu.features, cpu.physical_cores, cpu.gpus, capability)
 
 
 def installed(module: str) -> bool:

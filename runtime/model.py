@@ -7,6 +7,7 @@ per-thread state (OpenVINO requests, IO bindings) or a lock (TensorRT).
 """
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 from pathlib import Path
@@ -22,11 +23,29 @@ from .graphs import export_filter_graph
 from .protocols import BackendGraph, Decoder
 
 
+class BatchRouted:
+    """A decoder that hands each call to the decoder tuned for its batch size (see Model.route_batches)."""
+
+    def __init__(self, sizes: list[int], decoders: list[Decoder], own: Decoder) -> None:
+        self.sizes, self.decoders = sizes, decoders
+        self.name, self.threads, self.precision, self.source = own.name, own.threads, own.precision, own.source
+
+    def _for(self, n: int) -> Decoder:
+        return self.decoders[max(bisect.bisect_right(self.sizes, n) - 1, 0)]
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        return self._for(len(z))(z)
+
+    def images(self, z: np.ndarray) -> np.ndarray:
+        return self._for(len(z)).images(z)
+
+
 class Model:
     """A loaded decoder/generator. Images at the edges are uint8 [N, H, W, C]; `decode_float` gives the
     model's own float32 [N, C, H, W] in `value_range`."""
 
     codebook_size = 0   # latent vectors, not code grids (runtime/vq_model.py)
+    chosen_because = ""  # set by `load`: why this backend runs (a tuning record, the default rule, the caller)
 
     def __init__(self, info: ArtifactInfo, decoder: Decoder | None, encoder=None,
                  filter_graph: BackendGraph | None = None, precision: str = "fp32") -> None:
@@ -46,6 +65,13 @@ class Model:
         self._encoder = encoder
         self._filter_graph = filter_graph
         self._filter_lock = threading.Lock()
+
+    def route_batches(self, models: dict[int, Model]) -> None:
+        """Decode each call on the model tuned for the largest batch size <= its N (the smallest for fewer).
+        `backend`, `precision` and the filter stay this model's own: they are the small-batch winner's."""
+        sizes = sorted(models)
+        decoders = [models[b]._decoder for b in sizes]
+        self._decoder = BatchRouted(sizes, decoders, self._decoder)
 
     @property
     def has_encoder(self) -> bool:

@@ -56,6 +56,7 @@ class LoadedModel(Protocol):
     backend: str
     threads: int
     precision: str
+    chosen_because: str             # why `load` runs this backend: a tuning record, the default rule, the caller
     image_shape: tuple[int, int, int]   # (H, W, C)
     value_range: tuple[float, float]
     attributes: dict[str, np.ndarray]

@@ -22,6 +22,7 @@ CHUNK = 256   # images a sampling run draws at once: the key/value cache is ~1 M
 
 class VQModel:
     point_dim = 0   # images, not points
+    chosen_because = ""  # set by `load`
 
     def __init__(self, path: Path, kind: str, backend: str, facts: dict, decode, logits=None, encode=None,
                  threads: int = 1, precision: str = "fp32", no_prior: str = ""):

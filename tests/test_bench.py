@@ -10,9 +10,12 @@ from latentforge.models import DCGAN, ConvVAE, DCGANConfig, VAEConfig
 from latentforge.runtime import engines
 from latentforge.runtime.bench import BenchReport, run_bench, time_calls
 from latentforge.runtime.flops import count_flops_onnx, count_flops_torch
+from latentforge.runtime.machine import Hardware, hardware
 
 BATCHES = (1, 3)
-CHECKPOINT_ENGINES = ["latentforge onnxruntime", "latentforge torch", "onnxruntime default", "torch eager"]
+BF16_PEERS = ["torch bf16 channels_last"] if hardware().bf16_units else []   # see test_bf16_peers_need_bf16_units
+CHECKPOINT_ENGINES = ["latentforge auto", "latentforge onnxruntime", "latentforge torch", "onnxruntime default",
+                      "torch eager", *BF16_PEERS, "openvino f32", *(["openvino bf16"] if BF16_PEERS else [])]
 
 
 def broken_compile(fn):
@@ -34,7 +37,8 @@ def test_a_checkpoint_gets_a_row_for_every_engine_and_batch(report):
 
 
 def test_a_failing_engine_is_skipped_with_its_first_error_line(report):
-    assert report.skipped == {"torch.compile": "failed at batch 1: RuntimeError: inductor needs a C++ compiler"}
+    assert report.skipped["torch.compile"] == "failed at batch 1: RuntimeError: inductor needs a C++ compiler"
+    assert all(why == engines.NO_BF16_UNITS for name, why in report.skipped.items() if name != "torch.compile")
 
 
 def test_rows_are_consistent(report):
@@ -71,11 +75,14 @@ def test_json_round_trips(report):
     assert BenchReport.from_json(json.loads(json.dumps(report.to_json()))) == report
 
 
-def test_an_onnx_gets_only_onnxruntime_rows(vae_onnx):
+def test_an_onnx_gets_graph_rows_only(vae_onnx):
     onnx_report = run_bench(vae_onnx, batches=(2,), min_time=0.01, warmup=0)
-    assert [r.engine for r in onnx_report.rows] == ["latentforge onnxruntime", "onnxruntime default"]
-    assert set(onnx_report.skipped) == {"latentforge torch", "torch eager", "torch.compile"}
-    assert all("needs the checkpoint" in why for why in onnx_report.skipped.values())
+    assert [r.engine for r in onnx_report.rows] == ["latentforge auto", "latentforge onnxruntime",
+                                                    "onnxruntime default", "openvino f32", *(
+                                                        ["openvino bf16"] if BF16_PEERS else [])]
+    needs = {"latentforge torch", "torch eager", "torch bf16 channels_last", "torch.compile"}
+    assert needs <= set(onnx_report.skipped)
+    assert all("needs the checkpoint" in onnx_report.skipped[name] for name in needs)
     assert onnx_report.model["flops_source"] == "the ONNX graph's shapes"
     assert onnx_report.model["flops_per_image"] == 729_088
 
@@ -122,5 +129,25 @@ def test_engines_compute_the_same_image(vae_checkpoint):
     assert skipped == {"torch.compile": "left out (compile=False)"}
     z = np.random.default_rng().standard_normal((2, model["latent_dim"]), dtype=np.float32)
     outputs = [np.asarray(e.run(e.prepare(z))) for e in found]
-    for engine, out in zip(found, outputs):
-        np.testing.assert_allclose(out, outputs[0], atol=1e-4, err_msg=engine.name)
+    for engine, out in zip(found, outputs):   # bf16 keeps 8 bits of mantissa: about 1e-2 after a few layers
+        np.testing.assert_allclose(out, outputs[0], atol=3e-2 if "bf16" in engine.name else 1e-4, err_msg=engine.name)
+
+
+def test_bf16_peers_need_bf16_units(vae_onnx):
+    epyc = Hardware("AMD EPYC", frozenset({"avx2", "fma"}), 2)
+    xeon = Hardware("Intel Xeon", frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"}), 2)
+    found, skipped, _ = engines.make_engines(vae_onnx, facts=epyc)
+    assert "openvino bf16" not in [e.name for e in found] and "no bf16 units" in skipped["openvino bf16"]
+    found, skipped, _ = engines.make_engines(vae_onnx, facts=xeon)
+    assert "openvino bf16" in [e.name for e in found] and "openvino bf16" not in skipped
+
+
+def test_auto_against_the_best_peer(report):
+    ratios = report.auto_vs_best_peer()
+    assert set(ratios) == set(BATCHES)
+    for batch, (peer, ratio) in ratios.items():
+        peers = [r for r in report.rows if r.batch == batch and not r.engine.startswith("latentforge")]
+        best = min(peers, key=lambda r: r.p50_ms)
+        assert peer == best.engine and ratio == best.p50_ms / report.row("latentforge auto", batch).p50_ms
+        assert f"auto / best peer at batch {batch}: {ratio:.2f} (best peer {peer}" in report.table()
+    assert "latentforge auto ran torch fp32: no tuning record" in report.table()

@@ -1,0 +1,219 @@
+"""`tune(path)`: time every engine this machine offers for one model, keep the fastest correct one per batch size.
+
+Candidates are the (backend, precision) pairs `latentforge.load` can run the artifact on here:
+onnxruntime fp32, OpenVINO f32 and its bf16 hint, torch fp32 and bf16 (channels_last, for a checkpoint),
+and the exporter's fp16/int8/bf16 variant files found beside an `.onnx`. bf16 candidates need bf16 units
+(AVX512_BF16 or AMX, from runtime/machine.py): elsewhere bf16 is emulated hundreds of times slower than
+fp32 and timing it would spend the whole budget. Each candidate first passes a gate (PSNR >= `min_psnr`
+against the fp32 reference, on fresh latents: plain PyTorch for a checkpoint, onnxruntime fp32 for an
+`.onnx`), then all are timed side by side, twice in alternation, per batch size, and the faster round
+counts. The record (runtime/tune_record.py) keeps each batch size's winner.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from latentforge.errors import InputError, LatentforgeError
+from latentforge.latents import latents
+
+from .artifact import check_model_file, is_onnx
+from .backends import is_plan
+from .bench import time_calls
+from .graphs import GraphDecoder, open_graph
+from .loading import load
+from .machine import Hardware, hardware, installed
+from .tune_record import TuneRecord, Winner, record_key, write_record
+
+GATE_LATENTS = 8
+WARMUP = 2
+
+
+@dataclass
+class Candidate:
+    backend: str
+    precision: str
+    run: Callable[[np.ndarray], np.ndarray]   # z float32 [N, D] -> float32 image [N, C, H, W]
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+
+def psnr_db(out: np.ndarray, reference: np.ndarray, peak: float) -> float:
+    """PSNR of `out` against `reference` for signals spanning `peak`; NaN anywhere gives -inf (always fails)."""
+    if not np.all(np.isfinite(out)):
+        return -math.inf
+    mse = float(np.mean((out.astype(np.float64) - reference) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
+
+
+def _decoder_model(path: Path, threads: int | None):
+    """The fp32 model the candidates are checked against, refusing what tune cannot time."""
+    model = load(path, "onnxruntime" if is_onnx(path) and installed("onnxruntime") else
+                 ("openvino" if is_onnx(path) else "torch"), threads)
+    if model.codebook_size or model.onnx_source is None and is_onnx(path):
+        raise InputError(f"{str(path)!r} is not a z -> image decoder; tune times decoders and generators "
+                         "(a VAE or GAN checkpoint, or its exported decoder .onnx)")
+    return model
+
+
+@dataclass
+class Field:
+    """What `candidates` found for one artifact."""
+
+    reference: Callable[[np.ndarray], np.ndarray]   # the fp32 reference the gate compares against
+    peak: float                                     # the value range's width, PSNR's peak signal
+    found: list[Candidate]
+    rejected: dict[str, str]                        # label -> why it was left out
+    latent_dim: int
+    graph: bytes | None = None                      # a checkpoint's graph as exported for the graph backends
+
+
+def candidates(path: Path, facts: Hardware, threads: int | None) -> Field:
+    """Every candidate for the artifact at `path` on the machine `facts` describes, and what they are checked by."""
+    reference_model = _decoder_model(path, threads)
+    peak = float(reference_model.value_range[1] - reference_model.value_range[0])
+    found, rejected = [], {}
+    no_bf16 = "no bf16 units on this CPU (AVX512_BF16/AMX): emulated bf16 is far slower than fp32"
+
+    def add(backend: str, precision: str, make: Callable[[], Callable]) -> None:
+        label = f"{backend} {precision}"
+        if precision == "bf16" and not facts.bf16_units and not (backend == "torch" and facts.gpu):
+            rejected[label] = no_bf16
+            return
+        try:
+            found.append(Candidate(backend, precision, make()))
+        except LatentforgeError as e:
+            rejected[label] = str(e)
+
+    def openvino(source, precision: str) -> Callable:
+        graph = open_graph("openvino", source, threads, f"{str(path)!r} on OpenVINO", precision)
+        if graph.precision != precision:
+            raise InputError(f"OpenVINO compiled {graph.precision} for the {precision} hint")
+        return GraphDecoder(graph, str(path), reference_model.value_range)
+
+    if is_onnx(path):
+        reference = reference_model.decode_float
+        found.append(Candidate(reference_model.backend, "fp32", reference))
+        if installed("openvino") and reference_model.backend != "openvino":
+            add("openvino", "fp32", lambda: load(path, "openvino", threads).decode_float)
+        if installed("openvino"):
+            add("openvino", "bf16", lambda: openvino(path, "bf16"))
+        for precision in ("bf16", "fp16", "int8"):
+            if path.with_name(f"{path.stem}.{precision}{path.suffix}").exists():
+                for backend in ("onnxruntime", "openvino"):
+                    if installed(backend) and not (backend == "openvino" and precision == "bf16"):
+                        add(backend, precision, lambda b=backend, p=precision: load(path, b, threads, p).decode_float)
+        return Field(reference, peak, found, rejected, reference_model.latent_dim)
+
+    import torch
+
+    from latentforge.checkpoint import load_checkpoint
+
+    plain, _ = load_checkpoint(path)
+
+    def reference(z: np.ndarray) -> np.ndarray:   # the plain-PyTorch module, no fused ops, no channels_last
+        with torch.inference_mode():
+            return plain.decode(torch.from_numpy(z)).float().numpy()
+
+    found.append(Candidate("torch", "fp32", reference_model.decode_float))
+    add("torch", "bf16", lambda: load(path, "torch", threads, "bf16").decode_float)
+    exported = None   # the checkpoint's graph, exported (and parity-checked) once for both graph backends
+    if installed("onnxruntime"):
+        def on_onnxruntime():
+            nonlocal exported
+            model = load(path, "onnxruntime", threads)
+            exported = model.onnx_source
+            return model.decode_float
+        add("onnxruntime", "fp32", on_onnxruntime)
+    if installed("openvino"):
+        if exported is None:
+            def export_once():
+                nonlocal exported
+                exported = load(path, "openvino", threads).onnx_source
+                return openvino(exported, "fp32")
+            add("openvino", "fp32", export_once)
+        else:
+            add("openvino", "fp32", lambda: openvino(exported, "fp32"))
+        if exported is not None:
+            add("openvino", "bf16", lambda: openvino(exported, "bf16"))
+    return Field(reference, peak, found, rejected, reference_model.latent_dim, exported)
+
+
+def gate(found: list[Candidate], reference: Callable, peak: float, dim: int, min_psnr: float,
+         rejected: dict[str, str]) -> dict[str, float]:
+    """Drop (into `rejected`) every candidate below `min_psnr` on fresh latents; {label: PSNR} of the rest."""
+    z = latents(GATE_LATENTS, dim)   # fresh entropy each run: a candidate cannot pass on one lucky draw
+    expected = reference(z).astype(np.float64)
+    passed = {}
+    for candidate in list(found):
+        try:
+            value = psnr_db(candidate.run(z), expected, peak)
+        except Exception as e:  # a backend that fails on real input is left out, with its first line
+            rejected[candidate.label] = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
+            found.remove(candidate)
+            continue
+        if value < min_psnr:
+            rejected[candidate.label] = f"PSNR {value:.1f} dB against fp32 < {min_psnr:g} dB"
+            found.remove(candidate)
+        else:
+            passed[candidate.label] = value
+    return passed
+
+
+def time_side_by_side(found: list[Candidate], z: np.ndarray, seconds: float) -> dict[str, float]:
+    """{label: p50 ms}: every candidate warmed, then timed in two alternating rounds; the faster median counts,
+    so a burst of load from another process hurts one round of one candidate, not the verdict."""
+    for candidate in found:
+        for _ in range(WARMUP):
+            candidate.run(z)
+    best: dict[str, float] = {}
+    for _ in range(2):
+        for candidate in found:
+            p50 = float(np.median(time_calls(candidate.run, z, seconds / 2, min_repeats=3))) * 1e3
+            best[candidate.label] = min(best.get(candidate.label, math.inf), p50)
+    return best
+
+
+def tune(path, batches=(1, 16, 128), min_psnr: float = 40.0, seconds: float = 20.0, threads: int | None = None,
+         facts: Hardware | None = None) -> tuple[TuneRecord, Path]:
+    """Measure every candidate for the model at `path` and write its tuning record; (record, where written).
+
+    `seconds` is the timing budget, shared by every (candidate, batch size); loading and the gate come on top.
+    """
+    start = time.perf_counter()
+    path = check_model_file(path)
+    if is_plan(path):
+        raise InputError(f"{str(path)!r} is a TensorRT engine, built for one precision already; tune its .onnx "
+                         "or its checkpoint")
+    if not (isinstance(min_psnr, (int, float)) and math.isfinite(min_psnr)):
+        raise InputError(f"min_psnr must be a finite number of dB, e.g. 40, got {min_psnr!r}")
+    if not (isinstance(seconds, (int, float)) and 0 < seconds < math.inf):
+        raise InputError(f"seconds must be a positive number, got {seconds!r}")
+    batches = tuple(batches)
+    if not batches or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1 for b in batches):
+        raise InputError(f"batches must be positive integers like (1, 16, 128), got {batches!r}")
+    facts = facts or hardware()
+    field = candidates(path, facts, threads)
+    reference, peak, found, rejected, dim = field.reference, field.peak, field.found, field.rejected, field.latent_dim
+    psnr = gate(found, reference, peak, dim, min_psnr, rejected)
+    if not found:
+        raise InputError(f"no engine for {str(path)!r} passed the {min_psnr:g} dB gate: "
+                         + "; ".join(f"{k}: {v}" for k, v in rejected.items()))
+    share = seconds / (len(found) * len(batches))
+    timings, winners = {}, {}
+    for batch in sorted(set(int(b) for b in batches)):
+        timings[batch] = time_side_by_side(found, latents(batch, dim, seed=0), share)
+        label = min(timings[batch], key=timings[batch].get)
+        best = next(c for c in found if c.label == label)
+        winners[batch] = Winner(best.backend, best.precision, timings[batch][label], psnr[label])
+    record = TuneRecord(record_key(path, facts), winners, float(min_psnr), timings, rejected,
+                        time.perf_counter() - start)
+    graph = field.graph if any(w.backend != "torch" for w in winners.values()) else None
+    return record, write_record(path, record, graph)

@@ -1,0 +1,196 @@
+"""Hardware facts and every decision made from them (faked flags, so both CPU kinds' branches run here), the
+PSNR gate, the tuning record and `auto` reading it, and `latentforge tune` end to end."""
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+
+from latentforge import InputError, latents, load
+from latentforge.cli import main
+from latentforge.runtime import machine
+from latentforge.runtime.backends import default_backend
+from latentforge.runtime.machine import Hardware
+from latentforge.runtime.tune import Candidate, candidates, gate, psnr_db
+from latentforge.runtime.tune_record import (StaleRecordWarning, TuneRecord, Winner, beside, in_cache, record_key,
+                                             write_record)
+
+EPYC = Hardware("AMD EPYC 7B13", frozenset({"avx2", "fma"}), 2)
+XEON = Hardware("Intel Xeon Platinum 8481C", frozenset({"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni",
+                                                        "amx_bf16", "amx_int8", "amx_tile"}), 2)
+H100 = Hardware("Intel Xeon", frozenset({"avx2", "fma"}), 8, ("NVIDIA H100 80GB HBM3",), (9, 0))
+
+
+def test_hardware_reads_the_flags_and_cores_from_cpuinfo(tmp_path, monkeypatch):
+    flags = "fpu avx2 fma avx512f avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("".join(f"processor\t: {i}\nmodel name\t: Intel Xeon\nphysical id\t: 0\ncore id\t: {i // 2}\n"
+                               f"flags\t\t: {flags}\n\n" for i in range(4)))
+    monkeypatch.setattr(machine, "CPUINFO", str(cpuinfo))
+    monkeypatch.setattr(machine, "NVIDIA_GPUS", str(tmp_path / "none" / "*"))
+    machine._cpu_hardware.cache_clear()
+    try:
+        facts = machine.hardware()
+    finally:
+        machine._cpu_hardware.cache_clear()
+    assert facts.cpu == "Intel Xeon" and facts.features == set(flags.split()) - {"fpu"}
+    assert facts.physical_cores == min(2, len(machine.os.sched_getaffinity(0)))  # 4 logical CPUs, 2 cores
+    assert facts.bf16_units and facts.int8_units and facts.amx and not facts.gpu
+
+
+def test_capabilities_per_cpu_kind():
+    assert not EPYC.bf16_units and not EPYC.int8_units and not EPYC.amx
+    assert XEON.bf16_units and XEON.int8_units and XEON.amx
+    zen4 = Hardware("AMD EPYC 9B14", frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}), 2)
+    assert zen4.bf16_units and zen4.int8_units and not zen4.amx
+    assert H100.gpu and "compute capability 9.0" in H100.summary() and "NVIDIA H100" in H100.summary()
+
+
+def test_default_backend_without_a_record_reads_the_hardware(tmp_path):
+    ckpt, onnx = tmp_path / "m.safetensors", tmp_path / "m.onnx"
+    assert default_backend(ckpt, False, EPYC)[0] == "torch" and "onnxruntime would first export" in \
+        default_backend(ckpt, False, EPYC)[1]
+    backend, why = default_backend(ckpt, False, H100)
+    assert backend == "torch" and "CUDA graphs" in why and "H100" in why
+    assert default_backend(onnx, True, XEON)[0] == "onnxruntime" and "Intel Xeon" in default_backend(onnx, True,
+                                                                                                      XEON)[1]
+    assert default_backend(tmp_path / "m.plan", False, EPYC)[0] == "tensorrt"
+
+
+@pytest.fixture
+def own_checkpoint(vae_checkpoint, tmp_path):
+    """A private copy: a record written beside it must not reach the session's shared fixtures."""
+    return shutil.copy(vae_checkpoint, tmp_path / "vae.safetensors")
+
+
+@pytest.fixture
+def own_onnx(vae_onnx, tmp_path):
+    return shutil.copy(vae_onnx, tmp_path / "vae.onnx")
+
+
+def test_bf16_candidates_only_with_bf16_units(own_checkpoint, own_onnx):
+    field = candidates(own_onnx, EPYC, 1)
+    found, rejected = field.found, field.rejected
+    assert [c.label for c in found] == ["onnxruntime fp32", "openvino fp32"]
+    assert "no bf16 units" in rejected["openvino bf16"]
+    field = candidates(own_checkpoint, XEON, 1)
+    found, rejected = field.found, field.rejected
+    assert field.graph is not None   # exported once, for onnxruntime and OpenVINO alike
+    labels = [c.label for c in found]
+    assert labels[:3] == ["torch fp32", "torch bf16", "onnxruntime fp32"] and "torch bf16" not in rejected
+    # OpenVINO decides for itself: bf16 where this CPU really has the units, else it says it compiled f32
+    assert "openvino bf16" in labels or "compiled fp32" in rejected["openvino bf16"]
+
+
+def test_the_exporters_variants_are_candidates_and_gated(own_onnx, vae_checkpoint, vae_filter_onnx):
+    from latentforge.export import ExportOptions, export
+
+    export(vae_checkpoint, own_onnx.with_name("vae.int8.onnx"), ExportOptions(precision="int8"))
+    field = candidates(own_onnx, EPYC, 1)
+    assert {"onnxruntime int8", "openvino int8"} <= {c.label for c in field.found}
+    passed = gate(field.found, field.reference, field.peak, field.latent_dim, 1.0, field.rejected)
+    assert passed["onnxruntime fp32"] == float("inf") and 1.0 <= passed["onnxruntime int8"] < 100
+    with pytest.raises(InputError, match="not a z -> image decoder"):
+        candidates(vae_filter_onnx, EPYC, 1)
+
+
+def test_psnr_gate_rejects_a_wrong_candidate_and_a_nan_one():
+    def reference(z):
+        return np.tanh(z[:, :, None, None] * np.ones((1, 1, 4, 4), np.float32))
+
+    good = Candidate("onnxruntime", "fp32", reference)
+    close = Candidate("openvino", "bf16", lambda z: reference(z) + np.float32(1e-3))
+    wrong = Candidate("torch", "bf16", lambda z: reference(z) + np.float32(0.2))
+    nan = Candidate("openvino", "fp32", lambda z: np.full_like(reference(z), np.nan))
+    found, rejected = [good, close, wrong, nan], {}
+    passed = gate(found, reference, 2.0, 3, 40.0, rejected)
+    assert found == [good, close] and passed["onnxruntime fp32"] == float("inf")
+    assert 40 < passed["openvino bf16"] < 80
+    assert rejected["torch bf16"].startswith("PSNR 20.0 dB against fp32 < 40 dB")
+    assert "PSNR -inf" in rejected["openvino fp32"]
+    assert psnr_db(np.zeros(4), np.full(4, 0.1), 1.0) == pytest.approx(20.0)
+
+
+def _record(path, winners, **key_changes):
+    key = record_key(path)
+    key = {**key, **key_changes, "libraries": {**key["libraries"], **key_changes.get("libraries", {})}}
+    return TuneRecord(key, winners, 40.0, {b: {f"{w.backend} {w.precision}": w.p50_ms} for b, w in winners.items()},
+                      {"torch bf16": "no bf16 units"}, 1.5)
+
+
+def test_record_round_trip_beside_the_model_or_in_the_cache(own_onnx, tmp_path, monkeypatch):
+    record = _record(own_onnx, {1: Winner("onnxruntime", "fp32", 0.2, float("inf")),
+                                16: Winner("openvino", "bf16", 3.0, 61.5)})
+    where = write_record(own_onnx, record)
+    assert where == beside(own_onnx) == tmp_path / "vae.tune.json"
+    assert TuneRecord.from_json(json.loads(where.read_text())) == record
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []   # no temp file left behind
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("latentforge.runtime.tune_record.writable", lambda folder: False)  # a read-only folder
+    where = write_record(own_onnx, record)
+    assert where == in_cache(own_onnx) and where.parent == tmp_path / "cache" / "latentforge" / "tune"
+    assert TuneRecord.from_json(json.loads(where.read_text())).winner_for(100) == record.winners[16]
+    assert record.winner_for(1) == record.winners[1] and record.winner_for(200) == record.winners[16]
+
+
+def test_auto_runs_the_records_winner_per_batch(own_onnx):
+    write_record(own_onnx, _record(own_onnx, {1: Winner("openvino", "fp32", 0.2, 150.0),
+                                              8: Winner("onnxruntime", "fp32", 1.0, float("inf"))}))
+    model = load(own_onnx)
+    assert model.backend == "openvino" and model.chosen_because.startswith("tuning record for this machine")
+    assert "batch 8: onnxruntime fp32" in model.chosen_because
+    z = latents(8, model.latent_dim, seed=3)
+    plain = load(own_onnx, "onnxruntime")
+    assert plain.chosen_because == "backend='onnxruntime' was asked for"
+    np.testing.assert_allclose(model.decode_float(z), plain.decode_float(z), atol=1e-5)   # routed to onnxruntime
+    np.testing.assert_allclose(model.decode_float(z[:1]), plain.decode_float(z[:1]), atol=1e-4)  # to openvino
+    assert model._decoder._for(1).name == "openvino" and model._decoder._for(9).name == "onnxruntime"
+
+
+@pytest.mark.parametrize("change, needle", [({"cpu": "Intel Xeon Platinum 8481C"}, "cpu 'Intel Xeon Platinum"),
+                                            ({"model_sha256": "0" * 64}, "model file changed"),
+                                            ({"libraries": {"onnxruntime": "1.0.0"}}, "onnxruntime 1.0.0 there")])
+def test_a_stale_record_is_refused_in_one_line(own_onnx, change, needle):
+    write_record(own_onnx, _record(own_onnx, {1: Winner("openvino", "fp32", 0.2, 150.0)}, **change))
+    with pytest.warns(StaleRecordWarning) as caught:
+        model = load(own_onnx)
+    message = str(caught[0].message)
+    assert len(caught) == 1 and "\n" not in message and needle in message and "latentforge tune" in message
+    assert model.backend == "onnxruntime" and model.chosen_because.startswith("no tuning record")
+
+
+def test_an_unreadable_record_warns_and_loads_the_default(own_onnx):
+    beside(own_onnx).write_text("{not json")
+    with pytest.warns(StaleRecordWarning, match="unreadable"):
+        assert load(own_onnx).backend == "onnxruntime"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load(own_onnx, "onnxruntime").backend == "onnxruntime"   # an explicit backend never reads it
+
+
+def test_tune_from_the_cli_end_to_end(own_onnx, capsys):
+    assert main(["tune", str(own_onnx), "--batch", "1,4", "--seconds", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "winner at batch 1:" in out and "winner at batch 4:" in out and str(beside(own_onnx)) in out
+    record = TuneRecord.from_json(json.loads(beside(own_onnx).read_text()))
+    assert set(record.winners) == {1, 4} and set(record.timings[1]) >= {"onnxruntime fp32", "openvino fp32"}
+    model = load(own_onnx)
+    assert model.chosen_because == record.because()
+    assert main(["tune", str(own_onnx), "--min-psnr", "nan"]) == 2
+    assert "min_psnr must be a finite number" in capsys.readouterr().err
+    assert main(["tune", str(own_onnx), "--batch", "0"]) == 2
+
+
+def test_a_checkpoints_record_keeps_its_graph_so_loading_skips_the_export(own_checkpoint):
+    exported = load(own_checkpoint, "onnxruntime").onnx_source
+    where = write_record(own_checkpoint, _record(own_checkpoint, {1: Winner("onnxruntime", "fp32", 0.2, 140.0)}),
+                         graph=exported)
+    graph = where.with_name("vae.tune.onnx")
+    assert graph.read_bytes() == exported
+    model = load(own_checkpoint)
+    assert model.backend == "onnxruntime" and model.onnx_source == graph and model.has_encoder
+    z = latents(2, model.latent_dim)
+    np.testing.assert_allclose(model.decode_float(z), load(own_checkpoint, "torch").decode_float(z), atol=1e-4)
+    graph.write_bytes(exported + b"\0")   # not the graph the record names: exported again, not trusted
+    assert isinstance(load(own_checkpoint).onnx_source, bytes)
