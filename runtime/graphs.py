@@ -16,6 +16,7 @@ from latentforge.errors import CheckpointError
 from latentforge.images import to_uint8
 
 from .backends import check_variant, variant_path
+from .external_data import check_external_data
 from .protocols import BackendGraph
 
 
@@ -38,8 +39,10 @@ def open_graph(backend: str, source, threads: int | None, label: str, precision:
 def open_exported(path: Path, backend: str, threads: int | None, precision: str) -> BackendGraph:
     """An exported `.onnx` at `precision`: the file itself under OpenVINO's bf16 hint, else its checked variant."""
     if bf16_hint(backend, precision):
+        check_external_data(path)
         return open_graph(backend, path, threads, repr(str(path)), precision)
     source = variant_path(path, precision)
+    check_external_data(source)
     graph = open_graph(backend, source, threads, repr(str(source)), precision)
     check_variant(graph.metadata, source, precision)
     return graph
