@@ -104,10 +104,11 @@ def mutate_safetensors(parsed: dict, mutation) -> None:
         del entries[pick(mutation[1])]
     elif op == "nonfinite" and tensors:
         entry = entries[pick(mutation[1])][1]
-        begin, end = entry["data_offsets"] if isinstance(entry, dict) else (0, 0)
-        if entry.get("dtype") == "F32" and isinstance(begin, int) and 0 <= begin < end <= len(parsed["data"]):
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if (entry.get("dtype") == "F32" and isinstance(offsets, list) and len(offsets) == 2
+                and all(type(v) is int for v in offsets) and 0 <= offsets[0] < offsets[1] <= len(parsed["data"])):
             data = parsed["data"]
-            parsed["data"] = data[:begin] + mutation[2] + data[begin + 4:]
+            parsed["data"] = data[:offsets[0]] + mutation[2] + data[offsets[0] + 4:]
     elif op in ("meta", "meta_config", "drop_meta", "meta_whole"):
         if meta_at is None:
             entries.append(("__metadata__", {}))
@@ -125,7 +126,7 @@ def mutate_safetensors(parsed: dict, mutation) -> None:
             key = "latentforge.config"
             try:
                 config = json.loads(meta.get(key, "{}"))
-            except ValueError:
+            except (ValueError, TypeError):
                 config = {}
             if isinstance(config, dict):
                 config[mutation[1]] = mutation[2]
