@@ -76,16 +76,16 @@ def main() -> None:
         seeds, root = Path(tmp) / "seeds", Path(tmp) / "cases"
         seeds.mkdir(), root.mkdir()
         build_seeds(seeds)
-        worker = Worker(log=Path(tmp) / "worker.log")
-        try:
-            for name in args.targets.split(","):
+        for name in args.targets.split(","):
+            worker = Worker(log=Path(tmp) / "worker.log")   # one per target: its peak memory is that target's
+            try:
                 started = time.monotonic()
                 result = fuzz(name, seeds, root, args.cases, args.minutes * 60, worker)
-                result["seconds"] = round(time.monotonic() - started, 1)
-                report["targets"][name] = result
-                print(name, result, flush=True)
-        finally:
-            worker.close()
+            finally:
+                worker.close()
+            result["seconds"] = round(time.monotonic() - started, 1)
+            report["targets"][name] = result
+            print(name, result, flush=True)
     lines = ["# Fuzzing the loaders", "",
              f"Asked for {args.cases} cases per target, stopped after {args.minutes} min per target: the counts "
              "below are what actually ran.", "",
@@ -97,6 +97,8 @@ def main() -> None:
         lines.append(f"| {name} | {r['cases']} | {o.get('ok', 0)} | {o.get('refused', 0)} | {o.get('other', 0)} | "
                      f"{o.get('crash', 0)} | {o.get('hang', 0)} | {o.get('memory', 0)} | {bad} | {r['peak_rss_mb']} | "
                      f"{r['seconds']} |")
+    lines += ["", "Findings of this run (none means every case loaded or was refused in one line); the bugs "
+              "earlier runs found, and their fixes, are listed in docs/robustness.md (Bugs the fuzzing found).", ""]
     for name, r in report["targets"].items():
         for f in r["findings"]:
             lines.append(f"- {name}: {f['count']}x {f['problem'][:200]} (seed {f['seed']}, {f['mutations'][:200]})")

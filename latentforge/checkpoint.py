@@ -11,8 +11,10 @@ ever loaded.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,14 @@ class CheckpointInfo:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+def check_value_range(value) -> tuple[float, float]:
+    """(lo, hi) from a JSON [lo, hi]; a ValueError unless both are finite and hi > lo."""
+    lo, hi = (float(v) for v in value)
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+        raise ValueError(f"value_range [{lo}, {hi}] must be finite with hi > lo")
+    return lo, hi
+
+
 def state_path(path: str | os.PathLike) -> Path:
     """Where the resume state of checkpoint `path` lives."""
     path = Path(path)
@@ -48,11 +58,11 @@ def state_path(path: str | os.PathLike) -> Path:
 
 
 def _refuse_duplicates(pairs: list) -> dict:
-    names = [k for k, _ in pairs]
-    if len(set(names)) != len(names):
-        twice = sorted({k for k in names if names.count(k) > 1})
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        twice = sorted(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
         raise ValueError(f"the names {twice[:3]} appear twice")
-    return dict(pairs)
+    return result
 
 
 def _check_unique_names(path: Path, header_size: int) -> None:
@@ -107,7 +117,7 @@ def read_info(path: str | os.PathLike) -> CheckpointInfo:
                               f"(metadata lacks {', '.join(PREFIX + k for k in missing)}); "
                               "train one with `latentforge train`")
     try:
-        lo, hi = json.loads(meta[PREFIX + "value_range"])
+        lo, hi = check_value_range(json.loads(meta[PREFIX + "value_range"]))
         info = CheckpointInfo(path=path, kind=meta[PREFIX + "kind"], config=json.loads(meta[PREFIX + "config"]),
                               value_range=(float(lo), float(hi)), data=meta[PREFIX + "data"],
                               step=int(meta[PREFIX + "step"]), version=meta[PREFIX + "version"],

@@ -48,7 +48,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(e, OSError) and e.errno is not None:   # disk full, quota, permission, I/O error
-            raise InputError(f"could not write {str(path)!r}: {e.strerror or e} (errno {errno.errorcode.get(e.errno, e.errno)}); "
+            code = errno.errorcode.get(e.errno, e.errno)
+            raise InputError(f"could not write {str(path)!r}: {e.strerror or e} (errno {code}); "
                              "free some space or choose another path (any earlier file there is unchanged)") from None
         raise
     return path

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from latentforge.checkpoint import PREFIX as META
-from latentforge.checkpoint import CheckpointInfo
+from latentforge.checkpoint import CheckpointInfo, check_value_range
 from latentforge.directions import parse_attributes
 from latentforge.errors import CheckpointError
 
@@ -83,7 +83,7 @@ def from_onnx_metadata(meta: dict[str, str], path: Path) -> ArtifactInfo:
                               "metadata); export a checkpoint with `latentforge export`")
     try:
         image_shape = image_shape_of(meta)
-        lo, hi = (float(v) for v in json.loads(meta[META + "value_range"]))
+        lo, hi = check_value_range(json.loads(meta[META + "value_range"]))
         latent_dim = int(meta[META + "latent_dim"])
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{str(path)!r} has missing or malformed latentforge metadata ({e}); "

@@ -54,6 +54,9 @@ def check_external_data(path: Path) -> None:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         entry = {e.key: e.value for e in tensor.external_data}
+        if not all(isinstance(v, str) for pair in entry.items() for v in pair):   # proto2 hands bad UTF-8 as bytes
+            raise CheckpointError(f"{str(path)!r}: tensor {tensor.name[:80]!r} has external-data entries that are "
+                                  f"not UTF-8 text; {FIX}")
         where = f"{str(path)!r}: tensor {tensor.name[:80]!r} keeps its data in {entry.get('location', '')[:80]!r}"
         location = entry.get("location", "")
         relative = Path(location)

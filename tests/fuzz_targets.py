@@ -23,6 +23,22 @@ from fuzz_formats import (apply_bytes, byte_mutation, ints, json_text, json_valu
 CHECKPOINT_KEYS = [f"latentforge.{k}" for k in ("kind", "config", "value_range", "data", "step", "version",
                                                  "attributes")]
 MACHINE = ("10.9.0", "NVIDIA H100 80GB HBM3", "9.0")   # the TensorRT and GPU the seed engine claims
+IDENTITY = {"kind": "vae", "data": "random", "seed": 0}
+
+
+@dataclass
+class RunConfig:
+    """What save_state keeps of a training run's settings."""
+    command: str = "latentforge train vae --data random"
+
+
+def tiny_vae():
+    import torch
+
+    from latentforge.models import ConvVAE, VAEConfig
+
+    torch.manual_seed(0)
+    return ConvVAE(VAEConfig(base_channels=4, latent_dim=8, image_size=32))
 
 
 @dataclass
@@ -51,6 +67,15 @@ def build_seeds(folder: Path) -> None:
                     extra={"attributes": json.dumps({"smile": [0.5] * 8})})
     save_checkpoint(folder / "dcgan.safetensors", DCGAN(DCGANConfig(image_size=32, channels=1, latent_dim=4, ngf=4,
                                                                     ndf=4)).eval(), data="random", step=0)
+    from latentforge.training.state import save_state
+
+    resumable = tiny_vae()
+    optimizer = torch.optim.Adam(resumable.parameters())
+    resumable(torch.zeros(2, 3, 32, 32))[0].sum().backward()
+    optimizer.step()
+    (folder / "run").mkdir()
+    save_state(folder / "run" / "checkpoint.safetensors", resumable, [optimizer], "random", 1, RunConfig(), IDENTITY,
+               1.0)
     save_directions(folder / "attrs.safetensors", {"smile": np.ones(8, np.float32), "age": np.zeros(8, np.float32)},
                     checkpoint="vae.safetensors", data="random", method="mean difference")
     onnx_path = export_onnx(folder / "vae.safetensors", folder / "vae.onnx").path
@@ -102,6 +127,11 @@ def _write_safetensors(seed: Path, case: Path, mutations: list) -> Path:
     path = case / "model.safetensors"
     path.write_bytes(safetensors_bytes(parsed))
     return path
+
+
+def _write_state(seed: Path, case: Path, mutations: list) -> Path:
+    _write_safetensors(seed, case, mutations).rename(case / "checkpoint.state.safetensors")
+    return case / "checkpoint.safetensors"
 
 
 # --- ONNX: metadata_props and external data entries of a parsed ModelProto, then bytes.
@@ -283,6 +313,8 @@ def _write_bytes(seed: Path, case: Path, mutations: list) -> Path:
 TARGETS = {
     "checkpoint": Target(safetensors_mutation(CHECKPOINT_KEYS), _write_safetensors,
                          ["vae.safetensors", "dcgan.safetensors"]),
+    "state": Target(safetensors_mutation(["step", "run", "train", "param_groups", "wall_s"]), _write_state,
+                    ["run/checkpoint.state.safetensors"]),
     "directions": Target(safetensors_mutation(["latentforge.kind", "latentforge.latent_dim"]), _write_safetensors,
                          ["attrs.safetensors"]),
     "onnx": Target(onnx_mutation, _write_onnx, ["vae.onnx", "vae_ext.onnx"], _onnx_must_refuse),
@@ -306,6 +338,17 @@ def load(target: str, path: Path) -> str:
         out = model.sample(1, seed=0)
         assert out.dtype in (np.uint8, np.float32) and len(out) == 1, (out.dtype, out.shape)
         return f"{model.kind} {list(out.shape)}"
+    if target == "state":
+        import torch
+
+        from latentforge.training.state import load_state
+
+        model = tiny_vae()
+        optimizer = torch.optim.Adam(model.parameters())
+        step, _ = load_state(path, model, [optimizer], IDENTITY, "cpu")
+        model(torch.zeros(1, 3, 32, 32))[0].sum().backward()
+        optimizer.step()   # the loaded moments must fit the parameters they update
+        return f"resumed at step {step}"
     if target == "directions":
         from latentforge.directions import load_directions
 

@@ -50,7 +50,8 @@ class Worker:
         if answer is None:
             hung = self.proc.poll() is None
             self.close()
-            return {"outcome": "hang" if hung else "crash", "type": "", "message": f"worker {'hung' if hung else 'died'}"}
+            outcome = "hang" if hung else "crash"
+            return {"outcome": outcome, "type": "", "message": f"the worker {'hung' if hung else 'died'}"}
         return answer
 
     def close(self) -> None:

@@ -86,9 +86,15 @@ def test_onnx_external_data_sizes_are_checked(seeds, worker, tmp_path, mutation,
     assert answer["outcome"] == "refused" and match in answer["message"], answer
 
 
+@pytest.mark.parametrize("name", ["../rgb.png", "/etc/hostname", "sub/../../rgb.png"])
+def test_labels_naming_a_file_outside_the_folder_are_refused(seeds, worker, tmp_path, name):
+    answer = _one(worker, seeds, tmp_path, "labels", ".", ("cell", 1, 0, name))
+    assert answer["outcome"] == "refused" and "outside" in answer["message"], answer
+
+
 def test_the_seeds_load(seeds, worker, tmp_path):
     """The fuzz starts from files that load: a refusal of a mutant means the mutation, not a bad seed."""
     for target, spec in TARGETS.items():
         for seed in spec.seeds:
-            answer = run_case(worker, target, seeds, tmp_path / f"{target}-{seed}", seed, [])
+            answer = run_case(worker, target, seeds, tmp_path / f"{target}-{seed.replace('/', '-')}", seed, [])
             assert answer["outcome"] == "ok", (target, seed, answer)

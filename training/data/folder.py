@@ -87,18 +87,23 @@ def _read_labels(labels: str, folder: str) -> tuple[list[str], list[str], np.nda
             except ValueError:
                 number = math.nan
             if not math.isfinite(number):
-                raise DataError(f"labels file {labels}, line {line} ({filename}): column {name!r} has "
+                raise DataError(f"labels file {labels}, line {line} ({filename!r}): column {name!r} has "
                                 f"{value!r}, not a number; attributes must be numbers such as -1/1")
             values.append(number)
         if filename in entries:
-            raise DataError(f"labels file {labels}, line {line}: {filename} is listed twice; keep one row")
+            raise DataError(f"labels file {labels}, line {line}: {filename!r} is listed twice; keep one row")
         entries[filename] = values
     if not entries:
         raise DataError(f"labels file {labels} names no images: add rows filename,<values>")
     files = sorted(entries)
+    root = os.path.realpath(folder)
+    outside = [f for f in files if os.path.commonpath([root, os.path.realpath(os.path.join(folder, f))]) != root]
+    if outside:
+        raise DataError(f"labels file {labels} names {outside[0]!r}, which is outside {folder}: filenames are "
+                        "relative to the folder and stay inside it; move the image in or drop the row")
     missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
     if missing:
         raise DataError(f"labels file {labels} names {len(missing)} image(s) missing from {folder}, "
-                        f"first {missing[0]}: filenames are relative to the folder; fix or drop those rows")
+                        f"first {missing[0]!r}: filenames are relative to the folder; fix or drop those rows")
     values = np.array([entries[f] for f in files], dtype=np.float32).reshape(len(files), len(attribute_names))
     return files, attribute_names, values
