@@ -43,11 +43,12 @@ class CheckpointInfo:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def check_value_range(value) -> tuple[float, float]:
-    """(lo, hi) from a JSON [lo, hi]; a ValueError unless both are finite and hi > lo."""
+def check_value_range(value, finite: bool = True) -> tuple[float, float]:
+    """(lo, hi) from a JSON [lo, hi]; a ValueError unless hi > lo, both finite when `finite` (an image model's
+    pixels; a point model's range is [-inf, inf])."""
     lo, hi = (float(v) for v in value)
-    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
-        raise ValueError(f"value_range [{lo}, {hi}] must be finite with hi > lo")
+    if not hi > lo or (finite and not (math.isfinite(lo) and math.isfinite(hi))):
+        raise ValueError(f"value_range [{lo}, {hi}] must have hi > lo{', both finite' if finite else ''}")
     return lo, hi
 
 
@@ -117,8 +118,10 @@ def read_info(path: str | os.PathLike) -> CheckpointInfo:
                               f"(metadata lacks {', '.join(PREFIX + k for k in missing)}); "
                               "train one with `latentforge train`")
     try:
-        lo, hi = check_value_range(json.loads(meta[PREFIX + "value_range"]))
-        info = CheckpointInfo(path=path, kind=meta[PREFIX + "kind"], config=json.loads(meta[PREFIX + "config"]),
+        config = json.loads(meta[PREFIX + "config"])
+        points = isinstance(config, dict) and bool(config.get("point_dim"))
+        lo, hi = check_value_range(json.loads(meta[PREFIX + "value_range"]), finite=not points)
+        info = CheckpointInfo(path=path, kind=meta[PREFIX + "kind"], config=config,
                               value_range=(float(lo), float(hi)), data=meta[PREFIX + "data"],
                               step=int(meta[PREFIX + "step"]), version=meta[PREFIX + "version"],
                               extra={k[len(PREFIX):]: v for k, v in meta.items()
