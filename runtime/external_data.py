@@ -1,4 +1,4 @@
-"""The external-data check every `.onnx` file passes before a backend opens it.
+"""The external-data check every `.onnx` file passes before a backend opens it (also: metadata is UTF-8).
 
 An ONNX graph may keep its tensors in other files, named by a path inside the graph. onnx and
 onnxruntime have both followed such paths out of the model's folder (CVE-2022-25882, CVE-2024-27318),
@@ -49,6 +49,8 @@ def check_external_data(path: Path) -> None:
         model = onnx.ModelProto.FromString(Path(path).read_bytes())
     except Exception as e:  # protobuf's DecodeError and friends: a damaged file
         raise CheckpointError(f"{str(path)!r} is not a readable ONNX model ({type(e).__name__}); {FIX}") from None
+    if not all(isinstance(p.key, str) and isinstance(p.value, str) for p in model.metadata_props):
+        raise CheckpointError(f"{str(path)!r} has metadata_props that are not UTF-8 text; {FIX}")
     folder = Path(path).resolve().parent
     for tensor in _tensors(model.graph):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:

@@ -97,10 +97,11 @@ def _read_labels(labels: str, folder: str) -> tuple[list[str], list[str], np.nda
         raise DataError(f"labels file {labels} names no images: add rows filename,<values>")
     files = sorted(entries)
     root = os.path.realpath(folder)
-    outside = [f for f in files if os.path.commonpath([root, os.path.realpath(os.path.join(folder, f))]) != root]
+    outside = [f for f in files   # a NUL first: realpath cannot take one
+               if "\x00" in f or os.path.commonpath([root, os.path.realpath(os.path.join(folder, f))]) != root]
     if outside:
-        raise DataError(f"labels file {labels} names {outside[0]!r}, which is outside {folder}: filenames are "
-                        "relative to the folder and stay inside it; move the image in or drop the row")
+        raise DataError(f"labels file {labels} names {outside[0]!r}, which is not a file inside {folder} (outside "
+                        "it, or a NUL byte): filenames are relative to the folder and stay inside it; fix the row")
     missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
     if missing:
         raise DataError(f"labels file {labels} names {len(missing)} image(s) missing from {folder}, "
