@@ -85,9 +85,19 @@ def run_case(worker: Worker, target: str, seeds: Path, case: Path, seed: str, mu
     return answer
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory: VmHWM, since ru_maxrss keeps the parent's peak across exec."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def serve() -> None:
     """The worker: one JSON case per line in, one JSON outcome per line out (on a private copy of stdout)."""
-    import resource
     import warnings
 
     answers = os.fdopen(os.dup(1), "w")
@@ -105,17 +115,16 @@ def serve() -> None:
     answers.flush()
     for line in sys.stdin:
         case = json.loads(line)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        before = peak_rss_mb()
         try:
             answer = {"outcome": "ok", "type": "", "message": fuzz_targets.load(case["target"], Path(case["path"]))}
         except LatentforgeError as e:
             answer = {"outcome": "refused", "type": type(e).__name__, "message": str(e)}
         except BaseException as e:  # a finding; BaseException too: pyo3's PanicException (a Rust panic) is one
             answer = {"outcome": "other", "type": type(e).__name__, "message": repr(e)[:500]}
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        answer["rss_mb"] = peak / 1024
-        if (peak - before) / 1024 > MEMORY_MB:
-            answer = {**answer, "outcome": "memory", "message": f"peak memory grew by {(peak - before) / 1024:.0f} MB"}
+        peak = answer["rss_mb"] = peak_rss_mb()
+        if peak - before > MEMORY_MB:
+            answer = {**answer, "outcome": "memory", "message": f"peak memory grew by {peak - before:.0f} MB"}
         answers.write(json.dumps(answer) + "\n")
         answers.flush()
 
