@@ -11,6 +11,7 @@ from .errors import (
     ExportError,
     InputError,
     LatentforgeError,
+    NumericalError,
     ParityError,
     TrainingError,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "InputError",
     "LatentforgeError",
     "MicroBatcher",
+    "NumericalError",
     "ParityError",
     "TrainingError",
     "interpolate",

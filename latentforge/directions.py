@@ -97,6 +97,8 @@ def _checked(vectors: dict, latent_dim: int | None, where: str, error: type[Exce
         if v.ndim != 1 or (latent_dim is not None and v.shape[0] != latent_dim):
             width = f"this model's latents are [{latent_dim}]" if latent_dim is not None else "a direction is a vector"
             raise error(f"attribute {name!r} has shape {list(v.shape)}, but {width} ({where}); {fix}")
+        if not np.isfinite(v).all():
+            raise error(f"attribute {name!r} holds NaN or Inf ({where}); {fix}")
         directions[str(name)] = v
     return directions
 

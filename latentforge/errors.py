@@ -35,3 +35,8 @@ class BackendUnavailable(LatentforgeError):
 
 class TrainingError(LatentforgeError):
     """Training that had to stop: a NaN/Inf loss, a resume that does not match."""
+
+
+class NumericalError(LatentforgeError):
+    """A model whose output is NaN/Inf even at its highest precision: damaged weights or a latent far outside
+    the prior."""

@@ -1,6 +1,7 @@
 """Atomic file writes: a temp file in the destination folder, fsync, os.replace."""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -31,7 +32,8 @@ def _umask() -> int:
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call `write(tmp_path)` and move the result to `path` only if it succeeded.
 
-    On any failure the temp file is removed and `path` is left as it was.
+    On any failure the temp file is removed and `path` is left as it was; a failed system call (ENOSPC,
+    EACCES, EIO) is an InputError naming the path.
     """
     path = check_output_path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -42,9 +44,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would have
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None:   # disk full, quota, permission, I/O error
+            code = errno.errorcode.get(e.errno, e.errno)
+            raise InputError(f"could not write {str(path)!r}: {e.strerror or e} (errno {code}); "
+                             "free some space or choose another path (any earlier file there is unchanged)") from None
         raise
     return path
 

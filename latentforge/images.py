@@ -5,11 +5,63 @@ NumPy and Pillow only, so the runtime can use it without torch.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
-from .errors import InputError
+from .errors import DataError, InputError
 from .files import atomic_write
+
+MAX_PIXELS = 50_000_000   # a 7071 x 7071 image; larger ones are refused before decoding (a decompression bomb)
+DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")   # 16-bit greyscale (Pillow opens some as 32-bit "I")
+ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+# What a damaged file makes Pillow raise, by decoder: OSError (truncated), SyntaxError (broken PNG), ValueError,
+# EOFError, and the struct/zlib errors of a header that lies about its lengths.
+PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError, ArithmeticError,
+                 MemoryError)
+
+
+def read_rgb(path: str | os.PathLike, formats: tuple[str, ...] = ("PNG", "JPEG"), draft: int | None = None):
+    """An image file as a Pillow RGB image, or a DataError in one line.
+
+    Only `formats` are opened (by content, whatever the name says). Above MAX_PIXELS it is refused before
+    its pixels are decoded. 16-bit greyscale is scaled to 8 bits (65535 -> 255), transparent pixels are
+    composited over white, palette, greyscale and CMYK go through Pillow's conversion. `draft` lets a JPEG
+    decode at a reduced scale no smaller than draft x draft.
+    """
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path, formats=list(formats)) as image:
+                if image.width * image.height > MAX_PIXELS:
+                    raise DataError(f"image {str(path)!r} is {image.width} x {image.height} pixels, over the limit "
+                                    f"of {MAX_PIXELS} (latentforge.images.MAX_PIXELS); resize it first")
+                if draft:
+                    image.draft("RGB", (draft, draft))
+                return _to_rgb(image)
+    except DataError:
+        raise
+    except (*PILLOW_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise DataError(f"cannot read image {str(path)!r} as {'/'.join(formats)} ({reason}); replace or remove "
+                        "the file") from None
+
+
+def _to_rgb(image):
+    from PIL import Image
+
+    if image.mode in DEEP_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ALPHA_MODES:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 def to_uint8(x: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from latentforge.checkpoint import PREFIX as META
-from latentforge.checkpoint import CheckpointInfo
+from latentforge.checkpoint import CheckpointInfo, check_value_range
 from latentforge.directions import parse_attributes
 from latentforge.errors import CheckpointError
 
@@ -51,17 +51,25 @@ def from_checkpoint(info: CheckpointInfo) -> ArtifactInfo:
     try:
         latent_dim = int(cfg["latent_dim"])
         shape = (int(cfg["image_size"]), int(cfg["image_size"]), int(cfg["channels"]))
-    except (KeyError, TypeError, ValueError) as e:
+        point_dim = int(cfg.get("point_dim", 0))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{str(info.path)!r}: config lacks a usable {e} entry; re-save it") from None
     return ArtifactInfo(info.path, "checkpoint", info.kind, latent_dim, shape, info.value_range,
                         parse_attributes(info.extra.get("attributes", "{}"), latent_dim, info.path),
-                        point_dim=int(cfg.get("point_dim", 0)))
+                        point_dim=point_dim)
 
 
 def image_shape_of(meta: dict[str, str]) -> tuple[int, int, int]:
     """(H, W, C) from metadata_props; graphs exported before `image_layout` was written carry (C, H, W)."""
-    shape = tuple(int(v) for v in json.loads(meta[META + "image_shape"]))
-    if meta.get(META + "image_layout") == "HWC":
+    try:
+        shape = tuple(int(v) for v in json.loads(meta[META + "image_shape"]))
+    except OverflowError:   # JSON's 1e999 is float infinity
+        raise ValueError(f"image_shape {meta[META + 'image_shape'][:40]!r} holds an infinite size") from None
+    layout = meta.get(META + "image_layout", "CHW")
+    if layout not in ("HWC", "CHW") or len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"image_shape {list(shape)[:4]} in layout {layout[:10]!r} is not three positive sizes, "
+                         "HWC or CHW")
+    if layout == "HWC":
         height, width, channels = shape
     else:
         channels, height, width = shape
@@ -75,7 +83,7 @@ def from_onnx_metadata(meta: dict[str, str], path: Path) -> ArtifactInfo:
                               "metadata); export a checkpoint with `latentforge export`")
     try:
         image_shape = image_shape_of(meta)
-        lo, hi = (float(v) for v in json.loads(meta[META + "value_range"]))
+        lo, hi = check_value_range(json.loads(meta[META + "value_range"]))
         latent_dim = int(meta[META + "latent_dim"])
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{str(path)!r} has missing or malformed latentforge metadata ({e}); "

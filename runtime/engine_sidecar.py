@@ -24,6 +24,7 @@ from latentforge.errors import BackendUnavailable, CheckpointError
 FORMAT = "latentforge-tensorrt/1"
 REQUIRED = ("format", "tensorrt_version", "gpu_name", "compute_capability", "flags", "profile", "sha256",
             "input", "output", "metadata")
+TEXT_FIELDS = ("format", "tensorrt_version", "gpu_name", "compute_capability", "sha256")
 
 
 def sidecar_path(plan: str | os.PathLike) -> Path:
@@ -46,6 +47,12 @@ def read_sidecar(plan: str | os.PathLike) -> dict:
     missing = [k for k in REQUIRED if not isinstance(sidecar, dict) or k not in sidecar]
     if missing:
         raise CheckpointError(f"{str(path)!r} lacks {', '.join(missing)}; re-export the engine")
+    wrong = [k for k in TEXT_FIELDS if not isinstance(sidecar[k], str)]
+    if not isinstance(sidecar["metadata"], dict):
+        wrong.append("metadata")
+    if wrong:
+        raise CheckpointError(f"{str(path)!r} has malformed {', '.join(wrong)} (text expected, metadata an object); "
+                              "re-export the engine")
     if sidecar["format"] != FORMAT:
         raise CheckpointError(f"{str(path)!r} has format {sidecar['format']!r}, this latentforge reads {FORMAT!r}; "
                               "re-export the engine")
@@ -68,3 +75,23 @@ def verify_engine(plan: str | os.PathLike, tensorrt_version: str, gpu_name: str,
         raise CheckpointError(f"{str(plan)!r} does not match the sha256 in its sidecar (the plan was changed or "
                               f"damaged); {rebuild}")
     return sidecar
+
+
+def this_machine() -> tuple[str, str, str]:
+    """(TensorRT version, GPU name, compute capability like "9.0") here, as verify_engine compares them."""
+    from .trt_backend import cuda_reason, import_tensorrt
+
+    trt = import_tensorrt()
+    reason = cuda_reason()
+    if reason:
+        raise BackendUnavailable(f"the tensorrt backend needs a CUDA GPU: {reason}")
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    return trt.__version__, torch.cuda.get_device_name(), f"{major}.{minor}"
+
+
+def check_engine(plan: str | os.PathLike, machine: tuple[str, str, str] | None = None) -> dict:
+    """The sidecar of `plan` once verified against `machine` (TensorRT version, GPU name, compute capability),
+    by default this one's; the runtime calls it before TensorRT sees a byte of the plan."""
+    return verify_engine(plan, *(machine or this_machine()))

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from latentforge.errors import CheckpointError
+from latentforge.errors import CheckpointError, LatentforgeError
 from latentforge.images import to_uint8
 
 from .backends import check_variant, variant_path
+from .external_data import check_external_data
 from .protocols import BackendGraph
 
 
@@ -38,8 +39,10 @@ def open_graph(backend: str, source, threads: int | None, label: str, precision:
 def open_exported(path: Path, backend: str, threads: int | None, precision: str) -> BackendGraph:
     """An exported `.onnx` at `precision`: the file itself under OpenVINO's bf16 hint, else its checked variant."""
     if bf16_hint(backend, precision):
+        check_external_data(path)
         return open_graph(backend, path, threads, repr(str(path)), precision)
     source = variant_path(path, precision)
+    check_external_data(source)
     graph = open_graph(backend, source, threads, repr(str(source)), precision)
     check_variant(graph.metadata, source, precision)
     return graph
@@ -66,12 +69,19 @@ class GraphDecoder:
         if graph.input_names != ["z"] or graph.output_names != ["image"]:
             raise CheckpointError(f"{label} has inputs {graph.input_names} and outputs {graph.output_names}, "
                                   "expected ['z'] -> ['image']; re-export it with `latentforge export`")
-        self.graph = graph
+        self.graph, self.label = graph, label
         self.name, self.threads, self.precision, self.source = graph.name, graph.threads, graph.precision, graph.source
         self.value_range = value_range
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
-        return self.graph.run({"z": z})[0]
+        try:
+            return self.graph.run({"z": z})[0]
+        except (MemoryError, LatentforgeError):
+            raise
+        except Exception as e:  # onnxruntime's Fail, OpenVINO's RuntimeError: a damaged graph that still opened
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise CheckpointError(f"{self.label} failed to run ({first}); the file is damaged: re-export it with "
+                                  "`latentforge export`") from None
 
     def images(self, z: np.ndarray) -> np.ndarray:
         return to_uint8(self(z), self.value_range)

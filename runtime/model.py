@@ -14,13 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from latentforge.errors import InputError
-from latentforge.images import from_uint8
+from latentforge.errors import CheckpointError, InputError, NumericalError
+from latentforge.images import from_uint8, to_uint8
 from latentforge.latents import latents
 
 from .artifact import ArtifactInfo
 from .graphs import export_filter_graph
 from .protocols import BackendGraph, Decoder
+
+
+LADDER = ("int8", "fp16", "bf16", "fp32")   # the NaN guard's order of precisions, lowest first
 
 
 class BatchRouted:
@@ -65,6 +68,10 @@ class Model:
         self._encoder = encoder
         self._filter_graph = filter_graph
         self._filter_lock = threading.Lock()
+        self._format = info.format
+        self._guard_lock = threading.Lock()
+        self._fallbacks: dict[str, Decoder | None] = {}
+        self.nonfinite_recomputed = 0   # calls whose NaN/Inf rows the guard recomputed at a higher precision
 
     def route_batches(self, models: dict[int, Model]) -> None:
         """Decode each call on the model tuned for the largest batch size <= its N (the smallest for fewer).
@@ -115,10 +122,66 @@ class Model:
             raise InputError(f"{str(self.path)!r} is a filter graph (frames in, frames out), not a decoder; "
                              "run it with latentforge.Filter(model), or load the decoder .onnx to decode latents")
         try:
-            # images: the decoder converts to uint8 on its side (torch: the fused to_uint8_image op)
-            return self._decoder.images(z) if images else self._decoder(z)
+            if images and self._decoder.name == "torch" and self.precision == "fp32":
+                return self._decoder.images(z)   # the fused to_uint8_image op; fp32 has no higher precision to retry
+            out = self._finite(z, self._decoder(z))
         except MemoryError:
             raise InputError(f"decoding {len(z)} latents at once ran out of memory; decode fewer at a time") from None
+        if images:
+            if out.shape[1:] != (self.image_shape[2], *self.image_shape[:2]):
+                raise CheckpointError(f"{str(self.path)!r} decodes to {list(out.shape[1:])}, but its metadata says "
+                                      f"(H, W, C) {list(self.image_shape)}; re-export it with `latentforge export`")
+            return to_uint8(out, self.value_range)
+        return out
+
+    def _finite(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The NaN guard: rows of `out` holding NaN/Inf are recomputed at the next higher precision that this
+        model has (fp16/int8 -> bf16 -> fp32), and the call is counted in `nonfinite_recomputed`; a row still
+        not finite at the top is a NumericalError, never a black image."""
+        # NaN and Inf propagate into a float64 sum, which finite float32 entries cannot overflow
+        if math.isfinite(float(out.sum(dtype=np.float64))):
+            return out
+        rows = np.flatnonzero(~np.isfinite(out.reshape(len(out), -1)).all(axis=1))
+        tried = [self.precision]
+        higher = LADDER[LADDER.index(self.precision) + 1:] if self.precision in LADDER else ()
+        with self._guard_lock:
+            self.nonfinite_recomputed += bool(higher)
+        for precision in higher:
+            decoder = self._decoder_at(precision)
+            if decoder is None:
+                continue
+            out = np.array(out)   # a backend's output may be read-only
+            out[rows] = decoder(np.ascontiguousarray(z[rows]))
+            tried.append(precision)
+            rows = rows[~np.isfinite(out[rows].reshape(len(rows), -1)).all(axis=1)]
+            if not rows.size:
+                return out
+        raise NumericalError(f"decoding z[{int(rows[0])}] gave NaN/Inf at {' and '.join(tried)} "
+                             f"({len(rows)} of {len(z)} latents); the latent is far outside the prior (largest "
+                             f"|z| {float(np.abs(z[rows]).max()):.3g}) or the weights are damaged: check the model "
+                             "with `latentforge evaluate`")
+
+    def _decoder_at(self, precision: str) -> Decoder | None:
+        """This model's decoder at `precision`, opened on first use, or None when it has none there."""
+        with self._guard_lock:
+            if precision not in self._fallbacks:
+                self._fallbacks[precision] = self._open_at(precision)
+            return self._fallbacks[precision]
+
+    def _open_at(self, precision: str) -> Decoder | None:
+        if self._decoder.name == "torch":
+            from .torch_backend import TorchDecoder
+
+            return TorchDecoder(self._decoder.module, self.threads, precision, value_range=self.value_range)
+        if self._format != "onnx" or self.backend not in ("onnxruntime", "openvino"):
+            return None   # a checkpoint exported in memory runs fp32 already; a TensorRT plan has one precision
+        from .graphs import GraphDecoder, open_exported
+
+        try:
+            graph = open_exported(self.path, self.backend, self.threads, precision)
+        except CheckpointError:   # no variant file at this precision
+            return None
+        return GraphDecoder(graph, repr(str(graph.source)), self.value_range)
 
     def encode(self, images) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [N, H, W, C] -> (mu, logvar), float32 [N, D] each. VAE checkpoints only."""

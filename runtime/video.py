@@ -16,6 +16,7 @@ from latentforge.errors import InputError
 from latentforge.files import check_output_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
 VIDEO_CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".avi": "mpeg4", ".webm": "libvpx-vp9"}
 CAMERA = "camera:"
 
@@ -57,14 +58,10 @@ def _folder(path: Path) -> Source:
         raise InputError(f"input folder {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
 
     def frames():
-        from PIL import Image, UnidentifiedImageError
+        from latentforge.images import read_rgb
 
         for f in files:
-            try:
-                with Image.open(f) as image:
-                    yield np.asarray(image.convert("RGB"))
-            except (UnidentifiedImageError, OSError) as e:
-                raise InputError(f"cannot read image {str(f)!r} ({e}); remove or replace it") from None
+            yield np.asarray(read_rgb(f, formats=IMAGE_FORMATS))
 
     return Source(frames(), 30.0, False, len(files))
 
@@ -72,7 +69,7 @@ def _folder(path: Path) -> Source:
 def _open_container(av, where: str, label: str, **options):
     try:
         container = av.open(where, **options)
-    except (av.error.FFmpegError, OSError) as e:
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:  # metadata that is not UTF-8
         raise InputError(f"cannot read {label} ({e}); give a readable video file, folder or camera:N") from None
     if not container.streams.video:
         container.close()
@@ -86,7 +83,7 @@ def _decode(av, container, label: str):
     try:
         for frame in container.decode(stream):
             yield frame.to_ndarray(format="rgb24")
-    except av.error.FFmpegError as e:
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
         raise InputError(f"{label} broke off while decoding ({e}); the frames before it were processed") from None
     finally:
         container.close()

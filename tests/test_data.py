@@ -234,11 +234,11 @@ def test_bad_labels_csv(tmp_path):
     first = _colored_folder(tmp_path, 3)[0]
     csv = tmp_path / "labels.csv"
     csv.write_text(f"filename,smiling\n{first},1\nb/gone.png,1\nb/lost.png,-1\n")
-    _raises("names 2 image.* missing .* first b/gone.png", open_data, str(tmp_path), labels=str(csv))
+    _raises("names 2 image.* missing .* first 'b/gone.png'", open_data, str(tmp_path), labels=str(csv))
     csv.write_text(f"file,smiling\n{first},1\n")
     _raises("labels.csv has no 'filename' column", open_data, str(tmp_path), labels=str(csv))
     csv.write_text(f"filename,smiling\n{first},1\nb/img01.jpg,yes\n")
-    _raises(r"labels.csv, line 3 \(b/img01.jpg\): column 'smiling' has 'yes'", open_data, str(tmp_path),
+    _raises(r"labels.csv, line 3 \('b/img01.jpg'\): column 'smiling' has 'yes'", open_data, str(tmp_path),
             labels=str(csv))
     _raises("no_such.csv", open_data, str(tmp_path), labels=str(tmp_path / "no_such.csv"))
 

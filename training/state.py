@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from latentforge.checkpoint import save_checkpoint, state_path
+from latentforge.checkpoint import check_finite, save_checkpoint, state_path
 from latentforge.errors import TrainingError
 from latentforge.files import atomic_write
 
@@ -49,23 +49,44 @@ def load_state(ckpt: Path, model, optimizers, identity: dict, device) -> tuple[i
             meta = f.metadata() or {}
         state = load_file(str(spath))
         stored, step, groups = json.loads(meta["run"]), int(meta["step"]), json.loads(meta["param_groups"])
+        wall = float(meta.get("wall_s", 0.0))
+        if not isinstance(stored, dict):
+            raise TypeError(f"its run is a JSON {type(stored).__name__}, not an object")
     except Exception as e:  # a damaged or foreign file: safetensors, JSON and key errors alike
         raise TrainingError(f"training state {spath} is unreadable ({type(e).__name__}: {e}); "
                             "start a new --out") from None
+    check_finite(state, spath)
     differing = [k for k in sorted(set(stored) | set(identity)) if stored.get(k) != identity.get(k)]
     differences = [f"{k} (checkpoint {stored.get(k)!r}, now {identity.get(k)!r})"  # another kind differs in all else
                    for k in (["kind"] if "kind" in differing else differing)]
     if differences:
         raise TrainingError(f"cannot resume: this run differs from RUN_DIR's checkpoint in {', '.join(differences)}; "
                             "use the same settings or choose a new --out")
+    try:
+        _apply(state, groups, model, optimizers, device)
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise TrainingError(f"training state {spath} does not fit this run's model and optimizers ({first}); "
+                            "the file is damaged: start a new --out") from None
+    return step, wall
+
+
+def _apply(state: dict, groups: list, model, optimizers, device) -> None:
     model.load_state_dict({k.removeprefix("model."): v.to(device) for k, v in state.items() if k.startswith("model.")})
     for i, opt in enumerate(optimizers):
         per_param: dict[int, dict] = {}
         for key, value in state.items():
+            if key.startswith("model."):
+                continue
             owner, index, name = key.split(".", 2)
             if owner == f"opt{i}":
                 per_param.setdefault(int(index), {})[name] = value
+        params = [p for group in opt.param_groups for p in group["params"]]
+        for index, entries in per_param.items():   # torch checks none of this at load, only at the next step
+            for name, value in entries.items():
+                if name != "step" and value.shape != params[index].shape:
+                    raise ValueError(f"opt{i}.{index}.{name} has shape {list(value.shape)}, the parameter "
+                                     f"{list(params[index].shape)}")
         for group in groups[i]:
             group["betas"] = tuple(group["betas"])
         opt.load_state_dict({"state": per_param, "param_groups": groups[i]})
-    return step, float(meta.get("wall_s", 0.0))

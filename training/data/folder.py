@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from latentforge.errors import DataError
+from latentforge.images import read_rgb
 
 from .image_data import ArrayData
 
@@ -49,12 +50,7 @@ def find_images(folder: str) -> list[str]:
 
 def load_image(path: str, image_size: int) -> np.ndarray:
     """An image file as uint8 RGB [image_size, image_size, 3]: centre-cropped to a square, then resized."""
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (image_size, image_size))   # JPEGs decode at a reduced scale: much faster
-            image = image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read image {path}: {e}; replace or remove the file") from None
+    image = read_rgb(path, draft=image_size)   # JPEGs decode at a reduced scale: much faster
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
@@ -67,8 +63,8 @@ def _read_labels(labels: str, folder: str) -> tuple[list[str], list[str], np.nda
     try:
         with open(labels, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read labels file {labels}: {e}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:   # csv.Error: a NUL byte, a field over csv's size limit
+        raise DataError(f"cannot read labels file {labels}: {e}; save it as a UTF-8 CSV") from None
     header = [name.strip() for name in rows[0]] if rows else []
     if "filename" not in header:
         raise DataError(f"labels file {labels} has no 'filename' column: its header must be "
@@ -91,18 +87,24 @@ def _read_labels(labels: str, folder: str) -> tuple[list[str], list[str], np.nda
             except ValueError:
                 number = math.nan
             if not math.isfinite(number):
-                raise DataError(f"labels file {labels}, line {line} ({filename}): column {name!r} has "
+                raise DataError(f"labels file {labels}, line {line} ({filename!r}): column {name!r} has "
                                 f"{value!r}, not a number; attributes must be numbers such as -1/1")
             values.append(number)
         if filename in entries:
-            raise DataError(f"labels file {labels}, line {line}: {filename} is listed twice; keep one row")
+            raise DataError(f"labels file {labels}, line {line}: {filename!r} is listed twice; keep one row")
         entries[filename] = values
     if not entries:
         raise DataError(f"labels file {labels} names no images: add rows filename,<values>")
     files = sorted(entries)
+    root = os.path.realpath(folder)
+    outside = [f for f in files   # a NUL first: realpath cannot take one
+               if "\x00" in f or os.path.commonpath([root, os.path.realpath(os.path.join(folder, f))]) != root]
+    if outside:
+        raise DataError(f"labels file {labels} names {outside[0]!r}, which is not a file inside {folder} (outside "
+                        "it, or a NUL byte): filenames are relative to the folder and stay inside it; fix the row")
     missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
     if missing:
         raise DataError(f"labels file {labels} names {len(missing)} image(s) missing from {folder}, "
-                        f"first {missing[0]}: filenames are relative to the folder; fix or drop those rows")
+                        f"first {missing[0]!r}: filenames are relative to the folder; fix or drop those rows")
     values = np.array([entries[f] for f in files], dtype=np.float32).reshape(len(files), len(attribute_names))
     return files, attribute_names, values

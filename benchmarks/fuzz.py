@@ -1,0 +1,110 @@
+"""Long fuzz runs: every target of tests/fuzz_targets.py, up to --cases cases or --minutes each, in one worker
+subprocess per run; writes results/fuzz.md and fuzz.json with the counts actually run.
+
+    python benchmarks/fuzz.py [--cases 100000] [--minutes 10] [--targets checkpoint,onnx,...] [--out DIR]
+
+Each case's outcome is one of: ok, refused (a latentforge.errors exception, one line), other (any other
+exception), crash, hang, memory (see tests/fuzz_worker.py); anything but the first two, a refusal without a
+one-line message, a file written, or an escaping ONNX path that loaded, is a finding, listed with its input.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from fuzz_targets import TARGETS, build_seeds  # noqa: E402
+from fuzz_worker import Worker, run_case  # noqa: E402
+
+from latentforge.files import write_report  # noqa: E402
+from latentforge.runtime.machine import machine_info  # noqa: E402
+
+
+class TimeUp(Exception):
+    pass
+
+
+def fuzz(name: str, seeds: Path, root: Path, cases: int, seconds: float, worker: Worker) -> dict:
+    target = TARGETS[name]
+    outcomes, findings, peak, count = Counter(), {}, 0.0, [0]
+    end = time.monotonic() + seconds
+
+    @settings(max_examples=cases, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(seed=st.sampled_from(target.seeds), mutations=st.lists(target.mutation, min_size=1, max_size=4))
+    def one(seed, mutations):
+        nonlocal peak
+        if time.monotonic() > end:
+            raise TimeUp
+        count[0] += 1
+        answer = run_case(worker, name, seeds, root / f"{name}-{count[0]}", seed, mutations)
+        shutil.rmtree(root / f"{name}-{count[0]}", ignore_errors=True)
+        outcomes[answer["outcome"] if answer["problem"] is None or answer["outcome"] not in ("ok", "refused")
+                 else "bad-" + answer["outcome"]] += 1
+        peak = max(peak, answer.get("rss_mb", 0.0))
+        if answer["problem"]:
+            key = answer["problem"][:80]
+            findings.setdefault(key, {"problem": answer["problem"], "seed": seed, "mutations": repr(mutations)[:600],
+                                      "count": 0})["count"] += 1
+
+    try:
+        one()
+    except TimeUp:
+        pass
+    return {"cases": count[0], "outcomes": dict(outcomes), "peak_rss_mb": round(peak, 1),
+            "findings": list(findings.values())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=100_000)
+    parser.add_argument("--minutes", type=float, default=10.0, help="per target")
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    report = {"machine": machine_info(), "cases_asked": args.cases, "minutes_per_target": args.minutes, "targets": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        seeds, root = Path(tmp) / "seeds", Path(tmp) / "cases"
+        seeds.mkdir(), root.mkdir()
+        build_seeds(seeds)
+        for name in args.targets.split(","):
+            worker = Worker(log=Path(tmp) / "worker.log")   # one per target: its peak memory is that target's
+            try:
+                started = time.monotonic()
+                result = fuzz(name, seeds, root, args.cases, args.minutes * 60, worker)
+            finally:
+                worker.close()
+            result["seconds"] = round(time.monotonic() - started, 1)
+            report["targets"][name] = result
+            print(name, result, flush=True)
+    lines = ["# Fuzzing the loaders", "",
+             f"Asked for {args.cases} cases per target, stopped after {args.minutes} min per target: the counts "
+             "below are what actually ran.", "",
+             "| target | cases run | ok | refused | other exception | crash | hang | memory | other findings | "
+             "worker peak RSS MB | s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in report["targets"].items():
+        o = r["outcomes"]
+        bad = sum(v for k, v in o.items() if k.startswith("bad-"))
+        lines.append(f"| {name} | {r['cases']} | {o.get('ok', 0)} | {o.get('refused', 0)} | {o.get('other', 0)} | "
+                     f"{o.get('crash', 0)} | {o.get('hang', 0)} | {o.get('memory', 0)} | {bad} | {r['peak_rss_mb']} | "
+                     f"{r['seconds']} |")
+    lines += ["", "Findings of this run (none means every case loaded or was refused in one line); the bugs "
+              "earlier runs found, and their fixes, are listed in docs/robustness.md (Bugs the fuzzing found).", ""]
+    for name, r in report["targets"].items():
+        for f in r["findings"]:
+            lines.append(f"- {name}: {f['count']}x {f['problem'][:200]} (seed {f['seed']}, {f['mutations'][:200]})")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    write_report(args.out, "fuzz", lines, report, report["machine"].get("cpu", ""))
+
+
+if __name__ == "__main__":
+    main()

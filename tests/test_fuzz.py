@@ -1,0 +1,101 @@
+"""Every loader fuzzed at CI size: each case loads, or is refused with a latentforge.errors exception in one
+line; no other exception, crash, hang, runaway allocation or file written (tests/fuzz_worker.py judges).
+
+CASES per target (default 500, environment LATENTFORGE_FUZZ_CASES) keeps the suite near a minute on 2 cores;
+benchmarks/fuzz.py runs the same targets for far longer. Cases are derandomized, so a run is repeatable.
+"""
+import os
+
+import pytest
+from fuzz_targets import ESCAPES, TARGETS, build_seeds
+from fuzz_worker import Worker, run_case
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+CASES = int(os.environ.get("LATENTFORGE_FUZZ_CASES", "500"))
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("seeds")
+    build_seeds(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    worker = Worker(log=tmp_path_factory.mktemp("log") / "worker.log")
+    yield worker
+    worker.close()
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_fuzz(target, seeds, worker, tmp_path):
+    count = [0]
+
+    @settings(max_examples=CASES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(seed=st.sampled_from(TARGETS[target].seeds),
+           mutations=st.lists(TARGETS[target].mutation, min_size=1, max_size=4))
+    def case(seed, mutations):
+        count[0] += 1
+        answer = run_case(worker, target, seeds, tmp_path / str(count[0]), seed, mutations)
+        assert answer["problem"] is None, answer
+
+    case()
+    assert count[0] >= CASES   # every case asked for ran (Hypothesis may stop early on a small search space)
+
+
+def _one(worker, seeds, tmp_path, target, seed, *mutations):
+    return run_case(worker, target, seeds, tmp_path / "case", seed, list(mutations))
+
+
+@pytest.mark.parametrize("mutation, match", [
+    (("header_len", 10**9), "truncated"),
+    (("overlap", 0, 1), "readable|damaged"),
+    (("offsets", 0, [0, 10**12]), "readable|damaged"),
+    (("dtype", 0, "F64"), "readable|damaged"),
+    (("shape", 0, [3, 3, 3, 3, 3]), "readable|damaged"),
+    (("duplicate", 0), "readable|damaged"),
+    (("meta", "latentforge.config", "{not json"), "malformed"),
+    (("meta", "latentforge.kind", "vae9"), "unknown model kind"),
+    (("nonfinite", 0, b"\x00\x00\xc0\x7f"), "NaN or Inf"),
+])
+def test_checkpoint_cases_the_issue_names_are_refused(seeds, worker, tmp_path, mutation, match):
+    import re
+
+    answer = _one(worker, seeds, tmp_path, "checkpoint", "vae.safetensors", mutation)
+    assert answer["outcome"] == "refused" and answer["type"] == "CheckpointError", answer
+    assert re.search(match, answer["message"]), answer
+
+
+@pytest.mark.parametrize("location", ESCAPES)
+def test_onnx_external_data_out_of_the_folder_is_refused_before_reading(seeds, worker, tmp_path, location):
+    answer = _one(worker, seeds, tmp_path, "onnx", "vae_ext.onnx", ("location", 0, location))
+    assert answer["outcome"] == "refused" and "external" not in answer["type"], answer
+    assert "keeps its data in" in answer["message"], answer
+
+
+@pytest.mark.parametrize("mutation, match", [
+    (("offset", 0, 10**9), "past the file"),
+    (("length", 0, 10**9), "past the file"),
+    (("length", 0, 4), "needs"),
+    (("location", 0, "missing.bin"), "missing"),
+])
+def test_onnx_external_data_sizes_are_checked(seeds, worker, tmp_path, mutation, match):
+    answer = _one(worker, seeds, tmp_path, "onnx", "vae_ext.onnx", mutation)
+    assert answer["outcome"] == "refused" and match in answer["message"], answer
+
+
+@pytest.mark.parametrize("name", ["../rgb.png", "/etc/hostname", "sub/../../rgb.png", "0.png\x00x"])
+def test_labels_naming_a_file_outside_the_folder_are_refused(seeds, worker, tmp_path, name):
+    answer = _one(worker, seeds, tmp_path, "labels", ".", ("cell", 1, 0, name))
+    assert answer["outcome"] == "refused" and "not a file inside" in answer["message"], answer
+
+
+def test_the_seeds_load(seeds, worker, tmp_path):
+    """The fuzz starts from files that load: a refusal of a mutant means the mutation, not a bad seed."""
+    for target, spec in TARGETS.items():
+        for seed in spec.seeds:
+            answer = run_case(worker, target, seeds, tmp_path / f"{target}-{seed.replace('/', '-')}", seed, [])
+            assert answer["outcome"] == "ok", (target, seed, answer)
