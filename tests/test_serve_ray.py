@@ -154,3 +154,19 @@ def test_application_takes_a_fixed_or_autoscaled_replica_count(vae_checkpoint):
     with pytest.raises(InputError, match="0 <= MIN <= MAX"):
         application({"vae": vae_checkpoint}, autoscale=(3, 2))
     assert json.loads(json.dumps(fixed.init_args[0]))["vae"].startswith("/")  # absolute: every replica reads it
+
+
+def test_the_cli_deploys_its_flags_through_ray(vae_checkpoint, monkeypatch):
+    from latentforge.cli import main
+    from latentforge.runtime.server import ray_app
+
+    ran = {}
+    monkeypatch.setattr(ray_app, "run", lambda app, **where: ran.update(app=app, **where))
+    main(["serve", str(vae_checkpoint), "--ray", "--autoscale", "2,5", "--max-batch", "4", "--max-wait-ms", "7",
+          "--address", "auto", "--port", "0", "--token", "t"])
+    deployment = ran["app"]._bound_deployment
+    paths, limits, load_options, token, _ = deployment.init_args
+    assert list(paths) == [vae_checkpoint.name.split(".")[0]] and token == "t"
+    assert (limits.max_batch, limits.max_wait_ms) == (4, 7.0) and "threads" in load_options
+    assert deployment._deployment_config.autoscaling_config.max_replicas == 5
+    assert ran["address"] == "auto" and ran["port"] == 0

@@ -144,6 +144,16 @@ def application(paths: dict[str, str | Path], limits: Limits | None = None, *, r
     return LatentforgeDeployment.options(**options).bind(files, limits, load_options, token, cors_origins)
 
 
+def _replica_error() -> str | None:
+    """The last line of the failed replica's traceback, as the Serve controller recorded it."""
+    try:
+        deployments = serve.status().applications[APP_NAME].deployments
+    except Exception:  # the controller is gone too: the caller falls back to Serve's own message
+        return None
+    lines = [line for d in deployments.values() for line in (d.message or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else None
+
+
 def run(app, host: str = "127.0.0.1", port: int = 8000, address: str | None = None) -> None:
     """Serve `app` until SIGTERM or Ctrl-C: on a local Ray instance started here, or on the cluster at
     `address`, where the application is deleted again on exit and the cluster keeps running."""
@@ -159,6 +169,8 @@ def run(app, host: str = "127.0.0.1", port: int = 8000, address: str | None = No
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=True)
     except KeyboardInterrupt:
         pass
+    except RuntimeError as e:  # Serve's own message only says the deployment failed; the replica's says why
+        raise InputError(f"Ray Serve could not start the replicas: {_replica_error() or e}") from None
     finally:
         if address is None:
             serve.shutdown()
