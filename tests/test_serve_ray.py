@@ -11,21 +11,20 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+import ray  # in the `test` extra, so CI runs these
+from ray import serve
+from websockets.sync.client import connect
 
-ray = pytest.importorskip("ray", reason="Ray Serve is the `ray` extra: pip install -e '.[ray]'")
-from ray import serve  # noqa: E402
-from websockets.sync.client import connect  # noqa: E402
-
-import latentforge  # noqa: E402
-from latentforge.errors import InputError  # noqa: E402
-from latentforge.runtime.server import Limits  # noqa: E402
-from latentforge.runtime.server.ray_app import APP_NAME, application  # noqa: E402
-from test_serve import (  # noqa: E402,F401  the same test functions, collected again here over the Ray client
+import latentforge
+from latentforge.errors import InputError
+from latentforge.runtime.server import Limits
+from latentforge.runtime.server.ray_app import APP_NAME, application
+from test_serve import (  # noqa: F401  the same test functions, collected again here over the Ray client
     test_bad_requests_get_one_line_json_errors, test_decode_takes_npy_or_json_latents,
     test_edit_returns_the_in_process_edit_at_the_uploaded_size, test_models_lists_each_served_model,
     test_nan_latents_and_pickles_are_refused, test_sample_gives_the_in_process_images,
     test_sample_png_is_one_image_or_a_grid, vae)
-from test_serve_stream import test_frames_equal_the_in_process_filter_and_edits_apply_live  # noqa: E402,F401
+from test_serve_stream import test_frames_equal_the_in_process_filter_and_edits_apply_live  # noqa: F401
 
 WAIT = 60  # seconds a test waits for Serve before failing instead of hanging
 
