@@ -169,3 +169,29 @@ def test_the_cli_deploys_its_flags_through_ray(vae_checkpoint, monkeypatch):
     assert (limits.max_batch, limits.max_wait_ms) == (4, 7.0) and "threads" in load_options
     assert deployment._deployment_config.autoscaling_config.max_replicas == 5
     assert ran["address"] == "auto" and ran["port"] == 0
+
+
+def test_the_cli_joins_a_running_cluster_and_leaves_it_running(base_url, vae_checkpoint, tmp_path):
+    """Last in this module: the CLI's app takes the fixture's app name, and deletes it on exit."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    model = tmp_path / "joined.safetensors"
+    shutil.copy(vae_checkpoint, model)
+    address = ray.get_runtime_context().gcs_address
+    cli = subprocess.Popen([sys.executable, "-m", "latentforge.cli", "serve", str(model), "--ray", "--address",
+                            address, "--port", base_url.rsplit(":", 1)[1], "--threads", "1"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        names, deadline = [], time.monotonic() + 2 * WAIT
+        while names != ["joined"] and time.monotonic() < deadline and cli.poll() is None:
+            time.sleep(0.5)
+            r = httpx.get(f"{base_url}/v1/models", timeout=WAIT)
+            names = [m["name"] for m in r.json()["models"]] if r.status_code == 200 else []
+        assert names == ["joined"], names
+    finally:
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(WAIT) == 0
+    assert APP_NAME not in serve.status().applications and ray.is_initialized()
