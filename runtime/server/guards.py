@@ -65,7 +65,7 @@ class BearerToken:
         return hmac.compare_digest(given, self.token)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] not in ("http", "websocket") or not scope["path"].startswith("/v1") \
+        if scope["type"] not in ("http", "websocket") or not _route_path(scope).startswith("/v1") \
                 or self._allowed(scope):
             return await self.app(scope, receive, send)
         if scope["type"] == "websocket":
@@ -73,6 +73,13 @@ class BearerToken:
         await send_json(send, 401, "missing or wrong bearer token; send the header 'Authorization: Bearer TOKEN' "
                                    "with the token the server was started with",
                         headers=[(b"www-authenticate", b"Bearer")])
+
+
+def _route_path(scope) -> str:
+    """The path below the app's mount point: under a prefix (a Ray Serve route_prefix, a proxy's root_path)
+    ASGI's `path` still starts with that prefix."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 class RequestMetrics:

@@ -44,11 +44,12 @@ class ServedModel:
     """One model under its name, with a decode micro-batcher and (for a model with a filter graph) a frame
     micro-batcher that every WebSocket stream shares."""
 
-    def __init__(self, name: str, model, limits: Limits, metrics: Metrics) -> None:
+    def __init__(self, name: str, model, limits: Limits, metrics: Metrics, batcher=MicroBatcher) -> None:
         self.name = name
         self.model = model
         self.metrics = metrics
-        self.decoder = None if model.codebook_size or model.point_dim else MicroBatcher(
+        self.batcher = batcher
+        self.decoder = None if model.codebook_size or model.point_dim else batcher(
             self._decode_rows, max_batch=limits.max_batch, max_wait_ms=limits.max_wait_ms)
         self.graph = None
         self.frames = None
@@ -59,7 +60,7 @@ class ServedModel:
             return
         self.graph = self.model.filter_graph()
         if self.graph is not None:
-            self.frames = MicroBatcher(self._filter_rows, max_batch=limits.max_batch, max_wait_ms=limits.max_wait_ms)
+            self.frames = self.batcher(self._filter_rows, max_batch=limits.max_batch, max_wait_ms=limits.max_wait_ms)
 
     def describe(self) -> dict:
         m = self.model
@@ -95,12 +96,16 @@ class ServedModel:
 
 
 class Service:
-    """The models, the work gate and the ready/draining state. Thread-safe."""
+    """The models, the work gate and the ready/draining state. Thread-safe.
 
-    def __init__(self, models: dict[str, object], limits: Limits | None = None) -> None:
+    `batcher(fn, max_batch=, max_wait_ms=)` makes each model's batchers: MicroBatcher (a thread) by default;
+    a Ray Serve replica passes one built on @serve.batch (runtime/server/ray_app.py)."""
+
+    def __init__(self, models: dict[str, object], limits: Limits | None = None, batcher=MicroBatcher) -> None:
         self.limits = limits or Limits()
         self.metrics = Metrics()
-        self.models = {name: ServedModel(name, model, self.limits, self.metrics) for name, model in models.items()}
+        self.models = {name: ServedModel(name, model, self.limits, self.metrics, batcher)
+                       for name, model in models.items()}
         self.ready = False
         self.draining = False
         self.startup_error: str | None = None
