@@ -92,6 +92,13 @@ def join(world: World, device: torch.device) -> bool:
     return True
 
 
+def barrier(world: World) -> None:
+    if world.size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def leave() -> None:
     import torch.distributed as dist
 

@@ -236,6 +236,7 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
                 if world.leader:
                     save_state(ckpt, model, optimizers, data.name, step, cfg, identity, wall)
                 saved_step = step
+        distributed.barrier(world)  # every rank returns once rank 0's last checkpoint is on disk
     finally:
         bar.close()
         if joined:
