@@ -6,8 +6,8 @@ a step spent all-reducing its gradients.
 Each world size runs under torchrun (`--worker` is one rank). Step time is the median of the per-step wall
 times the run logs, the first 5 steps (warm-up) left out. The communication figure times, on the same ranks
 after training, one all_reduce of a flat float32 tensor the size of the model's gradients (what each step
-does once), median of 30. torchrun gives each of N > 1 processes OMP_NUM_THREADS=1; one process uses the
-default threads, so every run has all cores.
+does once), median of 30. torchrun gives each of N > 1 processes OMP_NUM_THREADS=1; one process runs
+twice, with the default threads (all cores) and with 1.
 """
 from __future__ import annotations
 
@@ -74,11 +74,13 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (1, 2):   # side by side in one invocation, 1 process first
-            run, result = Path(tmp) / f"run{n}", Path(tmp) / f"result{n}.json"
+        # side by side in one invocation: 1 process with all threads, 1 process with 1 thread, 2 processes
+        for i, (n, threads) in enumerate(((1, None), (1, "1"), (2, None))):
+            run, result = Path(tmp) / f"run{i}", Path(tmp) / f"result{i}.json"
+            env = dict(os.environ, **({"OMP_NUM_THREADS": threads} if threads else {}))
             subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
                             __file__, "--worker", "--run-dir", str(run), "--result", str(result),
-                            "--steps", str(args.steps), "--batch-size", str(args.batch_size)], check=True)
+                            "--steps", str(args.steps), "--batch-size", str(args.batch_size)], check=True, env=env)
             rows.append(json.loads(result.read_text()))
     report = {"model": "vae (digits 32 px, default VAEConfig)", "global_batch": args.batch_size, "steps": args.steps,
               "warmup_steps_left_out": WARMUP, "load_avg_1min": os.getloadavg()[0], "machine": machine_info(),
