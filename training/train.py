@@ -182,8 +182,8 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
     saved_step = step if ckpt.exists() else None
     window: dict[str, list[float]] = {}
     last: dict = {}
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and world.leader), desc=f"{cfg.kind} {data.name}",
-               unit="step", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and world.leader),
+               desc=f"{cfg.kind} {data.name}", unit="step", dynamic_ncols=True, file=sys.stderr)
     try:
         while step < cfg.steps:
             step += 1
