@@ -5,6 +5,9 @@ PCG64([seed, t]) and the torch noise (eps or z) from a torch.Generator seeded wi
 seed * 1_000_003 + t. The model is initialized once from torch.manual_seed(seed). So a
 run is a function of its weights, optimizer state and step, and resuming from a
 checkpoint gives, on CPU, the same weights bit for bit as never stopping.
+Under torchrun, each rank takes its slice of that same global batch and noise, and the
+gradients are averaged over the ranks (distributed.py), so the world size may change
+between a run and its resume.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from latentforge.checkpoint import read_info
 from latentforge.errors import InputError, TrainingError
 from latentforge.files import atomic_write
 
-from . import losses
+from . import distributed, losses
 from .data import data_fields, open_data
 from .plots import plot_curves, read_log
 from .recipes import RECIPES, NonFinite
@@ -155,16 +158,23 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
     if ckpt.exists() and not cfg.resume:
         raise InputError(f"RUN_DIR {str(run_dir)!r} has a checkpoint at step {read_info(ckpt).step}; "
                          "pass --resume to continue or choose a new --out")
+    world = distributed.world_from_env()
+    distributed.check_can_split(cfg.kind, cfg.batch_size, world)
     data = _open_data(cfg, data)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    device = distributed.device_for(world, cfg.device)
     model = _build_model(cfg, cfg.model_config(_data_fields(data))).to(device).train()
-    _make_run_dir(run_dir)  # only once the data and the model are known to be good: bad input leaves no folder
+    if world.leader:  # only once the data and the model are known to be good: bad input leaves no folder
+        _make_run_dir(run_dir)
+    else:
+        log_path = None  # one writer: rank 0
     optimizers = _optimizers(cfg, model)
     identity = _run_identity(cfg, model, data)
     step, wall_offset, records = _start_or_resume(cfg, ckpt, log_path, model, optimizers, identity, device)
     if step >= cfg.steps:
         records.append(_event(log_path, step, wall_offset, f"at step {step} >= steps {cfg.steps}; nothing to train"))
         return TrainResult(ckpt, step, {}, time.perf_counter() - started)
+    joined = distributed.join(world, device)
+    distributed.average_gradients(optimizers, world)
 
     held_out_batches = _eval_batches(cfg, data)
     recipe = RECIPES[cfg.kind]
@@ -172,17 +182,20 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
     saved_step = step if ckpt.exists() else None
     window: dict[str, list[float]] = {}
     last: dict = {}
-    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, desc=f"{cfg.kind} {data.name}",
-               unit="step", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and world.leader),
+               desc=f"{cfg.kind} {data.name}", unit="step", dynamic_ncols=True, file=sys.stderr)
     try:
         while step < cfg.steps:
             step += 1
             rng = np.random.Generator(np.random.PCG64([cfg.seed, step]))
             count = cfg.batch_size * recipe.real_batches(cfg)
-            images, _ = data.get("train", rng.choice(data.size("train"), count, replace=False))
+            mine = distributed.my_slice(rng.choice(data.size("train"), count, replace=False),
+                                        recipe.real_batches(cfg), world)
+            images, _ = data.get("train", mine)
             x = _to_model_range(images, model.config.value_range, device)
             try:
-                metrics = recipe.step(cfg, model, optimizers, x, _torch_generator(cfg.seed, step))
+                noise = distributed.RankNoise(_noise_seed(cfg.seed, step), world)
+                metrics = distributed.average_metrics(recipe.step(cfg, model, optimizers, x, noise), world)
             except NonFinite as e:
                 raise TrainingError(f"{e} at step {step}; {_bad_loss_hint(cfg, saved_step, ckpt)}") from None
             for k, v in metrics.items():
@@ -199,7 +212,7 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
                     raise TrainingError(f"{recipe.stuck} is stuck at {last[recipe.stuck]:.2g} over the {cfg.log_every} "
                                         f"steps before step {step}: the discriminator wins outright and the generator "
                                         f"gets no gradient; {_bad_loss_hint(cfg, saved_step, ckpt)}")
-            if step % cfg.sample_every == 0 or final:
+            if world.leader and (step % cfg.sample_every == 0 or final):
                 if held_out_batches:
                     last.update(_evaluate_vae(model, held_out_batches, cfg.seed, device))
                     records.append(_log(log_path, {"step": step, "wall_s": wall, "test_elbo": last["test_elbo"],
@@ -220,10 +233,14 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
                 if bad:
                     raise TrainingError(f"weights became non-finite ({bad}) at step {step}; "
                                         f"{_bad_loss_hint(cfg, saved_step, ckpt)}")
-                save_state(ckpt, model, optimizers, data.name, step, cfg, identity, wall)
+                if world.leader:
+                    save_state(ckpt, model, optimizers, data.name, step, cfg, identity, wall)
                 saved_step = step
+        distributed.barrier(world)  # every rank returns once rank 0's last checkpoint is on disk
     finally:
         bar.close()
+        if joined:
+            distributed.leave()
     return TrainResult(ckpt, step, last, time.perf_counter() - started)
 
 
@@ -281,8 +298,12 @@ def _run_identity(cfg: TrainConfig, model, data) -> dict:
     return identity
 
 
+def _noise_seed(seed: int, stream: int) -> int:
+    return seed * 1_000_003 + stream
+
+
 def _torch_generator(seed: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
+    return torch.Generator().manual_seed(_noise_seed(seed, stream))
 
 
 def _to_model_range(images: np.ndarray, value_range: tuple[float, float], device) -> torch.Tensor:
@@ -336,24 +357,29 @@ def _evaluate_vae(model, batches: list[np.ndarray], seed: int, device) -> dict:
     return {"test_elbo": elbo, "test_bpd": losses.bits_per_dim(elbo, dims, model.config.value_range)}
 
 
-def _start_or_resume(cfg, ckpt: Path, log_path: Path, model, optimizers, identity: dict, device):
+def _start_or_resume(cfg, ckpt: Path, log_path: Path | None, model, optimizers, identity: dict, device):
     """Load RUN_DIR's checkpoint when resuming; returns (step, wall seconds so far, log records so far)."""
     if not (cfg.resume and ckpt.exists()):
         _write_log(log_path, [])
         note = "no checkpoint in RUN_DIR; started fresh" if cfg.resume else "started"
         return 0, 0.0, [_event(log_path, 0, 0.0, note)]
     step, wall = load_state(ckpt, model, optimizers, identity, device)
-    records = [r for r in read_log(log_path) if r["step"] <= step]  # what a killed run logged after its checkpoint goes
+    # what a killed run logged after its checkpoint goes; ranks other than 0 keep no log
+    records = [r for r in read_log(log_path) if r["step"] <= step] if log_path else []
     _write_log(log_path, records)
     return step, wall, records + [_event(log_path, step, wall, f"resumed from {ckpt} at step {step}")]
 
 
-def _write_log(path: Path, records: list[dict]) -> None:
+def _write_log(path: Path | None, records: list[dict]) -> None:
+    if path is None:  # a rank other than 0
+        return
     text = "".join(json.dumps(r) + "\n" for r in records)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def _log(path: Path, record: dict) -> dict:
+def _log(path: Path | None, record: dict) -> dict:
+    if path is None:
+        return record
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
     return record

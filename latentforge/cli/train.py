@@ -9,6 +9,7 @@ from latentforge.errors import InputError
 
 def cmd_train(args) -> None:
     from latentforge.checkpoint import read_info
+    from latentforge.training import distributed
     from latentforge.training.train import TrainConfig, train
 
     try:
@@ -36,9 +37,30 @@ def cmd_train(args) -> None:
                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
                       critic_steps=args.critic_steps, gp_lambda=args.gp_lambda, unroll=args.unroll,
                       lr_decay_start=args.lr_decay_start,
-                      command="latentforge " + shlex.join(args.argv))
+                      command="latentforge " + shlex.join(_without_nproc(args.argv)))
+    if args.nproc_per_node is not None and distributed.world_from_env().size == 1:  # checked above, run below
+        if args.nproc_per_node < 1:
+            raise InputError(f"--nproc-per-node must be a positive integer, got {args.nproc_per_node}")
+        distributed.check_can_split(cfg.kind, cfg.batch_size, distributed.World(size=args.nproc_per_node))
+        distributed.torchrun(args.nproc_per_node, ["-m", "latentforge.cli", *_without_nproc(args.argv)])
+        print(f"checkpoint: {cfg.out}/checkpoint.safetensors ({args.nproc_per_node} processes)")
+        return
     result = train(cfg)
-    print(f"checkpoint: {result.checkpoint} (step {result.step}, {result.seconds:.0f} s)")
+    if distributed.world_from_env().leader:
+        print(f"checkpoint: {result.checkpoint} (step {result.step}, {result.seconds:.0f} s)")
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line each torchrun rank runs: this one, less the flag that launched torchrun."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc-per-node":
+            skip = True
+        elif not arg.startswith("--nproc-per-node="):
+            kept.append(arg)
+    return kept
 
 
 def cmd_evaluate(args) -> None:
@@ -83,6 +105,9 @@ def add_commands(sub) -> None:
     p.add_argument("--lr-decay-start", type=float, default=0.5,
                    help="GANs and priors: the lr decays linearly to 0 from this fraction of --steps "
                         "(1 = constant lr)")
+    p.add_argument("--nproc-per-node", type=int, metavar="N",
+                   help="train on N processes on this machine under torchrun (gloo on CPU, NCCL on GPU, "
+                        "one GPU per process); --batch-size is the global batch, split over them")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="held-out metrics of a checkpoint (bounds, mode coverage, FD, ...)")

@@ -14,7 +14,7 @@ from torch.func import functional_call
 from .. import losses
 from ..data import POINT_NAMES
 from .gan_monitor import monitor
-from .recipe import Recipe, build_model, decay_lr, finite, pair_optimizers
+from .recipe import Recipe, build_model, decay_lr, finite, normal, pair_optimizers, uniform
 
 DEFAULT_CRITIC_STEPS = {"gan": 1, "wgan-gp": 5, "unrolled-gan": 1}
 
@@ -24,7 +24,7 @@ def critic_steps(cfg) -> int:
 
 
 def _z(model, n: int, noise: torch.Generator, device) -> torch.Tensor:
-    return torch.randn(n, model.config.latent_dim, generator=noise).to(device)
+    return normal(noise, n, model.config.latent_dim).to(device)
 
 
 def dcgan_step(cfg, model, optimizers, real, noise) -> dict:
@@ -69,7 +69,7 @@ def _d_only(model, opt_d, real, noise) -> None:
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, noise: torch.Generator) -> torch.Tensor:
     """WGAN-GP's penalty: (||grad_x critic(x)|| - 1)^2 at random points between real and fake samples."""
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    t = torch.rand(shape, generator=noise).to(real.device)
+    t = uniform(noise, *shape).to(real.device)
     between = (t * real + (1 - t) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(between).sum(), between, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).square().mean()

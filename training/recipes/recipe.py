@@ -42,6 +42,22 @@ def finite(name: str, loss: torch.Tensor) -> float:
     return value
 
 
+def normal(noise: torch.Generator, n: int, *dims: int) -> torch.Tensor:
+    """n rows of N(0, 1) noise. Under several processes, this rank's slice of the rows of the whole global
+    batch (training/distributed.py), so a rank's noise is the same whatever the number of ranks."""
+    return _my_rows(torch.randn, noise, n, dims)
+
+
+def uniform(noise: torch.Generator, n: int, *dims: int) -> torch.Tensor:
+    """n rows of U(0, 1) noise, sliced per rank as `normal` is."""
+    return _my_rows(torch.rand, noise, n, dims)
+
+
+def _my_rows(draw, noise, n: int, dims: tuple) -> torch.Tensor:
+    rank, size = getattr(noise, "rank", 0), getattr(noise, "world_size", 1)
+    return draw(n * size, *dims, generator=noise)[rank * n:(rank + 1) * n]
+
+
 def build_model(cfg, config):
     """The model class of `cfg.kind` with `config`, as models.MODELS names it."""
     from latentforge.models import MODELS

@@ -1,10 +1,8 @@
 """The VAE recipe: reparameterized ELBO steps, with an optional KL warm-up; held-out ELBO in the loop."""
 from __future__ import annotations
 
-import torch
-
 from .. import losses
-from .recipe import Recipe, build_model, finite, one_optimizer, updates_done
+from .recipe import Recipe, build_model, finite, normal, one_optimizer, updates_done
 
 
 def kl_weight(cfg, updates: int) -> float:
@@ -16,7 +14,7 @@ def kl_weight(cfg, updates: int) -> float:
 
 def vae_step(cfg, model, optimizers, x, noise) -> dict:
     (opt,) = optimizers
-    eps = torch.randn(x.shape[0], model.config.latent_dim, generator=noise).to(x.device)
+    eps = normal(noise, x.shape[0], model.config.latent_dim).to(x.device)
     recon, kl = losses.vae_terms(model, x, eps)
     weight = kl_weight(cfg, updates_done(opt))
     loss = (recon + weight * kl).mean()
