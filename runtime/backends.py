@@ -54,7 +54,7 @@ def backend_status(name: str) -> BackendStatus:
         bf16 = "bf16 native" if hardware().bf16_units else "no bf16 units on this CPU: a bf16 hint compiles f32"
         return BackendStatus(name, True, f"CPU plugin; {bf16}")
     if name == "tensorrt":
-        from .trt_backend import cuda_reason
+        from .machine import cuda_reason
 
         reason = cuda_reason()
         return BackendStatus(name, reason is None, reason or "CUDA device present")

@@ -79,7 +79,7 @@ def verify_engine(plan: str | os.PathLike, tensorrt_version: str, gpu_name: str,
 
 def this_machine() -> tuple[str, str, str]:
     """(TensorRT version, GPU name, compute capability like "9.0") here, as verify_engine compares them."""
-    from .trt_backend import cuda_reason, import_tensorrt
+    from .machine import cuda_reason, import_tensorrt
 
     trt = import_tensorrt()
     reason = cuda_reason()

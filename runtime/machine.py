@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from latentforge.errors import BackendUnavailable
+
 CPUINFO = "/proc/cpuinfo"
 # Features that decide which kernels a CPU backend can use; reported so a reader can tell AVX2 from AMX numbers.
 FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")
@@ -213,3 +215,22 @@ def matmul_ceiling(dtype: str = "float32", seconds: float = 0.5) -> dict:
     while time.perf_counter() < deadline:
         best = min(best, once(run))
     return {"dtype": dtype, "n": n, "gflops": 2 * n**3 / best / 1e9, "library": library}
+
+
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError:
+        raise BackendUnavailable('tensorrt is not installed; pip install "latentforge[tensorrt]"') from None
+    return tensorrt
+
+
+def cuda_reason() -> str | None:
+    """Why torch cannot drive a CUDA device here, or None when it can."""
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return f"no CUDA device visible to torch {torch.__version__}"
+    return None

@@ -18,26 +18,9 @@ import numpy as np
 from latentforge.checkpoint import PREFIX as META
 from latentforge.errors import BackendUnavailable, CheckpointError
 
+from .machine import cuda_reason, import_tensorrt
+
 NAME = "tensorrt"
-
-
-def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise BackendUnavailable('tensorrt is not installed; pip install "latentforge[tensorrt]"') from None
-    return tensorrt
-
-
-def cuda_reason() -> str | None:
-    """Why torch cannot drive a CUDA device here, or None when it can."""
-    try:
-        import torch
-    except ImportError:
-        return "torch is not installed"
-    if not torch.cuda.is_available():
-        return f"no CUDA device visible to torch {torch.__version__}"
-    return None
 
 
 def read_engine_sidecar(plan: Path) -> dict:
