@@ -20,12 +20,17 @@ def vae(vae_checkpoint):
     return latentforge.load(vae_checkpoint)
 
 
-@pytest.fixture(scope="module")
-def service(vae, vae_onnx):
-    service = Service({"vae": vae, "decoder": latentforge.load(vae_onnx)},
-                      Limits(max_n=8, max_body=200_000, max_pixels=512 * 512, max_queue=4))
+def warm_service(vae, vae_onnx, limits: Limits) -> Service:
+    """The tiny VAE checkpoint as "vae" and its exported decoder as "decoder", warmed up and ready."""
+    service = Service({"vae": vae, "decoder": latentforge.load(vae_onnx)}, limits)
     service.warm_up()
     assert service.ready, service.startup_error
+    return service
+
+
+@pytest.fixture(scope="module")
+def service(vae, vae_onnx):
+    service = warm_service(vae, vae_onnx, Limits(max_n=8, max_body=200_000, max_pixels=512 * 512, max_queue=4))
     yield service
     service.close()
 

@@ -1,13 +1,10 @@
 """The page at / in a real browser: Debian's chromium, headless, driven by Playwright, its camera a clip this
 test writes. Needs `playwright` (the test extra) and a `chromium` on PATH (.ci/run installs it)."""
 import shutil
-import threading
 
 import numpy as np
 import pytest
 
-import latentforge
-from latentforge.runtime.server import Service, build_server
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (in the test extra)")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -27,16 +24,9 @@ def write_y4m(path, frames: int = 30, w: int = 96, h: int = 64) -> None:
 
 @pytest.fixture(scope="module")
 def server_port(vae_checkpoint):
-    from test_serve_process import free_port
+    from test_serve_process import start_server, wait_ready
 
-    service = Service({"vae": latentforge.load(vae_checkpoint)})
-    service.warm_up()
-    port = free_port()
-    server = build_server(service, port=port, log_level="warning")
-    runner = threading.Thread(target=server.run)
-    runner.start()
-    from test_serve_process import wait_ready
-
+    service, server, runner, port = start_server(vae_checkpoint)
     wait_ready(port)
     yield port
     server.should_exit = True

@@ -11,7 +11,6 @@ import time
 import urllib.error
 import urllib.request
 
-import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -60,6 +59,17 @@ def wait_ready(port: int, alive=lambda: True) -> None:
     raise AssertionError("the server never became ready")
 
 
+def start_server(checkpoint):
+    """A warmed-up Service for `checkpoint` on a real uvicorn server in a thread: (service, server, thread, port)."""
+    service = Service({"vae": latentforge.load(checkpoint)})
+    service.warm_up()
+    port = free_port()
+    server = build_server(service, port=port, log_level="warning")
+    runner = threading.Thread(target=server.run)
+    runner.start()
+    return service, server, runner, port
+
+
 def close_code(ws) -> int:
     with pytest.raises(ConnectionClosed) as closed:
         while True:
@@ -68,12 +78,7 @@ def close_code(ws) -> int:
 
 
 def test_drain_finishes_in_flight_work_and_closes_streams_with_1001(vae_checkpoint, monkeypatch):
-    service = Service({"vae": latentforge.load(vae_checkpoint)})
-    service.warm_up()
-    port = free_port()
-    server = build_server(service, port=port, log_level="warning")
-    runner = threading.Thread(target=server.run)
-    runner.start()
+    service, server, runner, port = start_server(vae_checkpoint)
     try:
         wait_ready(port)
         entered, release = threading.Event(), threading.Event()

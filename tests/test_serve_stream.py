@@ -5,12 +5,12 @@ import threading
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 import latentforge
-from latentforge.runtime.server import Limits, Service, create_app
+from latentforge.runtime.server import Limits
 from serve_helpers import decoded, png, solid
+from test_serve import client, warm_service  # noqa: F401  (client: the same fixture over this module's service)
 
 WAIT = 30  # seconds a test waits for the server before failing instead of hanging
 
@@ -22,17 +22,9 @@ def vae(vae_checkpoint):
 
 @pytest.fixture(scope="module")
 def service(vae, vae_onnx):
-    service = Service({"vae": vae, "decoder": latentforge.load(vae_onnx)}, Limits(max_message=50_000))
-    service.warm_up()
-    assert service.ready, service.startup_error
+    service = warm_service(vae, vae_onnx, Limits(max_message=50_000))
     yield service
     service.close()
-
-
-@pytest.fixture(scope="module")
-def client(service):
-    with TestClient(create_app(service)) as client:
-        yield client
 
 
 def next_frame(ws) -> bytes:
