@@ -20,10 +20,8 @@ import numbers
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from latentforge.directions import edit_offset
@@ -32,21 +30,18 @@ from latentforge.images import grid
 from latentforge.latents import interpolate, latents
 
 from .codecs import NPY, decode_image, decode_npy, encode_image, encode_npy
-from .guards import BearerToken, BodyLimit, BodyTooLarge, RequestMetrics
-from .service import Busy, Draining, Service
+from .errors import UnknownModel, add_error_handlers, error_response
+from .guards import BearerToken, BodyLimit, RequestMetrics
+from .service import Service
 from .stream import add_filter_route
 
 log = logging.getLogger("latentforge.serve")
 
 
-class UnknownModel(Exception):
-    pass
-
-
 def create_app(service: Service, token: str | None = None, cors_origins: list[str] | None = None) -> FastAPI:
     app = FastAPI(title="latentforge", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
-    _add_errors(app, service)
+    add_error_handlers(app, service)
     _add_routes(app, service)
     add_filter_route(app, service)
     _add_page(app)
@@ -74,49 +69,6 @@ def _add_page(app: FastAPI) -> None:
         content = (static / name).read_bytes()
         app.add_api_route(route, lambda content=content, media_type=media_type: Response(content, media_type=media_type),
                           methods=["GET"], include_in_schema=False)
-
-
-def _error(status: int, message: str, **headers) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
-
-
-def _add_errors(app: FastAPI, service: Service) -> None:
-    @app.exception_handler(InputError)
-    async def bad_input(request, e):
-        return _error(400, str(e).splitlines()[0])
-
-    @app.exception_handler(UnknownModel)
-    async def unknown(request, e):
-        return _error(404, f"no model named {e.args[0]!r} is served here; GET /v1/models lists the names "
-                           f"({', '.join(sorted(service.models))})")
-
-    @app.exception_handler(Busy)
-    async def busy(request, e):
-        return _error(503, f"server is at its limit of {service.limits.max_queue} requests in progress; "
-                           "retry after a second", **{"Retry-After": "1"})
-
-    @app.exception_handler(Draining)
-    async def draining(request, e):
-        state = "shutting down" if service.draining else "still warming up"
-        return _error(503, f"server is {state} and takes no new work; retry shortly or use another replica",
-                      **{"Retry-After": "1"})
-
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(request, e):
-        return _error(413, str(e))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request, e):
-        return _error(e.status_code, str(e.detail), **(e.headers or {}))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request, e):
-        return _error(422, "request does not match the route; see the server's README for each route's fields")
-
-    @app.exception_handler(Exception)
-    async def internal(request, e):
-        log.exception("unexpected error on %s", request.url.path)
-        return _error(500, "internal error while serving this request; the server log has the details")
 
 
 async def _json_body(request: Request) -> dict:
@@ -199,8 +151,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         if service.ready and not service.draining:
             return {"ready": True}
         if service.startup_error:
-            return _error(503, f"a model failed its start-up check: {service.startup_error}")
-        return _error(503, "shutting down" if service.draining else "warming up and checking the models; retry shortly")
+            return error_response(503, f"a model failed its start-up check: {service.startup_error}")
+        return error_response(503, "shutting down" if service.draining else "warming up and checking the models; retry shortly")
 
     @app.get("/metrics")
     async def metrics():
