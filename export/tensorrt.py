@@ -23,20 +23,13 @@ from latentforge.checkpoint import PREFIX as META
 from latentforge.errors import BackendUnavailable, ExportError
 from latentforge.files import atomic_write_bytes
 from latentforge.runtime.engine_sidecar import FORMAT, sidecar_path
+from latentforge.runtime.machine import import_tensorrt
 
 from .graph import Part
 
 INSTALL = 'pip install "latentforge[tensorrt]" on a machine with an NVIDIA GPU'
 PRECISIONS = ("fp32", "fp16", "int8")
 WORKSPACE = 1 << 30
-
-
-def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise BackendUnavailable(f"TensorRT is not installed; {INSTALL}") from None
-    return tensorrt
 
 
 def gpu() -> tuple[str, str]:

@@ -221,7 +221,8 @@ def import_tensorrt():
     try:
         import tensorrt
     except ImportError:
-        raise BackendUnavailable('tensorrt is not installed; pip install "latentforge[tensorrt]"') from None
+        raise BackendUnavailable('tensorrt is not installed; pip install "latentforge[tensorrt]" '
+                                'on a machine with an NVIDIA GPU') from None
     return tensorrt
 
 
