@@ -13,6 +13,7 @@ import json
 import logging
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -23,11 +24,14 @@ from torch import nn
 from latentforge import __version__
 from latentforge.checkpoint import PREFIX as META
 from latentforge.errors import ExportError, ParityError
+from latentforge.golden import KEY as GOLDEN
+from latentforge.golden import make_golden
 
-from .parity import OutputParity, compare
+from .parity import ATOL_OF_PEAK, MIN_PSNR, OutputParity, compare
 
 DEFAULT_OPSET = 18
 PARITY_BATCHES = (1, 16)
+GOLDEN_SEED = 20240601   # the golden input's latents: fixed, so a file's golden check is reproducible
 EXPORTERS = ("dynamo", "torchscript")
 
 
@@ -43,8 +47,9 @@ class ExportResult:
         return all(p.passed for p in self.parity)
 
     def report(self) -> dict:
+        shown = {k: v for k, v in self.metadata.items() if k != GOLDEN}   # tens of KB of base64: not for reading
         return {"path": str(self.path) if self.path else None, "passed": self.passed,
-                "metadata": self.metadata, **self.details, "outputs": [p.to_dict() for p in self.parity]}
+                "metadata": shown, **self.details, "outputs": [p.to_dict() for p in self.parity]}
 
 
 @dataclass
@@ -66,9 +71,27 @@ class Part:
         out = out if isinstance(out, tuple) else (out,)
         return {name: t.contiguous().numpy() for name, t in zip(self.outputs, out)}
 
-    def metadata_at(self, precision: str) -> dict[str, str]:
-        """The metadata_props of this part's graph at `precision` (fp32 | fp16 | bf16 | int8)."""
-        return {**self.metadata, META + "precision": precision}
+    def metadata_at(self, precision: str, gate: dict | None = None, half_inputs: bool = False) -> dict[str, str]:
+        """The metadata_props of this part's graph at `precision` (fp32 | fp16 | bf16 | int8), with its golden
+        check (latentforge/golden.py): `gate` is the tolerance this precision was exported under, where it differs
+        from the default; `half_inputs` stores float inputs as fp16, for a graph that takes them so."""
+        return {**self.metadata, META + "precision": precision, GOLDEN: self.golden(precision, gate, half_inputs)}
+
+    @cached_property
+    def golden_pair(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        inputs = self.make_inputs(1, GOLDEN_SEED)
+        return inputs, self.reference(inputs)
+
+    def golden(self, precision: str, gate: dict | None = None, half_inputs: bool = False) -> str:
+        """One input at batch 1 and the reference's output for it, with every precision's tolerance."""
+        inputs, outputs = self.golden_pair
+        if half_inputs:
+            inputs = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in inputs.items()}
+        tolerances = {"fp32": {"atol": self.atol, "rtol": self.rtol, "min_psnr": None}}
+        tolerances |= {p: {"atol_of_peak": ATOL_OF_PEAK[p], "min_psnr": MIN_PSNR[p]} for p in ATOL_OF_PEAK}
+        if gate:
+            tolerances[precision] = gate
+        return make_golden(inputs, outputs, self.peaks, tolerances)
 
     def parity_cases(self, batches) -> list[tuple[str, dict[str, np.ndarray]]]:
         """(label, fresh inputs) per check: one per batch size, new entropy every export."""

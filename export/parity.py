@@ -1,60 +1,15 @@
-"""Polygraphy-style comparison of an output against its reference: max abs, max rel, worst index, PSNR."""
+"""The exporter's tolerance policy and its report table; the comparison itself is latentforge/parity.py."""
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from latentforge.parity import OutputParity, compare
 
-import numpy as np
+__all__ = ["ATOL_OF_PEAK", "MIN_PSNR", "OutputParity", "compare", "table"]
 
-
-@dataclass
-class OutputParity:
-    name: str
-    shape: list[int]
-    max_abs: float
-    max_rel: float
-    worst_index: list[int]
-    psnr_db: float
-    atol: float
-    rtol: float
-    nonfinite: int
-    passed: bool
-    min_psnr: float | None = None  # the quality gate, when one applies
-
-
-    def line(self) -> str:
-        verdict = "PASS" if self.passed else "FAIL"
-        return (f"{verdict} {self.name} {self.shape}: max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g} "
-                f"at {self.worst_index}, PSNR {self.psnr_db:.1f} dB, non-finite {self.nonfinite} "
-                f"(atol {self.atol:g}, rtol {self.rtol:g}" + ("" if self.min_psnr is None else
-                                                              f", PSNR >= {self.min_psnr:g} dB") + ")")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def compare(name: str, reference: np.ndarray, actual: np.ndarray, atol: float, rtol: float,
-            peak: float = 1.0, min_psnr: float | None = None) -> OutputParity:
-    """Pass when |actual - reference| <= atol + rtol * |reference| everywhere, nothing is NaN/Inf and
-    (given `min_psnr`) the PSNR reaches it.
-
-    `peak` is the signal range used for PSNR (the width of the model's value range).
-    """
-    ref = np.asarray(reference, dtype=np.float64)
-    got = np.asarray(actual, dtype=np.float64)
-    if ref.shape != got.shape:
-        return OutputParity(name, list(got.shape), math.inf, math.inf, [], 0.0, atol, rtol, 0, False, min_psnr)
-    nonfinite = int((~np.isfinite(got)).sum())
-    diff = np.abs(got - ref)
-    diff = np.where(np.isfinite(diff), diff, np.inf)
-    excess = diff - (atol + rtol * np.abs(ref))
-    worst = np.unravel_index(int(np.argmax(excess)), ref.shape) if ref.size else ()
-    rel = diff / np.maximum(np.abs(ref), 1e-12)
-    mse = float(np.mean(np.square(np.where(np.isfinite(diff), diff, peak)))) if ref.size else 0.0
-    psnr = math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
-    passed = nonfinite == 0 and bool(np.all(excess <= 0)) and (min_psnr is None or psnr >= min_psnr)
-    return OutputParity(name, list(ref.shape), float(diff.max(initial=0.0)), float(rel.max(initial=0.0)),
-                        [int(i) for i in worst], psnr, atol, rtol, nonfinite, passed, min_psnr)
+# The PSNR gate (dB against the fp32 reference) of each precision.
+MIN_PSNR = {"fp32": None, "fp16": 40.0, "bf16": 35.0, "int8": 30.0}
+# Elementwise bound on |variant - reference| as a fraction of the output's peak (value-range width, or
+# 255 for bytes); the PSNR gate judges quality, this catches a few wildly wrong pixels.
+ATOL_OF_PEAK = {"fp16": 0.05, "bf16": 0.1, "int8": 0.35}
 
 
 def table(results: list[OutputParity]) -> str:

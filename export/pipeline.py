@@ -17,9 +17,12 @@ import onnx
 
 from latentforge.errors import InputError, ParityError
 from latentforge.files import atomic_write_bytes, check_output_path
+from latentforge.golden import KEY as GOLDEN
+from latentforge.golden import golden_verdicts
 
 from . import precision as prec
 from .graph import DEFAULT_OPSET, ExportResult, Part, export_graph, ort_runner, stamp, validate
+from .parity import ATOL_OF_PEAK, MIN_PSNR
 from .parts import build_part
 from .source import Source, checkpoint_source
 
@@ -145,20 +148,20 @@ def finish(prepared: Prepared, out: Path, opts: ExportOptions, timing_cache=None
     feeds = [] if opts.precision == "fp32" else [part.make_inputs(CALIBRATION[1], 1000 + i)
                                                  for i in range(CALIBRATION[0])]
     written, measured, kept = prec.variant(fp32, opts.precision, feeds, opts.fp16_io)
-    meta = part.metadata_at(opts.precision)
+    min_psnr = opts.min_psnr if opts.min_psnr is not None else MIN_PSNR[opts.precision]
+    tolerances = dict(atol=opts.atol, rtol=opts.rtol, atol_of_peak=ATOL_OF_PEAK.get(opts.precision),
+                      min_psnr=min_psnr)
+    meta = part.metadata_at(opts.precision, _gate(part, opts, min_psnr), opts.fp16_io)
     stamp(written, meta)
     details["fp32_kept_nodes"] = kept
-    min_psnr = opts.min_psnr if opts.min_psnr is not None else prec.MIN_PSNR[opts.precision]
-    tolerances = dict(atol=opts.atol, rtol=opts.rtol, atol_of_peak=prec.ATOL_OF_PEAK.get(opts.precision),
-                      min_psnr=min_psnr)
     graph = written.SerializeToString()
 
     if opts.format == "tensorrt" or (opts.format == "triton" and opts.triton_backend == "tensorrt"):
         from .tensorrt import build_engine, engine_runner
 
         engine = build_engine(graph, part, opts.precision, opts.batch, meta, timing_cache)
-        parity = validate(part, engine_runner(engine.plan), batches=sorted({opts.batch[0], opts.batch[1]}),
-                          **tolerances)
+        run = engine_runner(engine.plan)
+        parity = validate(part, run, batches=sorted({opts.batch[0], opts.batch[1]}), **tolerances)
         details["engine"] = engine.sidecar
     else:
         engine = None
@@ -169,6 +172,8 @@ def finish(prepared: Prepared, out: Path, opts: ExportOptions, timing_cache=None
             details["measured_by"] = ("OpenVINO CPU at bf16 inference precision" if bf16 else
                                       "bf16 emulation on onnxruntime (weights and activations rounded through bf16)")
         parity = validate(part, run, **tolerances)
+    # the golden check the file carries must hold here, or `load(..., verify=True)` would refuse what was written
+    parity += golden_verdicts(meta[GOLDEN], run, opts.precision)
     result = ExportResult(None, parity, meta, details)
     if not result.passed:
         raise _fail(result, f"the {opts.precision} {part.name} fails its check against PyTorch", out)
@@ -184,6 +189,16 @@ def finish(prepared: Prepared, out: Path, opts: ExportOptions, timing_cache=None
     details["size_bytes"] = _size(out)
     result.path = out
     return result
+
+
+def _gate(part: Part, opts: ExportOptions, min_psnr: float | None) -> dict:
+    """The tolerance `validate` applies at `opts.precision`, in the form the golden check stores."""
+    if opts.precision == "fp32" or opts.atol is not None:
+        fp32 = opts.precision == "fp32"
+        atol = opts.atol if opts.atol is not None else part.atol
+        rtol = opts.rtol if opts.rtol is not None else (part.rtol if fp32 else 0.0)
+        return {"atol": atol, "rtol": rtol, "min_psnr": min_psnr}
+    return {"atol_of_peak": ATOL_OF_PEAK[opts.precision], "min_psnr": min_psnr}
 
 
 def _checked_out(out, opts: ExportOptions) -> Path:

@@ -25,10 +25,6 @@ from latentforge.errors import ExportError
 from .graph import stamp
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-MIN_PSNR = {"fp32": None, "fp16": 40.0, "bf16": 35.0, "int8": 30.0}
-# Elementwise bound on |variant - reference| as a fraction of the output's peak (value-range width, or
-# 255 for bytes); the PSNR gate judges quality, this catches a few wildly wrong pixels.
-ATOL_OF_PEAK = {"fp16": 0.05, "bf16": 0.1, "int8": 0.35}
 FP16_LIMIT = 65504.0 / 2  # half the fp16 range: margin for inputs the calibration batch did not cover
 
 

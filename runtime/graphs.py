@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from latentforge.errors import CheckpointError, LatentforgeError
+from latentforge.golden import verify
 from latentforge.images import to_uint8
 
 from .backends import check_variant, variant_path
@@ -59,6 +60,22 @@ def export_filter_graph(module, path: Path, backend: str, threads: int, precisio
     on = "openvino" if backend == "openvino" else "onnxruntime"
     return open_graph(on, data, threads, f"the filter graph exported from {str(path)!r}",
                       precision if bf16_hint(on, precision) else "fp32")
+
+
+def verify_graph(graph: BackendGraph, label: str) -> None:
+    """Run the graph's golden input (latentforge/golden.py) and refuse it, in one line, unless it gives the golden
+    output within the tolerance of the precision it runs at (OpenVINO's bf16 hint on an fp32 file: bf16's)."""
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return dict(zip(graph.output_names, graph.run(feeds)))
+        except (MemoryError, LatentforgeError):
+            raise
+        except Exception as e:  # a graph whose inputs are not the golden ones: another model's graph
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise CheckpointError(f"{label} failed on its own golden input ({first}); the file is damaged or not "
+                                  "what its metadata says: re-export it with `latentforge export`") from None
+
+    verify(graph.metadata, run, graph.precision, label)
 
 
 class GraphDecoder:

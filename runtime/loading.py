@@ -25,7 +25,7 @@ from latentforge.errors import BackendUnavailable, CheckpointError, InputError
 
 from .artifact import check_model_file, from_checkpoint, from_onnx_metadata, image_shape_of, is_onnx
 from .backends import NAMES, PRECISIONS, backend_status_or_raise, default_backend, is_plan
-from .graphs import GraphDecoder, bf16_hint, open_exported, open_graph
+from .graphs import GraphDecoder, bf16_hint, open_exported, open_graph, verify_graph
 from .model import Model
 from .protocols import BackendGraph, LoadedModel
 from .vq_model import VQModel, on_graphs
@@ -42,7 +42,7 @@ def _check_threads(threads) -> None:
 
 
 def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
-         precision: str = "fp32", decoder: str | os.PathLike | None = None) -> LoadedModel:
+         precision: str = "fp32", decoder: str | os.PathLike | None = None, verify: bool = False) -> LoadedModel:
     """Load a checkpoint (`.safetensors`), an exported `.onnx` (decoder or filter graph) or a TensorRT `.plan`.
 
     A vqvae or prior checkpoint, or an exported VQ decoder / prior `.onnx`, gives a `VQModel` (code grids).
@@ -57,6 +57,10 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
     physical core.
     On the torch backend (a checkpoint) precision "bf16" lets the convolutions run in bfloat16.
     An exported VQ code prior (`--part prior`) samples with its VQ decoder graph: `decoder="decoder.onnx"`.
+    verify=True (the server's choice) runs each exported graph's golden input once (latentforge/golden.py) and
+    refuses, with a CheckpointError, a file that does not reproduce its golden output within its precision's
+    tolerance: a damaged or mismatched graph or engine. A checkpoint needs none: the graphs it is exported to in
+    memory are checked against PyTorch as they are made.
     """
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
@@ -74,25 +78,26 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
                              f"decoder -o DECODER.onnx`), got {str(decoder)!r}")
     because = f"backend={backend!r} was asked for"
     if backend == "auto":
-        tuned = _load_tuned(path, threads) if precision == "fp32" and decoder is None and not is_plan(path) else None
+        plain = precision == "fp32" and decoder is None and not is_plan(path)
+        tuned = _load_tuned(path, threads, verify) if plain else None
         if tuned is not None:
             return tuned
         backend, because = default_backend(path, is_onnx(path))
-    model = _load_on(path, backend, threads, precision, decoder)
+    model = _load_on(path, backend, threads, precision, decoder, verify=verify)
     model.chosen_because = because
     return model
 
 
 def _load_on(path: Path, backend: str, threads, precision: str, decoder: Path | None = None,
-             graph: Path | None = None) -> LoadedModel:
+             graph: Path | None = None, verify: bool = False) -> LoadedModel:
     if is_plan(path):
-        return _load_plan(path, backend)
+        return _load_plan(path, backend, verify)
     if is_onnx(path):
-        return _load_onnx(path, backend, threads, precision, decoder)
+        return _load_onnx(path, backend, threads, precision, decoder, verify)
     return _load_checkpoint(path, backend, threads, precision, graph)
 
 
-def _load_tuned(path: Path, threads) -> LoadedModel | None:
+def _load_tuned(path: Path, threads, verify: bool) -> LoadedModel | None:
     """The tuning record's winners, one model per distinct (backend, precision), routed by batch size."""
     from .tune_record import matching_record
 
@@ -102,7 +107,8 @@ def _load_tuned(path: Path, threads) -> LoadedModel | None:
     loaded = {}
     for w in record.winners.values():
         if (w.backend, w.precision) not in loaded:
-            loaded[w.backend, w.precision] = _load_on(path, w.backend, threads, w.precision, graph=record.graph_path)
+            loaded[w.backend, w.precision] = _load_on(path, w.backend, threads, w.precision, graph=record.graph_path,
+                                                      verify=verify)
     first = record.winners[min(record.winners)]
     model = loaded[first.backend, first.precision]
     if len(loaded) > 1:
@@ -111,15 +117,18 @@ def _load_tuned(path: Path, threads) -> LoadedModel | None:
     return model
 
 
-def _load_onnx(path: Path, backend: str, threads, precision: str, decoder: Path | None = None) -> LoadedModel:
+def _load_onnx(path: Path, backend: str, threads, precision: str, decoder: Path | None = None,
+               verify: bool = False) -> LoadedModel:
     if backend not in ("onnxruntime", "openvino"):
         raise BackendUnavailable(f"{str(path)!r}: an .onnx runs on onnxruntime or openvino; load the checkpoint for "
                                  "the torch backend, or the exporter's .plan for tensorrt")
     graph = open_exported(path, backend, threads, precision)
+    if verify:
+        verify_graph(graph, repr(str(graph.source)))
     meta = graph.metadata
     part = meta.get(META + "part")
     if part in VQ_PARTS:
-        return _vq_on_exported_graphs(path, graph, backend, threads, precision, decoder)
+        return _vq_on_exported_graphs(path, graph, backend, threads, precision, decoder, verify)
     if decoder is not None:
         raise InputError(f"decoder= goes with an exported VQ prior; {str(path)!r} is a {part!r} graph, so load it "
                          "alone")
@@ -129,7 +138,7 @@ def _load_onnx(path: Path, backend: str, threads, precision: str, decoder: Path 
     return Model(info, GraphDecoder(graph, repr(str(graph.source)), info.value_range), precision=graph.precision)
 
 
-def _load_plan(path: Path, backend: str) -> Model:
+def _load_plan(path: Path, backend: str, verify: bool = False) -> Model:
     if backend != "tensorrt":
         raise BackendUnavailable(f"{str(path)!r} is a TensorRT engine; it runs only on backend='tensorrt'")
     from .trt_backend import TrtGraph, read_engine_sidecar, sidecar_metadata
@@ -141,9 +150,12 @@ def _load_plan(path: Path, backend: str) -> Model:
                                  "yet; run the exported .onnx on onnxruntime or openvino")
     info = from_onnx_metadata(meta, path)
     precision = sidecar.get("metadata", {}).get("precision", "fp32")
+    graph = TrtGraph(path, sidecar)
+    if verify:
+        verify_graph(graph, repr(str(path)))
     if meta.get(META + "part") == "filter":
-        return Model(info, None, filter_graph=TrtGraph(path, sidecar), precision=precision)
-    return Model(info, GraphDecoder(TrtGraph(path, sidecar), repr(str(path)), info.value_range), precision=precision)
+        return Model(info, None, filter_graph=graph, precision=precision)
+    return Model(info, GraphDecoder(graph, repr(str(path)), info.value_range), precision=precision)
 
 
 def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: Path | None = None) -> LoadedModel:
@@ -241,7 +253,7 @@ def _vq_graph_facts(meta: dict[str, str], path: Path) -> dict:
 
 
 def _vq_on_exported_graphs(path: Path, graph: BackendGraph, backend: str, threads: int | None, precision: str,
-                           decoder_path: Path | None) -> VQModel:
+                           decoder_path: Path | None, verify: bool = False) -> VQModel:
     """An exported VQ decoder (`codes` -> `image`), or a prior's step graph ((token, position, cache) -> (logits,
     kv)) with its decoder beside it, opened on the same backend at the same precision.
 
@@ -260,6 +272,8 @@ def _vq_on_exported_graphs(path: Path, graph: BackendGraph, backend: str, thread
                              "decoder, `load(PRIOR_ONNX, decoder=DECODER_ONNX)` (`latentforge sample PRIOR_ONNX "
                              "--decoder DECODER_ONNX`), made by `latentforge export PRIOR_CKPT --part decoder`")
         decoder, prior = open_exported(decoder_path, backend, threads, precision), graph
+        if verify:
+            verify_graph(decoder, repr(str(decoder.source)))
         dmeta = decoder.metadata
         if dmeta.get(META + "part") != "vq_decoder":
             raise InputError(f"decoder {str(decoder_path)!r} is not a VQ decoder graph (latentforge.part="

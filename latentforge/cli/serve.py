@@ -21,8 +21,8 @@ def cmd_serve(args) -> None:
         return _serve_on_ray(args, dict(zip(names, args.models)), limits)
     if args.replicas is not None or args.autoscale is not None or args.address is not None:
         raise InputError("--replicas, --autoscale and --address are Ray Serve options; add --ray")
-    models = {name: load(path, backend=args.backend, precision=args.precision, threads=args.threads)
-              for name, path in zip(names, args.models)}
+    models = {name: load(path, backend=args.backend, precision=args.precision, threads=args.threads,
+                         verify=not args.no_verify) for name, path in zip(names, args.models)}
     print(f"serving {', '.join(models)} on http://{args.host}:{args.port} (ready once /readyz says so)", flush=True)
     serve(Service(models, limits), host=args.host, port=args.port, token=args.token,
           cors_origins=args.cors_origin, log_level=args.log_level)
@@ -41,7 +41,7 @@ def _serve_on_ray(args, paths: dict, limits) -> None:
             raise InputError(f"model file {path} does not exist; on a cluster it must exist on every node")
     app = ray_app.application(paths, limits, replicas=args.replicas or 1, autoscale=args.autoscale,
                               token=args.token, cors_origins=args.cors_origin, backend=args.backend,
-                              precision=args.precision, threads=args.threads)
+                              precision=args.precision, threads=args.threads, verify=not args.no_verify)
     where = f"the Ray cluster at {args.address}" if args.address else "a local Ray instance"
     print(f"serving {', '.join(paths)} through Ray Serve on {where}, http://{args.host}:{args.port} "
           "(Ctrl-C stops)", flush=True)
@@ -90,6 +90,9 @@ def add_commands(sub) -> None:
     p.add_argument("--token", help="bearer token required on /v1 routes and the WebSocket")
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                    help="allow browser pages from this origin (repeatable); CORS is off without it")
+    p.add_argument("--no-verify", action="store_true",
+                   help="serve an exported graph without first checking it reproduces its golden output "
+                        "(files exported before latentforge wrote one)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     ray = p.add_argument_group("Ray Serve", "the same app deployed through Ray Serve (pip install 'latentforge[ray]')")
     ray.add_argument("--ray", action="store_true", help="deploy through Ray Serve instead of one uvicorn process")

@@ -1,6 +1,6 @@
 """`latentforge serve`: the runtime as a real-time HTTP and WebSocket service.
 
-    service = Service({"faces_vae": latentforge.load("faces_vae.onnx")}, Limits(max_queue=64))
+    service = Service({"faces_vae": latentforge.load("faces_vae.onnx", verify=True)}, Limits(max_queue=64))
     app = create_app(service, token=None)      # a FastAPI app: uvicorn here, or a Ray Serve ingress
     serve(service, host="127.0.0.1", port=8000)
 
