@@ -37,7 +37,9 @@ class Filter(nn.Module):
     """The real-time filter in one graph: camera bytes in, display bytes out.
 
     frame uint8 [N, H, W, C], offset float32 [N, D], temperature float32 [1], eps float32 [N, D]
-    -> frame_out uint8 [N, H, W, C]; z = mu + temperature * exp(logvar / 2) * eps + offset.
+    -> frame_out uint8 [N, H, W, C], finite uint8 [N]; z = mu + temperature * exp(logvar / 2) * eps + offset.
+    `finite` is 1 where the decoded image held no NaN/Inf: uint8 cannot carry a NaN, so the runtime's NaN
+    guard reads it (runtime/nan_guard.py).
     The byte conversions are latentforge.images.from_uint8 / to_uint8 op for op: scale then
     shift in, shift then scale out, round half to even, NaN -> 0, clamp to 0..255.
     """
@@ -52,10 +54,13 @@ class Filter(nn.Module):
         x = frame.permute(0, 3, 1, 2).to(torch.float32) * scale_in + self.lo
         mu, logvar = self.model.encode(x)
         z = mu + temperature * torch.exp(0.5 * logvar) * eps + offset
-        y = (self.model.decode(z) - self.lo) * (255.0 / (self.hi - self.lo))
+        decoded = self.model.decode(z)
+        # x - x is NaN exactly where x is NaN or +-Inf (IsInf takes no fp16 before opset 20; Sub and IsNaN do)
+        finite = (~torch.isnan(decoded - decoded)).flatten(1).all(1).to(torch.uint8)
+        y = (decoded - self.lo) * (255.0 / (self.hi - self.lo))
         y = torch.where(torch.isnan(y), torch.zeros_like(y), y)
         y = torch.clamp(torch.round(y), 0.0, 255.0).to(torch.uint8)
-        return y.permute(0, 2, 3, 1)
+        return y.permute(0, 2, 3, 1), finite
 
 
 def _own_images(source: Source, n: int, seed: int | None) -> np.ndarray:
@@ -106,7 +111,8 @@ def filter_part(source: Source) -> Part:
                 "eps": latents(n, source.latent_dim, None if seed is None else seed + 1)}
 
     # Bytes agree to one step: float rounding may flip a .5 either way.
-    return Part("filter", Filter(source.model, source.value_range), make, ["frame_out"], {"frame_out": 255.0},
+    return Part("filter", Filter(source.model, source.value_range), make, ["frame_out", "finite"],
+                {"frame_out": 255.0, "finite": 1.0},
                 source.metadata("filter"), fixed=("temperature",), atol=1.0, rtol=0.0)
 
 

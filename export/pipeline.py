@@ -97,12 +97,13 @@ def openvino_bf16_runner(graph: bytes):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         path.write_bytes(graph)
-        compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
-    names = [output.get_any_name() for output in compiled.outputs]
+        model = core.read_model(str(path))
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    names = [output.get_any_name() for output in model.outputs]   # compiling may merge a tensor's names
 
     def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = compiled(feed)
-        return {name: result[compiled.output(name)] for name in names}
+        return {name: result[i] for i, name in enumerate(names)}
 
     return run
 

@@ -137,8 +137,8 @@ class Filter:
         temperature, offset = self._temperature, self._offset
         eps = self._zeros if temperature[0] == 0 else self._rng.standard_normal(offset.shape, np.float32)
         if self._graph is not None:
-            out = self._graph.run({"frame": small[None], "offset": offset, "temperature": temperature,
-                                   "eps": eps})[0][0]
+            out = self.model.run_filter({"frame": small[None], "offset": offset, "temperature": temperature,
+                                         "eps": eps})[0]   # the graph's frame_out, under the NaN guard
         else:
             mu, logvar = self.model.encode(small[None])
             out = self.model.decode(mu + temperature[0] * np.exp(0.5 * logvar) * eps + offset)[0]

@@ -2,8 +2,9 @@
 
 Contract (the one `latentforge export --part filter` writes, from the same Part: export/parts.py,
 `filter_part`): inputs `frame` uint8 [N, H, W, C] at the model's size, `offset` float32 [N, D],
-`temperature` float32 [1], `eps` float32 [N, D]; output `frame_out` uint8 [N, H, W, C]. Inside: to the
-value range, encode, z = mu + temperature * sigma * eps + offset, decode, back to uint8 (NaN -> 0).
+`temperature` float32 [1], `eps` float32 [N, D]; outputs `frame_out` uint8 [N, H, W, C] and `finite` uint8 [N]
+(1 where the decoded image held no NaN/Inf, for the NaN guard). Inside: to the value range, encode,
+z = mu + temperature * sigma * eps + offset, decode, back to uint8 (NaN -> 0).
 One graph means one runtime call per frame and no float image ever crosses into Python; the graph is
 checked against the Part's PyTorch module before it is returned.
 """

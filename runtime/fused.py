@@ -99,7 +99,10 @@ class PlainDecoder(nn.Module):
         return self.model.decode(z)
 
     def images(self, z: torch.Tensor) -> torch.Tensor:
-        return ops.to_uint8_image_ref(self(z), *self.value_range)
+        return self.to_images(self(z))
+
+    def to_images(self, y: torch.Tensor) -> torch.Tensor:
+        return ops.to_uint8_image_ref(y, *self.value_range)
 
 
 def fused_or_plain(model: nn.Module, value_range: tuple[float, float]) -> nn.Module:
@@ -156,5 +159,9 @@ class FusedDecoder(nn.Module):
         return self.body(self.head(z))
 
     def images(self, z: torch.Tensor) -> torch.Tensor:
-        _, to_uint8_image = self.kernels(z.device)
-        return to_uint8_image(self(z), *self.value_range)
+        return self.to_images(self(z))
+
+    def to_images(self, y: torch.Tensor) -> torch.Tensor:
+        """float image -> uint8 NHWC in one `to_uint8_image` (which writes NaN as 0: Model checks before)."""
+        _, to_uint8_image = self.kernels(y.device)
+        return to_uint8_image(y, *self.value_range)

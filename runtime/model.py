@@ -14,16 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from latentforge.errors import CheckpointError, InputError, NumericalError
+from latentforge.errors import CheckpointError, InputError
 from latentforge.images import from_uint8, to_uint8
 from latentforge.latents import latents
 
 from .artifact import ArtifactInfo
-from .graphs import export_filter_graph
+from .graphs import GraphDecoder, export_filter_graph
+from .nan_guard import NanGuard, graph_at, nonfinite_rows
 from .protocols import BackendGraph, Decoder
-
-
-LADDER = ("int8", "fp16", "bf16", "fp32")   # the NaN guard's order of precisions, lowest first
 
 
 class BatchRouted:
@@ -33,14 +31,14 @@ class BatchRouted:
         self.sizes, self.decoders = sizes, decoders
         self.name, self.threads, self.precision, self.source = own.name, own.threads, own.precision, own.source
 
-    def _for(self, n: int) -> Decoder:
+    def for_batch(self, n: int) -> Decoder:
         return self.decoders[max(bisect.bisect_right(self.sizes, n) - 1, 0)]
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
-        return self._for(len(z))(z)
+        return self.for_batch(len(z))(z)
 
     def images(self, z: np.ndarray) -> np.ndarray:
-        return self._for(len(z)).images(z)
+        return self.for_batch(len(z)).images(z)
 
 
 class Model:
@@ -68,10 +66,12 @@ class Model:
         self._encoder = encoder
         self._filter_graph = filter_graph
         self._filter_lock = threading.Lock()
-        self._format = info.format
-        self._guard_lock = threading.Lock()
-        self._fallbacks: dict[str, Decoder | None] = {}
-        self.nonfinite_recomputed = 0   # calls whose NaN/Inf rows the guard recomputed at a higher precision
+        self._guard = NanGuard()
+
+    @property
+    def nonfinite_recomputed(self) -> int:
+        """Calls whose NaN/Inf rows the NaN guard recomputed at a higher precision (decode and filter alike)."""
+        return self._guard.count
 
     def route_batches(self, models: dict[int, Model]) -> None:
         """Decode each call on the model tuned for the largest batch size <= its N (the smallest for fewer).
@@ -121,10 +121,15 @@ class Model:
         if self._decoder is None:
             raise InputError(f"{str(self.path)!r} is a filter graph (frames in, frames out), not a decoder; "
                              "run it with latentforge.Filter(model), or load the decoder .onnx to decode latents")
+        decoder = self._decoder
+        if isinstance(decoder, BatchRouted):   # the guard climbs from the precision of the decoder that runs
+            decoder = decoder.for_batch(len(z))
         try:
-            if images and self._decoder.name == "torch" and self.precision == "fp32":
-                return self._decoder.images(z)   # the fused to_uint8_image op; fp32 has no higher precision to retry
-            out = self._finite(z, self._decoder(z))
+            if images and decoder.name == "torch" and decoder.precision == "fp32":
+                out, finite = decoder.checked_images(z)   # the fused uint8 op, and whether its float input was finite
+                if finite:
+                    return out
+            out = self._finite(decoder, z, decoder(z))
         except MemoryError:
             raise InputError(f"decoding {len(z)} latents at once ran out of memory; decode fewer at a time") from None
         if images:
@@ -134,54 +139,50 @@ class Model:
             return to_uint8(out, self.value_range)
         return out
 
-    def _finite(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """The NaN guard: rows of `out` holding NaN/Inf are recomputed at the next higher precision that this
-        model has (fp16/int8 -> bf16 -> fp32), and the call is counted in `nonfinite_recomputed`; a row still
-        not finite at the top is a NumericalError, never a black image."""
-        # NaN and Inf propagate into a float64 sum, which finite float32 entries cannot overflow
-        if math.isfinite(float(out.sum(dtype=np.float64))):
-            return out
-        rows = np.flatnonzero(~np.isfinite(out.reshape(len(out), -1)).all(axis=1))
-        tried = [self.precision]
-        higher = LADDER[LADDER.index(self.precision) + 1:] if self.precision in LADDER else ()
-        with self._guard_lock:
-            self.nonfinite_recomputed += bool(higher)
-        for precision in higher:
-            decoder = self._decoder_at(precision)
-            if decoder is None:
-                continue
-            out = np.array(out)   # a backend's output may be read-only
-            out[rows] = decoder(np.ascontiguousarray(z[rows]))
-            tried.append(precision)
-            rows = rows[~np.isfinite(out[rows].reshape(len(rows), -1)).all(axis=1)]
-            if not rows.size:
-                return out
-        raise NumericalError(f"decoding z[{int(rows[0])}] gave NaN/Inf at {' and '.join(tried)} "
-                             f"({len(rows)} of {len(z)} latents); the latent is far outside the prior (largest "
-                             f"|z| {float(np.abs(z[rows]).max()):.3g}) or the weights are damaged: check the model "
-                             "with `latentforge evaluate`")
+    def _finite(self, decoder: Decoder, z: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The NaN guard (runtime/nan_guard.py) over one decode."""
+        def failure(rows: np.ndarray, tried: list[str]) -> str:
+            return (f"decoding z[{int(rows[0])}] gave NaN/Inf at {' and '.join(tried)} ({len(rows)} of {len(z)} "
+                    f"latents); the latent is far outside the prior (largest |z| {float(np.abs(z[rows]).max()):.3g}) "
+                    "or the weights are damaged: check the model with `latentforge evaluate`")
 
-    def _decoder_at(self, precision: str) -> Decoder | None:
-        """This model's decoder at `precision`, opened on first use, or None when it has none there."""
-        with self._guard_lock:
-            if precision not in self._fallbacks:
-                self._fallbacks[precision] = self._open_at(precision)
-            return self._fallbacks[precision]
+        def run_at(precision: str):
+            higher = self._decoder_at(decoder, precision)
+            return None if higher is None else (lambda feeds: [higher(feeds["z"])])
 
-    def _open_at(self, precision: str) -> Decoder | None:
-        if self._decoder.name == "torch":
+        return self._guard.repair(decoder.precision, {"z": z}, [out], lambda o: nonfinite_rows(o[0]), run_at,
+                                  ("decoder", decoder.name, decoder.precision), failure)[0]
+
+    def _decoder_at(self, decoder: Decoder, precision: str) -> Decoder | None:
+        """`decoder` at a higher `precision`, or None when this model has none there."""
+        if decoder.name == "torch":
             from .torch_backend import TorchDecoder
 
-            return TorchDecoder(self._decoder.module, self.threads, precision, value_range=self.value_range)
-        if self._format != "onnx" or self.backend not in ("onnxruntime", "openvino"):
-            return None   # a checkpoint exported in memory runs fp32 already; a TensorRT plan has one precision
-        from .graphs import GraphDecoder, open_exported
+            return TorchDecoder(decoder.module, self.threads, precision, value_range=self.value_range)
+        graph = graph_at(decoder.graph, precision, self.threads)
+        return None if graph is None else GraphDecoder(graph, repr(str(graph.source)), self.value_range)
 
-        try:
-            graph = open_exported(self.path, self.backend, self.threads, precision)
-        except CheckpointError:   # no variant file at this precision
-            return None
-        return GraphDecoder(graph, repr(str(graph.source)), self.value_range)
+    def run_filter(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The filter graph's `frame_out` for `feeds`, under the NaN guard: a graph exported with the `finite`
+        output (one flag per frame: its decoded image held no NaN/Inf) has the frames it flags recomputed at a
+        higher precision, since uint8 cannot carry a NaN; an older graph without it runs unguarded."""
+        graph = self.filter_graph()
+        outputs = graph.run(feeds)
+        if len(outputs) < 2:
+            return outputs[0]
+        frames = len(outputs[0])
+
+        def failure(rows: np.ndarray, tried: list[str]) -> str:
+            return (f"the filter gave NaN/Inf for frame {int(rows[0])} at {' and '.join(tried)} ({len(rows)} of "
+                    f"{frames} frames); an edit offset far outside the prior, or damaged weights: check the model "
+                    "with `latentforge evaluate`")
+
+        def run_at(precision: str):
+            higher = graph_at(graph, precision, self.threads)
+            return None if higher is None else higher.run
+
+        return self._guard.repair(graph.precision, feeds, outputs, lambda o: np.flatnonzero(o[1] == 0), run_at,
+                                  ("filter", graph.name, graph.precision), failure)[0]
 
     def encode(self, images) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [N, H, W, C] -> (mu, logvar), float32 [N, D] each. VAE checkpoints only."""

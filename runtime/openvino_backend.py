@@ -70,8 +70,10 @@ class OvGraph:
         # fp16/int8 are the exporter's variant graphs, run as they are; bf16 is whatever the hint achieved
         compiled_as = hint_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.precision = ("bf16" if compiled_as == "bf16" else "fp32") if precision == "bf16" else precision
-        self.input_names = [i.get_any_name() for i in self.compiled.inputs]
-        self.output_names = [o.get_any_name() for o in self.compiled.outputs]
+        # the graph's own names, read before compiling: the compiled model may merge a tensor's names (the
+        # filter graph's `finite` came out as "/Not_2_output_0"); its outputs keep the graph's order
+        self.input_names = [i.get_any_name() for i in model.inputs]
+        self.output_names = [o.get_any_name() for o in model.outputs]
         self._metadata = _metadata(model)
         self._local = threading.local()
 

@@ -64,6 +64,7 @@ class LoadedModel(Protocol):
     codebook_size: int              # > 0: a VQ model
     latent_dim: int
     has_encoder: bool
+    nonfinite_recomputed: int       # calls the NaN guard recomputed at a higher precision (runtime/nan_guard.py)
 
     def sample(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray: ...
 

@@ -110,10 +110,18 @@ class TorchDecoder:
         with self._autocast():
             return self.fused.images(z)
 
-    def _run(self, name: str, fn, z: np.ndarray) -> np.ndarray:
+    def _checked_images(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._autocast():
+            y = self.fused(z)
+            # NaN and Inf propagate into the sum; a finite image whose sum overflows only costs the guarded retry
+            return self.fused.to_images(y), torch.isfinite(y.float().sum())
+
+    def _run(self, name: str, fn, z: np.ndarray):
         with thread_count(self._threads), torch.inference_mode():
             zt = _tensor(z)
             out = self._graphs.run(name, fn, zt) if self._graphs else fn(zt.to(self.device))
+            if isinstance(out, tuple):
+                return tuple(t.contiguous().cpu().numpy() for t in out)
             return out.contiguous().cpu().numpy()
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
@@ -121,6 +129,12 @@ class TorchDecoder:
 
     def images(self, z: np.ndarray) -> np.ndarray:
         return self._run("images", self._images, z)
+
+    def checked_images(self, z: np.ndarray) -> tuple[np.ndarray, bool]:
+        """(`images(z)`, whether the float image they came from was finite): the NaN guard's view of the fused
+        uint8 path, whose conversion writes NaN as 0."""
+        images, finite = self._run("checked_images", self._checked_images, z)
+        return images, bool(finite)
 
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x float32 [N, C, H, W] in the value range -> (mu, logvar) float32 [N, D]."""

@@ -14,6 +14,7 @@ import numpy as np
 from latentforge.errors import InputError
 from latentforge.images import from_uint8, to_uint8
 
+from .nan_guard import NanGuard, graph_at, nonfinite_rows
 from .protocols import BackendGraph
 from .vq_sampling import StepLogits, sample_chunks
 
@@ -25,10 +26,11 @@ class VQModel:
     chosen_because = ""  # set by `load`
 
     def __init__(self, path: Path, kind: str, backend: str, facts: dict, decode, logits=None, encode=None,
-                 threads: int = 1, precision: str = "fp32", no_prior: str = ""):
+                 threads: int = 1, precision: str = "fp32", no_prior: str = "", decode_at=None):
         """`facts`: image_shape (H, W, C), value_range, codebook_size, code_grid (a side). `logits()` gives a fresh
         tokens -> logits function for one sampling run (it may keep state, e.g. a key/value cache). `no_prior`: what
-        `sample` says when there is no prior."""
+        `sample` says when there is no prior. `decode_at(precision)`: the decode at a higher precision, or None
+        (the NaN guard's ladder, runtime/nan_guard.py)."""
         self.path, self.kind, self.backend, self.threads, self.precision = Path(path), kind, backend, threads, precision
         self.image_shape = tuple(facts["image_shape"])
         self.value_range = tuple(facts["value_range"])
@@ -36,6 +38,13 @@ class VQModel:
         self.code_grid = int(facts["code_grid"])
         self.attributes: dict[str, np.ndarray] = {}
         self._decode, self._logits, self._encode, self._no_prior = decode, logits, encode, no_prior
+        self._decode_at = decode_at or (lambda precision: None)
+        self._guard = NanGuard()
+
+    @property
+    def nonfinite_recomputed(self) -> int:
+        """Decode calls whose NaN/Inf images the NaN guard recomputed at a higher precision."""
+        return self._guard.count
 
     # A VQ model has code grids where a VAE has latent vectors: say so instead of an AttributeError.
     def _no_latent(self, what: str):
@@ -80,8 +89,20 @@ class VQModel:
         if codes.min() < 0 or codes.max() >= self.codebook_size:
             raise InputError(f"codes must be in 0..{self.codebook_size - 1}, got {codes.min()}..{codes.max()}")
         codes = codes.astype(np.int64)
-        return np.concatenate([to_uint8(self._decode(codes[i:i + CHUNK]), self.value_range)
+        return np.concatenate([to_uint8(self._finite(codes[i:i + CHUNK]), self.value_range)
                                for i in range(0, len(codes), CHUNK)])
+
+    def _finite(self, codes: np.ndarray) -> np.ndarray:
+        def failure(rows: np.ndarray, tried: list[str]) -> str:
+            return (f"decoding code grid {int(rows[0])} gave NaN/Inf at {' and '.join(tried)} ({len(rows)} of "
+                    f"{len(codes)} grids); the weights are damaged: check the model with `latentforge evaluate`")
+
+        def run_at(precision: str):
+            decode = self._decode_at(precision)
+            return None if decode is None else (lambda feeds: [decode(feeds["codes"])])
+
+        return self._guard.repair(self.precision, {"codes": codes}, [self._decode(codes)],
+                                  lambda o: nonfinite_rows(o[0]), run_at, ("decoder",), failure)[0]
 
     def encode(self, images) -> np.ndarray:
         """uint8 [N, H, W, C] -> code grids int64 [N, h, w] (torch; checkpoints only)."""
@@ -107,6 +128,10 @@ def on_graphs(path: Path, kind: str, backend: str, facts: dict, decoder: Backend
     def decode(codes: np.ndarray) -> np.ndarray:
         return decoder.run({"codes": codes})[0]
 
+    def decode_at(precision: str):
+        graph = graph_at(decoder, precision, decoder.threads)
+        return None if graph is None else (lambda codes: graph.run({"codes": codes})[0])
+
     def run_step(token, position, cache):
         return prior.run({"token": token, "position": position, "cache": cache})
 
@@ -114,4 +139,4 @@ def on_graphs(path: Path, kind: str, backend: str, facts: dict, decoder: Backend
         return StepLogits(run_step, cache_shape)
 
     return VQModel(path, kind, backend, facts, decode, logits if prior is not None else None, encode,
-                   decoder.threads, decoder.precision, no_prior)
+                   decoder.threads, decoder.precision, no_prior, decode_at)

@@ -21,7 +21,7 @@ from latentforge.latents import latents
 from latentforge.models import reparam_numpy
 
 IO = {"decoder": (["z"], ["image"]), "encoder": (["image"], ["mu", "logvar"]),
-      "filter": (["frame", "offset", "temperature", "eps"], ["frame_out"])}
+      "filter": (["frame", "offset", "temperature", "eps"], ["frame_out", "finite"])}
 
 
 def _meta(path):
@@ -82,7 +82,7 @@ def test_filter_graph_contract_and_bytes_match_the_numpy_path(vae_checkpoint, tm
     types = {v.name: v.type.tensor_type for v in [*proto.graph.input, *proto.graph.output]}
     u8, f32 = onnx.TensorProto.UINT8, onnx.TensorProto.FLOAT
     assert {k: t.elem_type for k, t in types.items()} == {"frame": u8, "offset": f32, "temperature": f32,
-                                                         "eps": f32, "frame_out": u8}
+                                                         "eps": f32, "frame_out": u8, "finite": u8}
     dims = {k: [d.dim_value or d.dim_param for d in t.shape.dim] for k, t in types.items()}
     assert dims["frame"][1:] == [32, 32, 3] and dims["temperature"] == [1] and dims["eps"][1:] == [8]
     assert isinstance(dims["frame"][0], str) and dims["frame"][0] == dims["offset"][0] == dims["frame_out"][0]
@@ -93,7 +93,8 @@ def test_filter_graph_contract_and_bytes_match_the_numpy_path(vae_checkpoint, tm
     offset = rng.standard_normal((3, 8)).astype(np.float32)
     temperature = np.array([0.7], np.float32)
     eps = latents(3, 8)
-    got = _session(out).run(None, {"frame": frame, "offset": offset, "temperature": temperature, "eps": eps})[0]
+    got, finite = _session(out).run(None, {"frame": frame, "offset": offset, "temperature": temperature, "eps": eps})
+    assert finite.dtype == np.uint8 and finite.tolist() == [1, 1, 1]   # the NaN guard's flag: every frame finite
     with torch.inference_mode():
         mu, logvar = (t.numpy() for t in model.encode(torch.from_numpy(from_uint8(frame, info.value_range))))
         z = reparam_numpy(mu, logvar, temperature[0] * eps) + offset

@@ -145,7 +145,7 @@ def test_auto_runs_the_records_winner_per_batch(own_onnx):
     assert plain.chosen_because == "backend='onnxruntime' was asked for"
     np.testing.assert_allclose(model.decode_float(z), plain.decode_float(z), atol=1e-5)   # routed to onnxruntime
     np.testing.assert_allclose(model.decode_float(z[:1]), plain.decode_float(z[:1]), atol=1e-4)  # to openvino
-    assert model._decoder._for(1).name == "openvino" and model._decoder._for(9).name == "onnxruntime"
+    assert model._decoder.for_batch(1).name == "openvino" and model._decoder.for_batch(9).name == "onnxruntime"
 
 
 @pytest.mark.parametrize("change, needle", [({"cpu": "Intel Xeon Platinum 8481C"}, "cpu 'Intel Xeon Platinum"),

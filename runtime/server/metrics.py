@@ -3,6 +3,7 @@ Ray Serve replica beside a local one) never collide in prometheus-client's globa
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -25,5 +26,24 @@ class Metrics:
                               ["outcome"], registry=r)
         self.streams = Gauge("latentforge_streams", "open filter streams", registry=r)
 
+    def watch_guards(self, models: dict) -> None:
+        """Export each served model's NaN-guard count (runtime/nan_guard.py), read from the model at scrape time."""
+        self.registry.register(_GuardCounts(models))
+
     def text(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _GuardCounts:
+    """latentforge_nonfinite_recomputed_total{model}: calls whose NaN/Inf rows the NaN guard recomputed at a higher
+    precision. The model keeps the count (decode, sample and the filter all add to it); this only reports it."""
+
+    def __init__(self, models: dict) -> None:
+        self.models = models
+
+    def collect(self):
+        family = CounterMetricFamily("latentforge_nonfinite_recomputed", "calls whose NaN/Inf rows the NaN guard "
+                                     "recomputed at a higher precision, by model", labels=["model"])
+        for name, served in self.models.items():
+            family.add_metric([name], served.model.nonfinite_recomputed)
+        yield family

@@ -85,9 +85,9 @@ class ServedModel:
 
     def _filter_rows(self, rows: np.ndarray) -> np.ndarray:
         self.metrics.batch_size.labels(self.name, "filter").observe(len(rows))
-        return self.graph.run({"frame": np.ascontiguousarray(rows["frame"]),
-                               "offset": np.ascontiguousarray(rows["offset"]),
-                               "temperature": np.ones(1, np.float32), "eps": np.ascontiguousarray(rows["eps"])})[0]
+        return self.model.run_filter({"frame": np.ascontiguousarray(rows["frame"]),
+                                      "offset": np.ascontiguousarray(rows["offset"]),
+                                      "temperature": np.ones(1, np.float32), "eps": np.ascontiguousarray(rows["eps"])})
 
     def close(self) -> None:
         for batcher in (self.decoder, self.frames):
@@ -106,6 +106,7 @@ class Service:
         self.metrics = Metrics()
         self.models = {name: ServedModel(name, model, self.limits, self.metrics, batcher)
                        for name, model in models.items()}
+        self.metrics.watch_guards(self.models)
         self.ready = False
         self.draining = False
         self.startup_error: str | None = None
@@ -168,8 +169,8 @@ def check_model(served: ServedModel) -> None:
     if served.frames is not None:
         rows = served.frame_rows(1)
         rows["frame"] = np.random.default_rng(0).integers(0, 256, rows["frame"].shape, dtype=np.uint8)
-        direct = served.graph.run({"frame": rows["frame"], "offset": rows["offset"],
-                                   "temperature": np.zeros(1, np.float32), "eps": rows["eps"]})[0]
+        direct = served.model.run_filter({"frame": rows["frame"], "offset": rows["offset"],
+                                          "temperature": np.zeros(1, np.float32), "eps": rows["eps"]})
         if not np.array_equal(served.frames(rows), direct):
             raise InputError(f"{served.name}: the batched filter step differs from a direct one")
 
