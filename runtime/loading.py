@@ -89,12 +89,12 @@ def load(path: str | os.PathLike, backend: str = "auto", threads: int | None = N
 
 
 def _load_on(path: Path, backend: str, threads, precision: str, decoder: Path | None = None,
-             graph: Path | None = None, verify: bool = False) -> LoadedModel:
+             graph: Path | None = None, verify: bool = False, mode: str = "fused") -> LoadedModel:
     if is_plan(path):
         return _load_plan(path, backend, verify)
     if is_onnx(path):
         return _load_onnx(path, backend, threads, precision, decoder, verify)
-    return _load_checkpoint(path, backend, threads, precision, graph)
+    return _load_checkpoint(path, backend, threads, precision, graph, mode)
 
 
 def _load_tuned(path: Path, threads, verify: bool) -> LoadedModel | None:
@@ -106,13 +106,13 @@ def _load_tuned(path: Path, threads, verify: bool) -> LoadedModel | None:
         return None
     loaded = {}
     for w in record.winners.values():
-        if (w.backend, w.precision) not in loaded:
-            loaded[w.backend, w.precision] = _load_on(path, w.backend, threads, w.precision, graph=record.graph_path,
-                                                      verify=verify)
+        if w.engine not in loaded:
+            loaded[w.engine] = _load_on(path, w.backend, threads, w.precision, graph=record.graph_path,
+                                        verify=verify, mode=w.mode)
     first = record.winners[min(record.winners)]
-    model = loaded[first.backend, first.precision]
+    model = loaded[first.engine]
     if len(loaded) > 1:
-        model.route_batches({b: loaded[w.backend, w.precision] for b, w in record.winners.items()})
+        model.route_batches({b: loaded[w.engine] for b, w in record.winners.items()})
     model.chosen_because = record.because()
     return model
 
@@ -158,9 +158,10 @@ def _load_plan(path: Path, backend: str, verify: bool = False) -> Model:
     return Model(info, GraphDecoder(graph, repr(str(path)), info.value_range), precision=precision)
 
 
-def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: Path | None = None) -> LoadedModel:
+def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: Path | None = None,
+                     mode: str = "fused") -> LoadedModel:
     """`graph`: the decoder graph `tune` exported from this very checkpoint (its hash checked), opened instead of
-    exporting again."""
+    exporting again. `mode`: what the torch backend runs (runtime/torch_backend.MODES), as `tune` chose it."""
     if backend == "tensorrt":
         raise BackendUnavailable(f"{str(path)!r}: TensorRT runs engines; build one with the exporter and load "
                                  "its .plan")
@@ -186,7 +187,7 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: P
         graph = open_graph(backend, source, threads, label, precision)
         encoder = TorchDecoder(module, threads) if info.kind == "vae" else None
         return Model(info, GraphDecoder(graph, label, info.value_range), encoder, precision=graph.precision)
-    decoder = TorchDecoder(module, threads, precision=precision, value_range=info.value_range)
+    decoder = TorchDecoder(module, threads, precision=precision, value_range=info.value_range, mode=mode)
     return Model(info, decoder, decoder if info.kind == "vae" else None, precision=precision)
 
 

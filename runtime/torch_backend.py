@@ -12,10 +12,14 @@ import torch
 
 from latentforge.errors import InputError
 
-from .fused import fused_or_plain
+from .fused import PlainDecoder, fused_or_plain
 
 NAME = "torch"
 PRECISIONS = ("fp32", "bf16")
+# fused: latentforge's fused ops; plain: the model's own decode (channels_last, autocast at bf16), which
+# oneDNN may run faster than the fused head on some CPUs; compile: the plain decode under torch.compile
+MODES = ("fused", "plain", "compile")
+COMPILE_BACKEND = "inductor"   # tests swap in "eager": the same dynamo tracing, without minutes of C++ builds
 
 
 @contextmanager
@@ -73,24 +77,33 @@ class TorchDecoder:
 
     precision "bf16" runs the convolutions under bf16 autocast (the head and the uint8 conversion stay fp32):
     fast on CPUs with AMX or AVX-512-BF16 and on GPUs; on other CPUs torch emulates bf16 and it is slower.
+    `mode` (MODES) is what runs: the fused ops, the plain module, or the plain module under torch.compile
+    (`latentforge tune` times all three and keeps the fastest that passes its gate).
     """
 
     name = NAME
     source = None  # no ONNX graph: the module itself runs
 
     def __init__(self, model: torch.nn.Module, threads: int | None = None, precision: str = "fp32",
-                 device: str | torch.device | None = None, value_range: tuple[float, float] = (0.0, 1.0)) -> None:
+                 device: str | torch.device | None = None, value_range: tuple[float, float] = (0.0, 1.0),
+                 mode: str = "fused") -> None:
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+        self.mode = mode
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.precision = precision
         # channels_last runs the transposed convolutions on oneDNN's NHWC kernels: measured 1.3-1.5x faster than
         # NCHW for the 64px VAE at batch 1..128 on this 2-core CPU. Converts `model` in place: it is ours now.
         self.module = model.eval().to(self.device, memory_format=torch.channels_last)
-        self.fused = fused_or_plain(self.module, value_range).eval().to(self.device, memory_format=torch.channels_last)
+        runner = fused_or_plain(self.module, value_range) if mode == "fused" else PlainDecoder(self.module, value_range)
+        self.fused = runner.eval().to(self.device, memory_format=torch.channels_last)
+        self._forward = torch.compile(self.fused, backend=COMPILE_BACKEND) if mode == "compile" else self.fused
         self.threads = threads or torch.get_num_threads()
         self._threads = threads
-        self._graphs = CudaGraphs(self.device) if self.device.type == "cuda" else None
+        # torch.compile keeps its own graphs; capturing its calls in ours would record its guards, not the kernels
+        self._graphs = CudaGraphs(self.device) if self.device.type == "cuda" and mode != "compile" else None
 
     def _autocast(self):
         if self.precision == "bf16":
@@ -104,15 +117,15 @@ class TorchDecoder:
 
     def _float(self, z: torch.Tensor) -> torch.Tensor:
         with self._autocast():
-            return self.fused(z).float()
+            return self._forward(z).float()
 
     def _images(self, z: torch.Tensor) -> torch.Tensor:
         with self._autocast():
-            return self.fused.images(z)
+            return self.fused.to_images(self._forward(z))
 
     def _checked_images(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with self._autocast():
-            y = self.fused(z)
+            y = self._forward(z)
             # NaN and Inf propagate into the sum; a finite image whose sum overflows only costs the guarded retry
             return self.fused.to_images(y), torch.isfinite(y.float().sum())
 

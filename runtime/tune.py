@@ -1,13 +1,16 @@
 """`tune(path)`: time every engine this machine offers for one model, keep the fastest correct one per batch size.
 
 Candidates are the (backend, precision) pairs `latentforge.load` can run the artifact on here:
-onnxruntime fp32, OpenVINO f32 and its bf16 hint, torch fp32 and bf16 (channels_last, for a checkpoint),
-and the exporter's fp16/int8/bf16 variant files found beside an `.onnx`. bf16 candidates need bf16 units
-(AVX512_BF16 or AMX, from runtime/machine.py): elsewhere bf16 is emulated hundreds of times slower than
-fp32 and timing it would spend the whole budget. Each candidate first passes a gate (PSNR >= `min_psnr`
-against the fp32 reference, on fresh latents: plain PyTorch for a checkpoint, onnxruntime fp32 for an
-`.onnx`), then all are timed side by side, twice in alternation, per batch size, and the faster round
-counts. The record (runtime/tune_record.py) keeps each batch size's winner.
+onnxruntime fp32, OpenVINO f32 and its bf16 hint, and the exporter's fp16/int8/bf16 variant files found beside
+an `.onnx`; for a checkpoint, torch fp32 and bf16 on the fused ops, the plain module at bf16 (autocast and
+channels_last, no fused op: what a user would write) and the plain module under torch.compile, fp32 and bf16
+(compiled on its first call, in the gate, and again for a second batch size, in the warm-up: both untimed, but
+they count in what tuning takes). bf16 candidates need bf16 units (AVX512_BF16 or AMX, from runtime/machine.py):
+elsewhere bf16 is emulated hundreds of times slower than fp32 and timing it would spend the whole budget.
+Each candidate first passes a gate (PSNR >= `min_psnr` against the fp32 reference, on fresh latents: plain
+PyTorch for a checkpoint, onnxruntime fp32 for an `.onnx`), then all are timed side by side, twice in
+alternation, per batch size, and the faster round counts. The record (runtime/tune_record.py) keeps each
+batch size's winner.
 """
 from __future__ import annotations
 
@@ -39,10 +42,18 @@ class Candidate:
     backend: str
     precision: str
     run: Callable[[np.ndarray], np.ndarray]   # z float32 [N, D] -> float32 image [N, C, H, W]
+    mode: str = "fused"                       # torch: runtime/torch_backend.MODES
 
     @property
     def label(self) -> str:
-        return f"{self.backend} {self.precision}"
+        return Winner(self.backend, self.precision, 0.0, 0.0, self.mode).label
+
+
+def compile_available() -> bool:
+    """Whether torch.compile can build CPU kernels here: inductor compiles C++ with the system's compiler."""
+    import shutil
+
+    return any(shutil.which(cc) for cc in ("cc", "gcc", "clang", "g++"))
 
 
 def psnr_db(out: np.ndarray, reference: np.ndarray, peak: float) -> float:
@@ -82,13 +93,13 @@ def candidates(path: Path, facts: Hardware, threads: int | None) -> Field:
     found, rejected = [], {}
     no_bf16 = "no bf16 units on this CPU (AVX512_BF16/AMX): emulated bf16 is far slower than fp32"
 
-    def add(backend: str, precision: str, make: Callable[[], Callable]) -> None:
-        label = f"{backend} {precision}"
+    def add(backend: str, precision: str, make: Callable[[], Callable], mode: str = "fused") -> None:
+        label = Winner(backend, precision, 0.0, 0.0, mode).label
         if precision == "bf16" and not facts.bf16_units and not (backend == "torch" and facts.gpu):
             rejected[label] = no_bf16
             return
         try:
-            found.append(Candidate(backend, precision, make()))
+            found.append(Candidate(backend, precision, make(), mode))
         except LatentforgeError as e:
             rejected[label] = str(e)
 
@@ -124,6 +135,19 @@ def candidates(path: Path, facts: Hardware, threads: int | None) -> Field:
 
     found.append(Candidate("torch", "fp32", reference_model.decode_float))
     add("torch", "bf16", lambda: load(path, "torch", threads, "bf16").decode_float)
+
+    def on_torch(precision: str, mode: str) -> Callable:
+        from .torch_backend import TorchDecoder
+
+        return TorchDecoder(load_checkpoint(path)[0], threads, precision, value_range=reference_model.value_range,
+                            mode=mode)
+
+    add("torch", "bf16", lambda: on_torch("bf16", "plain"), "plain")
+    if compile_available():
+        for precision in ("fp32", "bf16"):
+            add("torch", precision, lambda p=precision: on_torch(p, "compile"), "compile")
+    else:
+        rejected["torch fp32 compile"] = "torch.compile needs a C++ compiler (cc) on the PATH for its CPU kernels"
     exported = None   # the checkpoint's graph, exported (and parity-checked) once for both graph backends
     if installed("onnxruntime"):
         def on_onnxruntime():
@@ -212,7 +236,7 @@ def tune(path, batches=(1, 16, 128), min_psnr: float = 40.0, seconds: float = 20
         timings[batch] = time_side_by_side(found, latents(batch, dim, seed=0), share)
         label = min(timings[batch], key=timings[batch].get)
         best = next(c for c in found if c.label == label)
-        winners[batch] = Winner(best.backend, best.precision, timings[batch][label], psnr[label])
+        winners[batch] = Winner(best.backend, best.precision, timings[batch][label], psnr[label], best.mode)
     record = TuneRecord(record_key(path, facts), winners, float(min_psnr), timings, rejected,
                         time.perf_counter() - start)
     graph = field.graph if any(w.backend != "torch" for w in winners.values()) else None

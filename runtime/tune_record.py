@@ -34,6 +34,15 @@ class Winner:
     precision: str
     p50_ms: float
     psnr_db: float       # against fp32 on fresh latents; inf where bit-identical
+    mode: str = "fused"  # torch only: fused ops, the plain module, or the plain module compiled
+
+    @property
+    def engine(self) -> tuple[str, str, str]:
+        return self.backend, self.precision, self.mode
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.precision}" + ("" if self.mode == "fused" else f" {self.mode}")
 
 
 @dataclass
@@ -71,7 +80,7 @@ class TuneRecord:
         return self.winners[below[-1] if below else sizes[0]]
 
     def because(self) -> str:
-        per_batch = ", ".join(f"batch {b}: {w.backend} {w.precision} {w.p50_ms:.3g} ms"
+        per_batch = ", ".join(f"batch {b}: {w.label} {w.p50_ms:.3g} ms"
                               f"{'' if w.psnr_db == float('inf') else f' ({w.psnr_db:.0f} dB)'}"
                               for b, w in sorted(self.winners.items()))
         return f"tuning record for this machine: fastest measured {per_batch}"

@@ -78,7 +78,8 @@ def test_bf16_candidates_only_with_bf16_units(own_checkpoint, own_onnx):
     found, rejected = field.found, field.rejected
     assert field.graph is not None   # exported once, for onnxruntime and OpenVINO alike
     labels = [c.label for c in found]
-    assert labels[:3] == ["torch fp32", "torch bf16", "onnxruntime fp32"] and "torch bf16" not in rejected
+    assert labels[:6] == ["torch fp32", "torch bf16", "torch bf16 plain", "torch fp32 compile", "torch bf16 compile",
+                          "onnxruntime fp32"] and "torch bf16" not in rejected
     # OpenVINO decides for itself: bf16 where this CPU really has the units, else it says it compiled f32
     assert "openvino bf16" in labels or "compiled fp32" in rejected["openvino bf16"]
 
@@ -194,3 +195,54 @@ def test_a_checkpoints_record_keeps_its_graph_so_loading_skips_the_export(own_ch
     np.testing.assert_allclose(model.decode_float(z), load(own_checkpoint, "torch").decode_float(z), atol=1e-4)
     graph.write_bytes(exported + b"\0")   # not the graph the record names: exported again, not trusted
     assert isinstance(load(own_checkpoint).onnx_source, bytes)
+
+
+def test_torch_plain_and_compiled_candidates_follow_the_bf16_units(own_checkpoint):
+    on_epyc = candidates(own_checkpoint, EPYC, 1)
+    labels = [c.label for c in on_epyc.found]
+    assert "torch fp32 compile" in labels and "torch bf16 plain" not in labels and "torch bf16 compile" not in labels
+    assert "no bf16 units" in on_epyc.rejected["torch bf16 plain"] == on_epyc.rejected["torch bf16 compile"]
+
+
+@pytest.fixture
+def eager_compile(monkeypatch):
+    """torch.compile's tracing without inductor's C++ build (minutes on 2 cores): the plumbing is what is tested."""
+    from latentforge.runtime import torch_backend
+
+    monkeypatch.setattr(torch_backend, "COMPILE_BACKEND", "eager")
+
+
+@pytest.mark.parametrize("mode", ["plain", "compile"])
+def test_plain_and_compiled_torch_match_the_reference(vae_checkpoint, mode, eager_compile):
+    import torch
+
+    from latentforge.checkpoint import load_checkpoint
+    from latentforge.runtime.torch_backend import TorchDecoder
+
+    module, info = load_checkpoint(vae_checkpoint)
+    z = latents(5, module.config.latent_dim)
+    with torch.inference_mode():
+        expected = module.decode(torch.from_numpy(z)).numpy()
+    fp32 = TorchDecoder(load_checkpoint(vae_checkpoint)[0], 1, "fp32", value_range=info.value_range, mode=mode)
+    np.testing.assert_allclose(fp32(z), expected, atol=1e-5)
+    np.testing.assert_array_equal(fp32.images(z), load(vae_checkpoint, "torch").decode(z))
+    bf16 = TorchDecoder(load_checkpoint(vae_checkpoint)[0], 1, "bf16", value_range=info.value_range, mode=mode)
+    assert psnr_db(bf16(z), expected, 1.0) > 35
+    assert fp32.mode == bf16.mode == mode
+
+
+def test_a_plain_torch_winner_is_what_auto_loads(own_checkpoint, eager_compile):
+    record = _record(own_checkpoint, {1: Winner("torch", "bf16", 0.3, 70.0, "plain"),
+                                      8: Winner("torch", "fp32", 1.0, float("inf"), "compile")})
+    assert TuneRecord.from_json(json.loads(write_record(own_checkpoint, record).read_text())) == record
+    model = load(own_checkpoint)
+    assert "batch 1: torch bf16 plain" in model.chosen_because and "batch 8: torch fp32 compile" in model.chosen_because
+    assert model._decoder.for_batch(1).mode == "plain" and model._decoder.for_batch(8).mode == "compile"
+    z = latents(8, model.latent_dim, seed=2)
+    np.testing.assert_allclose(model.decode_float(z), load(own_checkpoint, "torch").decode_float(z), atol=1e-5)
+
+
+def test_a_record_from_before_modes_loads_the_fused_ops(own_onnx):
+    data = _record(own_onnx, {1: Winner("onnxruntime", "fp32", 0.2, float("inf"))}).to_json()
+    del data["winners"]["1"]["mode"]
+    assert TuneRecord.from_json(data).winners[1].mode == "fused"

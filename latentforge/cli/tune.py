@@ -18,7 +18,7 @@ def cmd_tune(args) -> None:
         row = ", ".join(f"{label} {ms:.3g} ms" for label, ms in sorted(timings.items(), key=lambda kv: kv[1]))
         print(f"batch {batch}: {row}")
     for batch, w in sorted(record.winners.items()):
-        print(f"winner at batch {batch}: {w.backend} {w.precision} ({w.p50_ms:.3g} ms p50, PSNR {w.psnr_db:.1f} dB)")
+        print(f"winner at batch {batch}: {w.label} ({w.p50_ms:.3g} ms p50, PSNR {w.psnr_db:.1f} dB)")
     print(f"tuned in {record.seconds:.1f} s; record written to {where}; `latentforge.load(MODEL)` now uses it")
 
 
