@@ -37,7 +37,7 @@ BATCHES = (1, 16, 128)
 
 def measure(path: Path, seconds: float, min_time: float, compile: bool) -> tuple[list[str], dict]:
     start = time.perf_counter()
-    record, _ = tune(path, BATCHES, seconds=seconds)
+    record, _ = tune(path, BATCHES, seconds=seconds, compile=compile)
     tune_s = time.perf_counter() - start
     start = time.perf_counter()
     model = latentforge.load(path)

@@ -11,7 +11,7 @@ def cmd_tune(args) -> None:
     facts = hardware()
     print(f"machine: {facts.summary()}")
     record, where = tune(args.model, batches=args.batch, min_psnr=args.min_psnr, seconds=args.seconds,
-                         threads=args.threads, facts=facts)
+                         threads=args.threads, facts=facts, compile=not args.no_compile)
     for label, why in record.rejected.items():
         print(f"left out {label}: {why}")
     for batch, timings in sorted(record.timings.items()):
@@ -31,5 +31,7 @@ def add_commands(sub) -> None:
                    help="a candidate must reach this PSNR against fp32 on fresh latents (default 40)")
     p.add_argument("--seconds", type=float, default=20.0, metavar="S",
                    help="timing budget shared by all candidates and batch sizes (default 20; loading is extra)")
+    p.add_argument("--no-compile", action="store_true",
+                   help="leave torch.compile out (it compiles for tens of seconds per batch size on a small CPU)")
     add_threads(p, "threads per engine (default: one per physical core)")
     p.set_defaults(func=cmd_tune)
