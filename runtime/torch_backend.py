@@ -12,13 +12,11 @@ import torch
 
 from latentforge.errors import InputError
 
+from .backends import TORCH_MODES as MODES
 from .fused import PlainDecoder, fused_or_plain
 
 NAME = "torch"
 PRECISIONS = ("fp32", "bf16")
-# fused: latentforge's fused ops; plain: the model's own decode (channels_last, autocast at bf16), which
-# oneDNN may run faster than the fused head on some CPUs; compile: the plain decode under torch.compile
-MODES = ("fused", "plain", "compile")
 COMPILE_BACKEND = "inductor"   # tests swap in "eager": the same dynamo tracing, without minutes of C++ builds
 
 

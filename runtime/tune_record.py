@@ -66,11 +66,15 @@ class TuneRecord:
 
     @classmethod
     def from_json(cls, data: dict) -> TuneRecord:
-        if data.get("format") != FORMAT:
-            raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
+        """The record in `data` (parsed JSON); ValueError (or KeyError, TypeError) for anything else."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"format {data.get('format') if isinstance(data, dict) else data!r:.40}, "
+                             f"expected {FORMAT}")
+        winners = {int(b): _winner(w) for b, w in dict(data["winners"]).items()}
+        if not winners or min(winners) < 1:
+            raise ValueError(f"winners for batch sizes {sorted(winners)[:4]}, expected one or more sizes >= 1")
         return cls(key=dict(data["key"]), min_psnr=float(data["min_psnr"]), seconds=float(data.get("seconds", 0)),
-                   winners={int(b): Winner(**w) for b, w in data["winners"].items()},
-                   timings={int(b): dict(t) for b, t in data.get("timings", {}).items()},
+                   winners=winners, timings={int(b): dict(t) for b, t in dict(data.get("timings", {})).items()},
                    rejected=dict(data.get("rejected", {})), graph_sha256=str(data.get("graph_sha256", "")))
 
     def winner_for(self, batch: int) -> Winner:
@@ -84,6 +88,17 @@ class TuneRecord:
                               f"{'' if w.psnr_db == float('inf') else f' ({w.psnr_db:.0f} dB)'}"
                               for b, w in sorted(self.winners.items()))
         return f"tuning record for this machine: fastest measured {per_batch}"
+
+
+def _winner(entry: dict) -> Winner:
+    """A winner as `tune` writes it: a known backend, precision and torch mode, and two numbers."""
+    from .backends import NAMES, PRECISIONS, TORCH_MODES
+
+    w = Winner(**dict(entry))
+    if w.backend not in NAMES or w.precision not in PRECISIONS or w.mode not in TORCH_MODES:
+        raise ValueError(f"winner {w.backend!r:.20} {w.precision!r:.20} {w.mode!r:.20} is not an engine latentforge "
+                         "runs")
+    return Winner(w.backend, w.precision, float(w.p50_ms), float(w.psnr_db), w.mode)
 
 
 def file_sha256(path: Path) -> str:

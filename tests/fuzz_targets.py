@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from fuzz_formats import (apply_bytes, byte_mutation, ints, json_text, json_values, mutate_png, mutate_safetensors,
                           parse_safetensors, png_bytes, png_chunks, png_mutation, safetensors_bytes,
                           safetensors_mutation, text)
+from fuzz_requests import request_targets, write_record_seed, write_request_seeds
 
 CHECKPOINT_KEYS = [f"latentforge.{k}" for k in ("kind", "config", "value_range", "data", "step", "version",
                                                  "attributes")]
@@ -47,6 +48,7 @@ class Target:
     write: Callable[[Path, Path, list], Path]   # (seed folder, case folder, mutations) -> the path to load
     seeds: list[str]
     must_refuse: Callable[[str, list], bool] = lambda seed, mutations: False
+    load: Callable[[Path], str] | None = None   # what loading means, for targets defined outside `load` below
 
 
 def build_seeds(folder: Path) -> None:
@@ -106,6 +108,8 @@ def build_seeds(folder: Path) -> None:
     for i in range(3):
         Image.fromarray(rgb[:, i:i + 12]).save(folder / "labels" / f"{i}.png")
     (folder / "labels.csv").write_text("filename,smile,age\n0.png,1,-1\n1.png,-1,1\n2.png,1,1\n")
+    write_record_seed(folder)
+    write_request_seeds(folder)
     import av
 
     for name, codec in (("tiny.mp4", "libx264"), ("tiny.avi", "mpeg4")):
@@ -140,7 +144,7 @@ ESCAPES = ["../outside.bin", "/etc/hostname", "link.bin", "sub/../../outside.bin
 onnx_mutation = st.one_of(
     st.tuples(st.just("meta"), st.one_of(st.sampled_from(CHECKPOINT_KEYS + [
         "latentforge.latent_dim", "latentforge.image_shape", "latentforge.image_layout", "latentforge.part",
-        "latentforge.precision"]), st.text(max_size=12)), json_text),
+        "latentforge.precision", "latentforge.golden"]), st.text(max_size=12)), json_text),
     st.tuples(st.just("drop_meta"), st.sampled_from(["latentforge.kind", "latentforge.latent_dim",
                                                      "latentforge.image_shape", "latentforge.value_range"])),
     st.tuples(st.just("location"), st.integers(0, 100), st.one_of(st.sampled_from(ESCAPES + [
@@ -325,16 +329,20 @@ TARGETS = {
     "labels": Target(labels_mutation, _write_labels, ["."]),
     "video": Target(st.tuples(st.just("bytes"), byte_mutation), _write_bytes, ["tiny.mp4", "tiny.avi"]),
 }
+TARGETS.update(request_targets(Target))   # tuning records and server requests (tests/fuzz_requests.py)
 
 
 def load(target: str, path: Path) -> str:
     """What loading means for `target`, run in the worker; returns a short description of what loaded."""
     import numpy as np
 
+    if TARGETS[target].load is not None:
+        return TARGETS[target].load(path)
     if target == "checkpoint" or target == "onnx":
         import latentforge
 
-        model = latentforge.load(path, backend="torch" if target == "checkpoint" else "onnxruntime", threads=1)
+        model = latentforge.load(path, backend="torch" if target == "checkpoint" else "onnxruntime", threads=1,
+                                 verify=target == "onnx")   # an .onnx as the server loads it: its golden check run
         out = model.sample(1, seed=0)
         assert out.dtype in (np.uint8, np.float32) and len(out) == 1, (out.dtype, out.shape)
         return f"{model.kind} {list(out.shape)}"

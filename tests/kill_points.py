@@ -67,8 +67,9 @@ def same_run(a_dir: Path, b_dir: Path) -> str | None:
     return None
 
 
-def kill_and_resume(kind: str, root: Path, points: int, seed: int) -> dict:
-    """One uninterrupted run, then `points` runs killed at random delays and resumed; what happened at each."""
+def kill_and_resume(kind: str, root: Path, points: int, seed: int, latest: float = 0.95) -> dict:
+    """One uninterrupted run, then `points` runs killed at random delays (up to `latest` x its wall time) and
+    resumed; what happened at each."""
     torch.set_num_threads(1)
     train(config(kind, root / "warm-up"))   # in this process: every import the children would pay for, once
     code, whole = run(config(kind, root / "whole"))
@@ -76,7 +77,7 @@ def kill_and_resume(kind: str, root: Path, points: int, seed: int) -> dict:
         raise RuntimeError(f"the uninterrupted {kind} run failed with exit code {code}")
     rng = np.random.default_rng([seed, sorted(KINDS).index(kind)])
     results = []
-    for i, delay in enumerate(rng.uniform(0.0, 0.95 * whole, points)):
+    for i, delay in enumerate(rng.uniform(0.0, latest * whole, points)):
         out = root / f"killed-{i}"
         code, _ = run(config(kind, out), kill_after=float(delay))
         killed = code == -signal.SIGKILL

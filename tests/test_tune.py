@@ -161,8 +161,16 @@ def test_a_stale_record_is_refused_in_one_line(own_onnx, change, needle):
     assert model.backend == "onnxruntime" and model.chosen_because.startswith("no tuning record")
 
 
-def test_an_unreadable_record_warns_and_loads_the_default(own_onnx):
-    beside(own_onnx).write_text("{not json")
+@pytest.mark.parametrize("text", ["{not json", "null", "[1, 2]",
+                                  '{"format": 1, "key": {}, "min_psnr": 40, "winners": {}}',
+                                  '{"format": 1, "key": {}, "min_psnr": 40, "winners": {"1": {"backend": "x", '
+                                  '"precision": "fp32", "p50_ms": 1, "psnr_db": 1}}}',
+                                  '{"format": 1, "key": {}, "min_psnr": 40, "winners": {"1": {"backend": "torch", '
+                                  '"precision": "fp32", "p50_ms": "fast", "psnr_db": 1}}}'])
+def test_an_unreadable_record_warns_and_loads_the_default(own_onnx, text):
+    """Found by fuzzing (tests/fuzz_requests.py): `null` raised AttributeError, an empty winners ValueError from
+    min(), a text p50 ValueError from the format string, all from load()."""
+    beside(own_onnx).write_text(text)
     with pytest.warns(StaleRecordWarning, match="unreadable"):
         assert load(own_onnx).backend == "onnxruntime"
     with warnings.catch_warnings():
