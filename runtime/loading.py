@@ -106,7 +106,15 @@ def _load_tuned(path: Path, threads, verify: bool) -> LoadedModel | None:
         return None
     loaded = {}
     for w in record.winners.values():
-        if w.engine not in loaded:
+        if w.engine in loaded:
+            continue
+        if w.mode == "nncf":   # the fp32 model on OpenVINO, its decoder swapped for the record's int8 IR
+            from .ov_int8 import decoder
+
+            model = _load_on(path, "openvino", threads, "fp32", graph=record.graph_path, verify=verify)
+            model.swap_decoder(decoder(record.int8_path, threads, model.value_range, repr(str(record.int8_path))))
+            loaded[w.engine] = model
+        else:
             loaded[w.engine] = _load_on(path, w.backend, threads, w.precision, graph=record.graph_path,
                                         verify=verify, mode=w.mode)
     first = record.winners[min(record.winners)]

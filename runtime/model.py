@@ -73,6 +73,10 @@ class Model:
         """Calls whose NaN/Inf rows the NaN guard recomputed at a higher precision (decode and filter alike)."""
         return self._guard.count
 
+    def swap_decoder(self, decoder: Decoder) -> None:
+        """Decode on `decoder` from now on (a tuned engine the loaders do not open themselves: OpenVINO int8)."""
+        self._decoder, self.backend, self.precision = decoder, decoder.name, decoder.precision
+
     def route_batches(self, models: dict[int, Model]) -> None:
         """Decode each call on the model tuned for the largest batch size <= its N (the smallest for fewer).
         `backend`, `precision` and the filter stay this model's own: they are the small-batch winner's."""

@@ -31,6 +31,7 @@ from .bench import time_calls
 from .graphs import GraphDecoder, open_graph
 from .loading import load
 from .machine import Hardware, hardware, installed
+from .ov_int8 import scratch as ov_int8_scratch
 from .tune_record import TuneRecord, Winner, record_key, write_record
 
 GATE_LATENTS = 8
@@ -86,8 +87,10 @@ class Field:
     graph: bytes | None = None                      # a checkpoint's graph as exported for the graph backends
 
 
-def candidates(path: Path, facts: Hardware, threads: int | None, compile: bool = True) -> Field:
-    """Every candidate for the artifact at `path` on the machine `facts` describes, and what they are checked by."""
+def candidates(path: Path, facts: Hardware, threads: int | None, compile: bool = True,
+               scratch: Path | None = None) -> Field:
+    """Every candidate for the artifact at `path` on the machine `facts` describes, and what they are checked by.
+    `scratch`: a folder for the OpenVINO int8 candidate's IR (runtime/ov_int8.py); without one it is left out."""
     reference_model = _decoder_model(path, threads)
     peak = float(reference_model.value_range[1] - reference_model.value_range[0])
     found, rejected = [], {}
@@ -109,9 +112,22 @@ def candidates(path: Path, facts: Hardware, threads: int | None, compile: bool =
             raise InputError(f"OpenVINO compiled {graph.precision} for the {precision} hint")
         return GraphDecoder(graph, str(path), reference_model.value_range)
 
+    def int8(source) -> Callable:
+        from .ov_int8 import decoder, quantize
+
+        return decoder(quantize(source, reference_model.latent_dim, scratch), threads, reference_model.value_range,
+                       f"{str(path)!r} quantized to int8 by NNCF")
+
+    def add_int8(source) -> None:
+        if scratch is not None and installed("openvino") and installed("nncf"):
+            add("openvino", "int8", lambda: int8(source), "nncf")
+        else:
+            rejected["openvino int8 nncf"] = 'needs OpenVINO and NNCF: pip install "latentforge[openvino-int8]"'
+
     if is_onnx(path):
         reference = reference_model.decode_float
         found.append(Candidate(reference_model.backend, "fp32", reference))
+        add_int8(path)
         if installed("openvino") and reference_model.backend != "openvino":
             add("openvino", "fp32", lambda: load(path, "openvino", threads).decode_float)
         if installed("openvino"):
@@ -169,6 +185,7 @@ def candidates(path: Path, facts: Hardware, threads: int | None, compile: bool =
             add("openvino", "fp32", lambda: openvino(exported, "fp32"))
         if exported is not None:
             add("openvino", "bf16", lambda: openvino(exported, "bf16"))
+            add_int8(exported)
     return Field(reference, peak, found, rejected, reference_model.latent_dim, exported)
 
 
@@ -228,7 +245,13 @@ def tune(path, batches=(1, 16, 128), min_psnr: float = 40.0, seconds: float = 20
     if not batches or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1 for b in batches):
         raise InputError(f"batches must be positive integers like (1, 16, 128), got {batches!r}")
     facts = facts or hardware()
-    field = candidates(path, facts, threads, compile)
+    with ov_int8_scratch() as scratch:
+        return _tune(path, batches, min_psnr, seconds, threads, facts, compile, Path(scratch), start)
+
+
+def _tune(path: Path, batches: tuple, min_psnr: float, seconds: float, threads: int | None, facts: Hardware,
+          compile: bool, scratch: Path, start: float) -> tuple[TuneRecord, Path]:
+    field = candidates(path, facts, threads, compile, scratch)
     reference, peak, found, rejected, dim = field.reference, field.peak, field.found, field.rejected, field.latent_dim
     psnr = gate(found, reference, peak, dim, min_psnr, rejected)
     if not found:
@@ -244,4 +267,6 @@ def tune(path, batches=(1, 16, 128), min_psnr: float = 40.0, seconds: float = 20
     record = TuneRecord(record_key(path, facts), winners, float(min_psnr), timings, rejected,
                         time.perf_counter() - start)
     graph = field.graph if any(w.backend != "torch" for w in winners.values()) else None
-    return record, write_record(path, record, graph)
+    int8 = next((c.run.graph.source for c in found if c.mode == "nncf"), None)
+    keep = int8 if any(w.mode == "nncf" for w in winners.values()) else None
+    return record, write_record(path, record, graph, keep)

@@ -34,7 +34,7 @@ class Winner:
     precision: str
     p50_ms: float
     psnr_db: float       # against fp32 on fresh latents; inf where bit-identical
-    mode: str = "fused"  # torch only: fused ops, the plain module, or the plain module compiled
+    mode: str = "fused"  # torch: fused ops, the plain module, or it compiled; openvino int8: "nncf" (its own PTQ)
 
     @property
     def engine(self) -> tuple[str, str, str]:
@@ -55,10 +55,13 @@ class TuneRecord:
     seconds: float = 0.0                                                   # what tuning took, loads included
     graph_sha256: str = ""   # a checkpoint's graph, saved beside the record so loading it skips the export
     graph_path: Path | None = field(default=None, compare=False)          # that file, once read and verified
+    int8_sha256: str = ""    # an OpenVINO int8 winner's IR (runtime/ov_int8.py), kept beside the record
+    int8_path: Path | None = field(default=None, compare=False)           # its .xml, once verified
 
     def to_json(self) -> dict:
         data = asdict(self)
         data.pop("graph_path")
+        data.pop("int8_path")
         data["format"] = FORMAT
         data["winners"] = {str(b): asdict(w) for b, w in self.winners.items()}
         data["timings"] = {str(b): t for b, t in self.timings.items()}
@@ -70,12 +73,16 @@ class TuneRecord:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"format {data.get('format') if isinstance(data, dict) else data!r:.40}, "
                              f"expected {FORMAT}")
+        key = dict(data["key"])
+        if not isinstance(key.get("libraries", {}), dict):
+            raise ValueError(f"key.libraries is {type(key['libraries']).__name__}, expected an object")
         winners = {int(b): _winner(w) for b, w in dict(data["winners"]).items()}
         if not winners or min(winners) < 1:
             raise ValueError(f"winners for batch sizes {sorted(winners)[:4]}, expected one or more sizes >= 1")
-        return cls(key=dict(data["key"]), min_psnr=float(data["min_psnr"]), seconds=float(data.get("seconds", 0)),
+        return cls(key=key, min_psnr=float(data["min_psnr"]), seconds=float(data.get("seconds", 0)),
                    winners=winners, timings={int(b): dict(t) for b, t in dict(data.get("timings", {})).items()},
-                   rejected=dict(data.get("rejected", {})), graph_sha256=str(data.get("graph_sha256", "")))
+                   rejected=dict(data.get("rejected", {})), graph_sha256=str(data.get("graph_sha256", "")),
+                   int8_sha256=str(data.get("int8_sha256", "")))
 
     def winner_for(self, batch: int) -> Winner:
         """The winner of the largest tuned batch size <= `batch` (the smallest one below all of them)."""
@@ -92,10 +99,10 @@ class TuneRecord:
 
 def _winner(entry: dict) -> Winner:
     """A winner as `tune` writes it: a known backend, precision and torch mode, and two numbers."""
-    from .backends import NAMES, PRECISIONS, TORCH_MODES
+    from .backends import ENGINE_MODES, NAMES, PRECISIONS
 
     w = Winner(**dict(entry))
-    if w.backend not in NAMES or w.precision not in PRECISIONS or w.mode not in TORCH_MODES:
+    if w.backend not in NAMES or w.precision not in PRECISIONS or w.mode not in ENGINE_MODES:
         raise ValueError(f"winner {w.backend!r:.20} {w.precision!r:.20} {w.mode!r:.20} is not an engine latentforge "
                          "runs")
     return Winner(w.backend, w.precision, float(w.p50_ms), float(w.psnr_db), w.mode)
@@ -145,10 +152,15 @@ def graph_beside(record_path: Path) -> Path:
     return record_path.with_name(record_path.name.removesuffix(".json") + ".onnx")
 
 
-def write_record(model_path: Path, record: TuneRecord, graph: bytes | None = None) -> Path:
+def int8_beside(record_path: Path) -> Path:
+    return record_path.with_name(record_path.name.removesuffix(".json") + ".int8.xml")
+
+
+def write_record(model_path: Path, record: TuneRecord, graph: bytes | None = None, int8: Path | None = None) -> Path:
     """Beside the model when its folder is writable, else in the cache folder; atomically either way.
     `graph`: a checkpoint's exported graph, saved next to the record (first, so a record never names a
-    missing graph) for `load` to open instead of exporting again."""
+    missing graph) for `load` to open instead of exporting again. `int8`: an OpenVINO int8 winner's IR (`.xml`),
+    copied beside the record the same way."""
     if writable(model_path.parent):
         target = beside(model_path)
     else:
@@ -157,6 +169,10 @@ def write_record(model_path: Path, record: TuneRecord, graph: bytes | None = Non
     if graph is not None:
         atomic_write_bytes(graph_beside(target), graph)
         record.graph_sha256 = hashlib.sha256(graph).hexdigest()
+    if int8 is not None:
+        from .ov_int8 import keep_beside
+
+        record.int8_sha256 = keep_beside(int8, int8_beside(target))
     return atomic_write_bytes(target, json.dumps(record.to_json(), indent=2).encode())
 
 
@@ -202,6 +218,14 @@ def matching_record(model_path: Path, facts: Hardware | None = None) -> TuneReco
         warnings.warn(f"tuning record {str(path)!r} ignored: {why}; rerun `latentforge tune {model_path}`",
                       StaleRecordWarning, stacklevel=3)
         return None
+    if any(w.mode == "nncf" for w in record.winners.values()):
+        from .ov_int8 import checked_ir
+
+        try:
+            record.int8_path = checked_ir(int8_beside(path), record.int8_sha256)
+        except CheckpointError as e:
+            warnings.warn(f"tuning record {str(path)!r} ignored: {e}", StaleRecordWarning, stacklevel=3)
+            return None
     graph = graph_beside(path)
     if record.graph_sha256 and graph.is_file() and file_sha256(graph) == record.graph_sha256:
         record.graph_path = graph   # else the graph backends export the checkpoint again, as without a record

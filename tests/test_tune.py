@@ -162,14 +162,16 @@ def test_a_stale_record_is_refused_in_one_line(own_onnx, change, needle):
 
 
 @pytest.mark.parametrize("text", ["{not json", "null", "[1, 2]",
+                                  '{"format": 1, "key": {"libraries": []}, "min_psnr": 40, "winners": {"1": '
+                                  '{"backend": "torch", "precision": "fp32", "p50_ms": 1, "psnr_db": 1}}}',
                                   '{"format": 1, "key": {}, "min_psnr": 40, "winners": {}}',
                                   '{"format": 1, "key": {}, "min_psnr": 40, "winners": {"1": {"backend": "x", '
                                   '"precision": "fp32", "p50_ms": 1, "psnr_db": 1}}}',
                                   '{"format": 1, "key": {}, "min_psnr": 40, "winners": {"1": {"backend": "torch", '
                                   '"precision": "fp32", "p50_ms": "fast", "psnr_db": 1}}}'])
 def test_an_unreadable_record_warns_and_loads_the_default(own_onnx, text):
-    """Found by fuzzing (tests/fuzz_requests.py): `null` raised AttributeError, an empty winners ValueError from
-    min(), a text p50 ValueError from the format string, all from load()."""
+    """Found by fuzzing (tests/fuzz_requests.py): `null` or key.libraries a list raised AttributeError, an empty
+    winners ValueError from min(), a text p50 ValueError from the format string, all from load()."""
     beside(own_onnx).write_text(text)
     with pytest.warns(StaleRecordWarning, match="unreadable"):
         assert load(own_onnx).backend == "onnxruntime"
@@ -254,3 +256,27 @@ def test_a_record_from_before_modes_loads_the_fused_ops(own_onnx):
     data = _record(own_onnx, {1: Winner("onnxruntime", "fp32", 0.2, float("inf"))}).to_json()
     del data["winners"]["1"]["mode"]
     assert TuneRecord.from_json(data).winners[1].mode == "fused"
+
+
+@pytest.mark.skipif(not machine.installed("nncf"), reason='NNCF is the optional extra "latentforge[openvino-int8]"')
+def test_openvino_int8_by_nncf_is_gated_kept_beside_the_record_and_run_by_auto(own_onnx, tmp_path):
+    from latentforge.runtime.tune_record import int8_beside
+
+    (tmp_path / "scratch").mkdir()
+    field = candidates(own_onnx, EPYC, 1, scratch=tmp_path / "scratch")
+    int8 = next(c for c in field.found if c.label == "openvino int8 nncf")
+    passed = gate(field.found, field.reference, field.peak, field.latent_dim, 20.0, field.rejected)
+    assert 20.0 <= passed["openvino int8 nncf"] < 100   # really quantized: not bit-close to fp32
+    record = _record(own_onnx, {1: Winner("openvino", "int8", 0.1, passed["openvino int8 nncf"], "nncf"),
+                                8: Winner("onnxruntime", "fp32", 1.0, float("inf"))})
+    where = write_record(own_onnx, record, int8=int8.run.graph.source)
+    model = load(own_onnx)
+    assert (model.backend, model.precision) == ("openvino", "int8")
+    assert "batch 1: openvino int8 nncf" in model.chosen_because
+    z = latents(9, model.latent_dim)
+    expected = field.reference(z)
+    assert psnr_db(model.decode_float(z[:1]), expected[:1], field.peak) >= 20.0   # the kept int8 IR
+    np.testing.assert_allclose(model.decode_float(z), expected, atol=1e-4)         # batch 8+: onnxruntime fp32
+    int8_beside(where).with_suffix(".bin").write_bytes(b"changed")
+    with pytest.warns(StaleRecordWarning, match="missing or changed"):
+        assert load(own_onnx).precision == "fp32"
