@@ -1,7 +1,10 @@
 """Long fuzz runs: every target of tests/fuzz_targets.py, up to --cases cases or --minutes each, in one worker
 subprocess per run; writes results/fuzz.md and fuzz.json with the counts actually run.
 
-    python benchmarks/fuzz.py [--cases 100000] [--minutes 10] [--targets checkpoint,onnx,...] [--out DIR]
+    python benchmarks/fuzz.py [--cases 100000] [--minutes 10] [--targets checkpoint,onnx,...] [--jobs N] [--out DIR]
+
+--jobs N runs each target in N processes at once, each with its own worker and its own share of the cases
+(Hypothesis draws differently in each); their counts and findings are added up.
 
 Each case's outcome is one of: ok, refused (a latentforge.errors exception, one line), other (any other
 exception), crash, hang, memory (see tests/fuzz_worker.py); anything but the first two, a refusal without a
@@ -64,39 +67,64 @@ def fuzz(name: str, seeds: Path, root: Path, cases: int, seconds: float, worker:
             "findings": list(findings.values())}
 
 
+def _shard(name: str, seeds: Path, root: Path, cases: int, seconds: float, log: Path) -> dict:
+    root.mkdir()
+    worker = Worker(log=log)
+    try:
+        return fuzz(name, seeds, root, cases, seconds, worker)
+    finally:
+        worker.close()
+
+
+def fuzz_jobs(name: str, seeds: Path, root: Path, cases: int, seconds: float, jobs: int, log: Path) -> dict:
+    """`fuzz` in `jobs` processes, the cases shared out; the results added up (peak memory: the largest)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        parts = list(pool.map(_shard, [name] * jobs, [seeds] * jobs, [root / f"{name}-{i}" for i in range(jobs)],
+                              [-(-cases // jobs)] * jobs, [seconds] * jobs, [log] * jobs))
+    outcomes, findings = Counter(), {}
+    for part in parts:
+        outcomes.update(part["outcomes"])
+        for f in part["findings"]:
+            findings.setdefault(f["problem"][:80], {**f, "count": 0})["count"] += f["count"]
+    return {"cases": sum(p["cases"] for p in parts), "outcomes": dict(outcomes),
+            "peak_rss_mb": max(p["peak_rss_mb"] for p in parts), "findings": list(findings.values())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=100_000)
     parser.add_argument("--minutes", type=float, default=10.0, help="per target")
     parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--jobs", type=int, default=1, help="processes per target, each with its own worker")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
-    report = {"machine": machine_info(), "cases_asked": args.cases, "minutes_per_target": args.minutes, "targets": {}}
+    report = {"machine": machine_info(), "cases_asked": args.cases, "minutes_per_target": args.minutes,
+              "jobs": args.jobs, "targets": {}}
     with tempfile.TemporaryDirectory() as tmp:
         seeds, root = Path(tmp) / "seeds", Path(tmp) / "cases"
         seeds.mkdir(), root.mkdir()
         build_seeds(seeds)
         for name in args.targets.split(","):
-            worker = Worker(log=Path(tmp) / "worker.log")   # one per target: its peak memory is that target's
-            try:
-                started = time.monotonic()
-                result = fuzz(name, seeds, root, args.cases, args.minutes * 60, worker)
-            finally:
-                worker.close()
+            started = time.monotonic()   # a worker per target (and job): its peak memory is that target's
+            result = fuzz_jobs(name, seeds, root, args.cases, args.minutes * 60, args.jobs, Path(tmp) / "worker.log")
             result["seconds"] = round(time.monotonic() - started, 1)
+            result["cases_per_s"] = round(result["cases"] / max(result["seconds"], 1e-9), 1)
             report["targets"][name] = result
             print(name, result, flush=True)
     lines = ["# Fuzzing the loaders", "",
-             f"Asked for {args.cases} cases per target, stopped after {args.minutes} min per target: the counts "
-             "below are what actually ran.", "",
+             f"Asked for {args.cases} cases per target, stopped after {args.minutes} min per target, {args.jobs} "
+             "job(s) per target: the counts below are what actually ran.", "",
              "| target | cases run | ok | refused | other exception | crash | hang | memory | other findings | "
-             "worker peak RSS MB | s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "worker peak RSS MB | s | cases/s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in report["targets"].items():
         o = r["outcomes"]
         bad = sum(v for k, v in o.items() if k.startswith("bad-"))
         lines.append(f"| {name} | {r['cases']} | {o.get('ok', 0)} | {o.get('refused', 0)} | {o.get('other', 0)} | "
                      f"{o.get('crash', 0)} | {o.get('hang', 0)} | {o.get('memory', 0)} | {bad} | {r['peak_rss_mb']} | "
-                     f"{r['seconds']} |")
+                     f"{r['seconds']} | {r['cases_per_s']} |")
     lines += ["", "Findings of this run (none means every case loaded or was refused in one line); the bugs "
               "earlier runs found, and their fixes, are listed in docs/robustness.md (Bugs the fuzzing found).", ""]
     for name, r in report["targets"].items():

@@ -251,12 +251,14 @@ def _answer(ws) -> dict | bytes:
 def _session(client, request: dict) -> str:
     """Each frame is answered (a frame or an error) before the next is sent, so nothing is dropped; a control
     message is followed by a valid probe frame, whose answer comes after any error the control caused."""
+    from urllib.parse import quote
+
     from starlette.websockets import WebSocketDisconnect
 
     from latentforge.errors import InputError
 
     try:
-        ws = client.websocket_connect(request["ws"]).__enter__()
+        ws = client.websocket_connect(quote(request["ws"], safe="/%?=&")).__enter__()
     except WebSocketDisconnect as e:   # the handshake refused: no such WebSocket route (HTTP 403/404)
         raise InputError(f"WebSocket refused with {e.code}") from None
     try:
