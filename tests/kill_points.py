@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ KINDS = {"vae": dict(data="digits", latent_dim=4, model_options={"base_channels"
          "vqvae": dict(data="digits", model_options={"base_channels": 4, "codebook_size": 8, "code_dim": 2,
                                                      "downsample": 3, "res_blocks": 0})}
 FORK = multiprocessing.get_context("fork")
+TRIES = 5   # draws per point until the kill lands
 
 
 def config(kind: str, out: Path, resume: bool = False) -> TrainConfig:
@@ -77,12 +79,17 @@ def kill_and_resume(kind: str, root: Path, points: int, seed: int, latest: float
         raise RuntimeError(f"the uninterrupted {kind} run failed with exit code {code}")
     rng = np.random.default_rng([seed, sorted(KINDS).index(kind)])
     results = []
-    for i, delay in enumerate(rng.uniform(0.0, latest * whole, points)):
+    for i in range(points):
         out = root / f"killed-{i}"
-        code, _ = run(config(kind, out), kill_after=float(delay))
-        killed = code == -signal.SIGKILL
+        for attempt in range(1, TRIES + 1):   # a run faster than the one measured may end before its kill
+            delay = rng.uniform(0.0, latest * whole)
+            shutil.rmtree(out, ignore_errors=True)
+            code, _ = run(config(kind, out), kill_after=float(delay))
+            killed = code == -signal.SIGKILL
+            if killed:
+                break
         resumed, _ = run(config(kind, out, resume=(out / "checkpoint.safetensors").exists()))
         difference = same_run(root / "whole", out) if resumed == 0 else f"the resumed run exited with {resumed}"
-        results.append({"delay_s": round(float(delay), 4), "killed": killed, "resume_exit": resumed,
-                        "difference": difference})
+        results.append({"delay_s": round(float(delay), 4), "killed": killed, "attempts": attempt,
+                        "resume_exit": resumed, "difference": difference})
     return {"kind": kind, "uninterrupted_s": round(whole, 3), "points": results}
