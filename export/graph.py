@@ -77,9 +77,13 @@ class Part:
         from the default; `half_inputs` stores float inputs as fp16, for a graph that takes them so."""
         return {**self.metadata, META + "precision": precision, GOLDEN: self.golden(precision, gate, half_inputs)}
 
+    def golden_feed(self, seed: int) -> dict[str, np.ndarray]:
+        """The golden check's input: one draw at batch 1."""
+        return self.make_inputs(1, seed)
+
     @cached_property
     def golden_pair(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        inputs = self.make_inputs(1, GOLDEN_SEED)
+        inputs = self.golden_feed(GOLDEN_SEED)
         return inputs, self.reference(inputs)
 
     def golden(self, precision: str, gate: dict | None = None, half_inputs: bool = False) -> str:

@@ -211,6 +211,10 @@ def test_export_command_writes_the_vq_decoder_and_the_prior(trained_prior, tmp_p
     assert [i.name for i in graphs["dec.onnx"].graph.input] == ["codes"]
     meta = {p.key: p.value for p in graphs["dec.onnx"].metadata_props}
     assert meta["latentforge.kind"] == "vqvae" and meta["latentforge.precision"] == "fp32"
+    for proto in graphs.values():   # the golden check stays small: the prior's at an empty cache
+        assert len(next(p.value for p in proto.metadata_props if p.key == "latentforge.golden")) < 64_000
+    verified = latentforge.load(tmp_path / "prior.onnx", decoder=tmp_path / "dec.onnx", verify=True)
+    assert verified.sample(1, seed=0).shape[0] == 1
     assert main(["export", str(vq), "--part", "prior", "-o", str(tmp_path / "p2.onnx")]) == 2
     assert not (tmp_path / "p2.onnx").exists()
 
