@@ -6,7 +6,7 @@ app never imports torch.
 
 Stored compactly: each array as base64 of its zlib-compressed little-endian bytes; an output of more than
 MAX_VALUES values keeps every k-th value of its flat form (a damaged or foreign weight moves nearly every value,
-so a strided sample catches it as surely as the whole, at a 64 px image's 12 KB instead of 49 KB).
+so a strided sample catches it as surely as the whole: the 64 px faces decoder's check is 19 KB).
 """
 from __future__ import annotations
 
