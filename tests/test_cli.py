@@ -105,8 +105,9 @@ def test_export_cli_writes_report(files, tmp_path, capsys):
     assert main(["export", str(files["ckpt"]), "-o", str(tmp_path / "m.onnx"),
                  "--report", str(tmp_path / "parity.json")]) == 0
     report = json.loads((tmp_path / "parity.json").read_text())
-    assert report["passed"] and len(report["outputs"]) == 2
-    assert "PASS" in capsys.readouterr().out
+    assert report["passed"] and [o["name"] for o in report["outputs"]] == [
+        "image[batch=1]", "image[batch=16]", "image[golden]"]   # the golden check the file carries, checked too
+    assert "latentforge.golden" not in report["metadata"] and "PASS" in capsys.readouterr().out
 
 
 def test_a_checkpoint_whose_header_length_starts_with_the_pickle_byte_loads(tmp_path):
