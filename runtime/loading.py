@@ -206,8 +206,8 @@ def _load_vq_checkpoint(path: Path, backend: str, threads: int | None, precision
         graphs = {part: open_graph(backend, data, threads, f"the {part} graph of {str(path)!r}")
                   for part, data in vq_graphs(module, info).items()}
         cache_shape = tuple(PriorStep(module.transformer).empty_cache(1).shape[1:]) if info.kind == "prior" else ()
-        return on_graphs(path, info.kind, backend, facts, graphs["decoder"], graphs.get("prior"), cache_shape,
-                         encode, no_prior)
+        return _with_codec(on_graphs(path, info.kind, backend, facts, graphs["decoder"], graphs.get("prior"),
+                                     cache_shape, encode, no_prior), module, info, threads)
 
     def decode(codes: np.ndarray) -> np.ndarray:
         with thread_count(threads), torch.inference_mode():
@@ -224,8 +224,17 @@ def _load_vq_checkpoint(path: Path, backend: str, threads: int | None, precision
 
         return run
 
-    return VQModel(path, info.kind, "torch", facts, decode, logits if info.kind == "prior" else None, encode,
-                   threads or torch.get_num_threads(), no_prior=no_prior)
+    return _with_codec(VQModel(path, info.kind, "torch", facts, decode, logits if info.kind == "prior" else None,
+                               encode, threads or torch.get_num_threads(), no_prior=no_prior), module, info, threads)
+
+
+def _with_codec(model: VQModel, module, info, threads: int | None) -> VQModel:
+    """A prior checkpoint's model compresses (runtime/codec.py): its codec is built on first use."""
+    if info.kind == "prior":
+        from .codec import vq_codec
+
+        model.codec_factory = lambda: vq_codec(module, model.backend, threads)
+    return model
 
 
 def _vq_graph_facts(meta: dict[str, str], path: Path) -> dict:
