@@ -22,6 +22,8 @@ from latentforge.errors import InputError, StreamError
 from .codec_vq import VQPoint, codes_crc
 
 POINTS = {1: "vq"}
+SHIPPED = {"faces-vq": "faces_vq.safetensors"}   # in latentforge/weights/
+SHIPPED_BY_POINT = {1: "faces-vq"}
 
 
 @dataclass
@@ -35,7 +37,6 @@ def vq_codec(module, backend: str, threads: int | None) -> Codec:
     """The VQ operating point of a prior checkpoint's modules, its step run in float64 on `backend` (torch, or
     onnxruntime / openvino over the float64 step graph)."""
     import torch
-
     from latentforge.models.prior import exact_step
 
     from .torch_backend import thread_count
@@ -63,6 +64,33 @@ def vq_codec(module, backend: str, threads: int | None) -> Codec:
     tensors |= {f"decoder.{k}": v.detach().numpy() for k, v in module.vqvae.decoder.state_dict().items()}
     tensors["codebook"] = module.vqvae.quantizer.codebook.detach().numpy()
     return Codec(1, lfz.fingerprint(tensors), VQPoint(make_run, cache_shape, cfg.codebook_size, cfg.grid_size))
+
+
+def load_codec_model(model: str | None, backend: str = "auto", threads: int | None = None,
+                     quality: int | None = None, point: int | None = None):
+    """A loaded model that compresses: a shipped name ("faces-vq") or a prior checkpoint path; None with a
+    stream's `point` gives that point's shipped model."""
+    from pathlib import Path
+
+    from latentforge.runtime.loading import load
+
+    if model is None:
+        if point not in SHIPPED_BY_POINT:
+            raise StreamError(f"the stream's operating point {point} has no shipped model; give --model CKPT")
+        model = SHIPPED_BY_POINT[point]
+    if quality is not None and quality != 1:
+        raise InputError(f"--quality must be 1 (this codec has one operating point: {POINTS[1]!r}), got {quality}")
+    if model in SHIPPED:
+        import latentforge
+
+        path = Path(latentforge.__file__).parent / "weights" / SHIPPED[model]
+    else:
+        path = Path(model)
+    loaded = load(path, backend=backend, threads=threads)
+    if getattr(loaded, "codec_factory", None) is None:
+        raise InputError(f"{model!r} is a {loaded.kind} model, which cannot compress; give a VQ prior checkpoint "
+                         f"(one of {sorted(SHIPPED)} or a `latentforge train prior` result)")
+    return loaded
 
 
 def _codec_of(model) -> Codec:

@@ -30,7 +30,8 @@ MARGIN = 1e-8                 # nats of cross-backend logit difference that the 
 PRECISION = 24                # frequencies sum to 2**24, constriction's default model precision
 FLAG_BITS = 16                # a flag is coded with probability 2**-16
 _UNITS = int(TAIL / STEP)
-# exp(-d STEP) in 2**20 units; no entry is within 1e-3 of a rounding edge (tests/test_codec.py), so every libm agrees.
+# exp(-d STEP) in 2**20 units; no entry is within 1e-6 (thousands of ulps) of a rounding edge (tests/test_codec.py),
+# so every libm rounds it alike.
 WEIGHTS = np.array([round(2.0 ** 20 * math.exp(-d * STEP)) for d in range(_UNITS + 1)], dtype=np.int64)
 FLAG_PROBABILITIES = np.array([1 - 2.0 ** -FLAG_BITS, 2.0 ** -FLAG_BITS])
 

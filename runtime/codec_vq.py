@@ -7,13 +7,19 @@ raster order, all images of a stream at once (one batched step a position), flag
 from __future__ import annotations
 
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from latentforge.errors import StreamError
 
-from .codec_probs import FLAG_PROBABILITIES, as_probabilities, frequencies, grid_logits, uniform
+from .codec_probs import (
+    FLAG_PROBABILITIES,
+    as_probabilities,
+    frequencies,
+    grid_logits,
+    uniform,
+)
 from .vq_sampling import StepLogits
 
 
@@ -64,11 +70,7 @@ class VQPoint:
 
         model, queue = stream.model, stream.queue
         steps, family = self._steps(), model.Categorical(perfect=False)
-        try:
-            decoder = queue.RangeDecoder(words)
-        except Exception as e:   # constriction's own refusal of its input: a corrupted stream
-            raise StreamError(f"the .lfz payload is not a range-coder stream ({e}); compress the images again") \
-                from None
+        decoder = queue.RangeDecoder(np.ascontiguousarray(words, dtype=np.uint32))
         flag_probabilities = np.tile(FLAG_PROBABILITIES, (n, 1))
         tokens = np.full((n, 1), self.codebook_size, dtype=np.int64)
         for _ in range(self.grid * self.grid):
@@ -77,7 +79,7 @@ class VQPoint:
                 flags = decoder.decode(family, flag_probabilities).astype(np.int32)
                 _, probabilities = _tables(logits, flags)
                 codes = decoder.decode(family, probabilities)
-            except Exception as e:
+            except AssertionError as e:   # constriction's word for data its model cannot have written
                 raise StreamError(f"the .lfz payload does not decode ({e}); the stream is corrupted") from None
             tokens = np.concatenate([tokens, codes[:, None].astype(np.int64)], 1)
         return tokens[:, 1:].reshape(n, self.grid, self.grid)
