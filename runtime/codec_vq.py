@@ -24,7 +24,7 @@ from .vq_sampling import StepLogits
 
 
 def codes_crc(codes: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(codes, dtype="<u2").tobytes())
+    return zlib.crc32(np.asarray(codes).astype("<i4").tobytes())
 
 
 def _tables(logits: np.ndarray, flags: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -173,9 +173,11 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: P
         source = graph if graph is not None else checkpoint_to_onnx_bytes(module, checkpoint)
         graph = open_graph(backend, source, threads, label, precision)
         encoder = TorchDecoder(module, threads) if info.kind == "vae" else None
-        return Model(info, GraphDecoder(graph, label, info.value_range), encoder, precision=graph.precision)
+        return _with_codec(Model(info, GraphDecoder(graph, label, info.value_range), encoder,
+                                 precision=graph.precision), module, info, threads)
     decoder = TorchDecoder(module, threads, precision=precision, value_range=info.value_range)
-    return Model(info, decoder, decoder if info.kind == "vae" else None, precision=precision)
+    return _with_codec(Model(info, decoder, decoder if info.kind == "vae" else None, precision=precision), module,
+                       info, threads)
 
 
 def _load_vq_checkpoint(path: Path, backend: str, threads: int | None, precision: str) -> VQModel:
@@ -228,12 +230,18 @@ def _load_vq_checkpoint(path: Path, backend: str, threads: int | None, precision
                                encode, threads or torch.get_num_threads(), no_prior=no_prior), module, info, threads)
 
 
-def _with_codec(model: VQModel, module, info, threads: int | None) -> VQModel:
-    """A prior checkpoint's model compresses (runtime/codec.py): its codec is built on first use."""
-    if info.kind == "prior":
-        from .codec import vq_codec
+def _with_codec(model, module, info, threads: int | None):
+    """A prior checkpoint's model, or a VAE's with codec tables beside it, compresses (runtime/codec.py); its
+    codec is built on first use."""
+    from .codec import latent_codec, vq_codec
+    from .codec_latent import read_tables, tables_path
 
-        model.codec_factory = lambda: vq_codec(module, model.backend, threads)
+    if info.kind == "prior":
+        model.codec_points = (1,)
+        model.codec_factory = lambda point: vq_codec(model, module, threads)
+    elif info.kind == "vae" and tables_path(model.path).is_file():
+        model.codec_points = tuple(1 + q for q in sorted(read_tables(tables_path(model.path))))
+        model.codec_factory = lambda point: latent_codec(model, point)
     return model
 
 

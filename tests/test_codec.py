@@ -105,7 +105,7 @@ def test_round_trip_across_backends_is_the_models_own_reconstruction(models, enc
     x = images(3)
     data = loaded[encoder].compress(x)
     assert data == loaded[decoder].compress(x)   # same bytes whichever backend encodes
-    codes = latentforge.runtime.codec.decompress_codes(data, loaded[decoder])
+    codes = latentforge.runtime.codec.decompress_symbols(data, loaded[decoder])
     assert np.array_equal(codes, loaded[decoder].encode(x))
     assert np.array_equal(latentforge.decompress(data, loaded[decoder]), loaded[decoder].decode_codes(codes))
 
@@ -159,7 +159,7 @@ def test_mutated_streams_decode_exactly_or_are_refused_in_one_line(models, strea
     data, codes = stream
     bad = _mutate(data, how, at, value, fix_crc)
     try:
-        got = latentforge.runtime.codec.decompress_codes(bad, models[2]["torch"])
+        got = latentforge.runtime.codec.decompress_symbols(bad, models[2]["torch"])
     except StreamError as e:
         assert "\n" not in str(e) and str(e)
         return
@@ -188,13 +188,46 @@ def test_cli_round_trip_and_no_partial_output(models, tmp_path, capsys):
     assert main(["compress", str(path), str(tmp_path / "in0.png"), "-o", str(tmp_path / "x.jpg")]) == 2
 
 
+def test_vae_latent_points_round_trip_across_backends(tmp_path):
+    from safetensors.numpy import save
+
+    from latentforge.checkpoint import save_checkpoint
+    from latentforge.models import ConvVAE, VAEConfig
+    from latentforge.runtime.codec_latent import fit_table, tables_path
+
+    torch.manual_seed(0)
+    path = tmp_path / "vae.safetensors"
+    save_checkpoint(path, ConvVAE(VAEConfig(base_channels=4, latent_dim=8, image_size=32)), data="faces", step=0)
+    latents = np.random.default_rng(0).standard_normal((500, 8)) * 0.3
+    tables = {"freq_q1": fit_table(latents, 0.5), "freq_q2": fit_table(latents, 0.1)}
+    assert all((t.sum(1) == 1 << cp.PRECISION).all() and (t >= 1).all() for t in tables.values())
+    tables_path(path).write_bytes(save(tables, metadata={"latentforge.codec_steps": '{"1": 0.5, "2": 0.1}'}))
+    on = {b: latentforge.load(path, backend=b, threads=1) for b in ("torch", "onnxruntime")}
+    x = images(4)
+    sizes = []
+    for quality in (1, 2):
+        data = on["onnxruntime"].compress(x, quality=quality)
+        sizes.append(len(data))
+        mu = on["torch"].encode(x)[0]
+        step = (0.5, 0.1)[quality - 1]
+        assert np.array_equal(latentforge.runtime.codec.decompress_symbols(data, on["torch"]), np.round(mu / step))
+        got = latentforge.decompress(data, on["torch"])
+        assert np.array_equal(got, on["torch"].decode((np.round(mu / step) * step).astype(np.float32)))
+    assert sizes[0] < sizes[1]
+    with pytest.raises(StreamError, match="written by model"):   # other tables are another model
+        tables["freq_q2"][:, 0] += 1
+        tables["freq_q2"][np.arange(8), tables["freq_q2"].argmax(1)] -= 1
+        tables_path(path).write_bytes(save(tables, metadata={"latentforge.codec_steps": '{"1": 0.5, "2": 0.1}'}))
+        latentforge.decompress(data, latentforge.load(path, backend="torch"))
+
+
 def test_shipped_faces_codec_round_trips_across_backends():
     """The real prior (512 codes, 16x16 grid) on real held-out faces: encoded on onnxruntime, decoded on torch."""
     from latentforge.runtime.codec import load_codec_model
     from latentforge.training.data import open_data
 
     x, _ = open_data("faces").get("test", np.arange(2))
-    on_ort, on_torch = (load_codec_model("faces-vq", b, threads=1) for b in ("onnxruntime", "torch"))
+    on_ort, on_torch = (load_codec_model("faces", b, threads=1)[0] for b in ("onnxruntime", "torch"))
     data = on_ort.compress(x)
     assert 8 * len(data) / (2 * 64 * 64) < 0.3   # ~2.5 bits a code, 256 codes, plus the header
-    assert np.array_equal(latentforge.runtime.codec.decompress_codes(data, on_torch), on_ort.encode(x))
+    assert np.array_equal(latentforge.runtime.codec.decompress_symbols(data, on_torch), on_ort.encode(x))

@@ -12,7 +12,7 @@ def cmd_compress(args) -> None:
     import numpy as np
 
     from latentforge.files import atomic_write_bytes, check_output_path
-    from latentforge.runtime.codec import load_codec_model
+    from latentforge.runtime.codec import compress, load_codec_model
     from latentforge.training.data.folder import load_image
 
     out = check_output_path(args.output)
@@ -21,10 +21,10 @@ def cmd_compress(args) -> None:
     for path in args.inputs:
         if not Path(path).is_file():
             raise InputError(f"input image {path!r} does not exist; give PNG or JPEG files")
-    model = load_codec_model(args.model, args.backend, args.threads, args.quality)
+    model, point = load_codec_model(args.model, args.backend, args.threads, args.quality)
     size = model.image_shape[0]
     images = np.stack([load_image(path, size) for path in args.inputs])
-    data = model.compress(images)
+    data = compress(model, images, point=point)
     atomic_write_bytes(out, data)
     print(f"wrote {out}: {len(images)} images of {size}x{size}, {len(data)} bytes, "
           f"{8 * len(data) / images[:, :, :, 0].size:.3f} bits per pixel (centre-cropped and resized to the "
@@ -53,7 +53,7 @@ def cmd_decompress(args) -> None:
     targets = [out] if single else [out / f"{source.stem}_{i:04d}.png" for i in range(header.count)]
     for target in targets:
         check_output_path(target)
-    images = decompress(data, load_codec_model(args.model, args.backend, args.threads, point=header.point))
+    images = decompress(data, load_codec_model(args.model, args.backend, args.threads, point=header.point)[0])
     for image, target in zip(images, targets):
         save_png(image, target)
     print(f"wrote {len(targets)} image(s) to {out}")
@@ -61,11 +61,13 @@ def cmd_decompress(args) -> None:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("compress", help="compress images into one .lfz stream with a learned codec")
-    p.add_argument("model", help="codec model: 'faces-vq' (shipped) or a VQ prior checkpoint (.safetensors)")
+    p.add_argument("model", help="'faces' (the shipped codec), a VQ prior checkpoint, or a VAE checkpoint with "
+                   "NAME.codec.safetensors beside it")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="PNG or JPEG images")
     p.add_argument("-o", "--output", required=True, help="OUT.lfz")
     p.add_argument("--quality", type=int, default=None,
-                   help="operating point of a model with several (see docs/codec.md); default its best")
+                   help="operating point, 1 = lowest rate: 1-6 for 'faces' (default 6, the VQ prior), 1-5 for a VAE "
+                   "(default 1); see docs/codec.md")
     add_backend(p)
     add_threads(p, "CPU threads; default one per physical core")
     p.set_defaults(func=cmd_compress)
