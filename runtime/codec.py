@@ -14,9 +14,9 @@ decoding anything, then the decoded symbols against the CRC the encoder stored.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -46,7 +46,7 @@ def file_fingerprint(path: Path, prefixes: tuple[str, ...], extra: dict | None =
     from safetensors import safe_open
 
     with safe_open(str(path), "np") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefixes)}
+        tensors = {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefixes)}  # noqa: SIM118 (a method)
     return lfz.fingerprint(tensors | (extra or {}))
 
 

@@ -24,13 +24,13 @@ def tables_path(checkpoint: Path) -> Path:
 
 def read_tables(path: Path) -> dict[int, tuple[float, np.ndarray]]:
     """{quality: (step, frequencies int64 [D, 2R+1])} of a `.codec.safetensors` file, each row checked."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), "np") as f:
             steps = json.loads(f.metadata()["latentforge.codec_steps"])
             tables = {int(q): (float(steps[q]), f.get_tensor(f"freq_q{q}")) for q in steps}
-    except Exception as e:   # any unreadable or foreign file is one refusal
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:   # unreadable, foreign, malformed
         raise CheckpointError(f"{str(path)!r} is not a latentforge codec table file ({e}); refit it with "
                               "benchmarks/codec_fit.py") from None
     for q, (step, freq) in tables.items():

@@ -22,7 +22,6 @@ from .artifact import ArtifactInfo
 from .graphs import export_filter_graph
 from .protocols import BackendGraph, Decoder
 
-
 LADDER = ("int8", "fp16", "bf16", "fp32")   # the NaN guard's order of precisions, lowest first
 
 

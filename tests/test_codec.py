@@ -9,20 +9,19 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from latentforge.runtime import codec_probs as cp
 
 import latentforge
 from latentforge.cli import main
 from latentforge.errors import StreamError
+from latentforge.runtime import codec_probs as cp
 
 TINY = {"image_size": 32, "base_channels": 8, "codebook_size": 16, "code_dim": 4, "downsample": 3, "res_blocks": 1}
 
 
 def tiny_prior(path, seed: int):
+    from latentforge.checkpoint import save_checkpoint
     from latentforge.models.prior import PriorConfig, VQPrior
     from latentforge.models.vqvae import VQVAEConfig
-
-    from latentforge.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     model = VQPrior(PriorConfig(vqvae=VQVAEConfig(**TINY), width=16, layers=1, heads=2)).eval()
@@ -81,12 +80,11 @@ def test_nan_logits_are_refused():
 
 
 def test_float64_step_agrees_across_torch_and_onnxruntime(models):
+    from latentforge.checkpoint import load_checkpoint
     from latentforge.export.codec import exact_step_graph
     from latentforge.export.graph import ort_runner
     from latentforge.export.vq import step_inputs
     from latentforge.models.prior import exact_step
-
-    from latentforge.checkpoint import load_checkpoint
 
     module, _ = load_checkpoint(models[0])
     step = exact_step(module.transformer)
@@ -120,9 +118,8 @@ def test_another_models_stream_is_refused_naming_both_fingerprints(models):
 
 
 def test_a_model_without_a_prior_cannot_compress(tmp_path):
-    from latentforge.models.vqvae import VQVAE, VQVAEConfig
-
     from latentforge.checkpoint import save_checkpoint
+    from latentforge.models.vqvae import VQVAE, VQVAEConfig
 
     save_checkpoint(tmp_path / "vq.safetensors", VQVAE(VQVAEConfig(**TINY)), data="faces", step=0)
     with pytest.raises(latentforge.InputError, match="cannot compress"):
