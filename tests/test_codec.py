@@ -228,3 +228,21 @@ def test_shipped_faces_codec_round_trips_across_backends():
     data = on_ort.compress(x)
     assert 8 * len(data) / (2 * 64 * 64) < 0.3   # ~2.5 bits a code, 256 codes, plus the header
     assert np.array_equal(latentforge.runtime.codec.decompress_symbols(data, on_torch), on_ort.encode(x))
+
+
+def test_bd_rate_of_known_curves():
+    from latentforge.training.evaluate.bdrate import bd_rate, pareto
+
+    psnr = np.array([26.0, 29.0, 32.0, 35.0, 38.0])
+    rate = 0.05 * 10 ** (psnr / 12)
+    assert bd_rate(rate, psnr, rate / 2, psnr) == pytest.approx(-0.5, abs=1e-9)
+    assert bd_rate(rate, psnr, rate * 1.25, psnr + 0.0) == pytest.approx(0.25, abs=1e-9)
+    # the same curve sampled at other points, over a partial overlap: no difference
+    other = np.array([30.0, 31.0, 33.5, 36.0, 40.0])
+    assert bd_rate(rate, psnr, 0.05 * 10 ** (other / 12), other) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(latentforge.InputError, match="do not overlap"):
+        bd_rate(rate, psnr, rate, psnr + 20)
+    with pytest.raises(latentforge.InputError, match=">= 4 points"):
+        bd_rate(rate[:3], psnr[:3], rate, psnr)
+    r, q = pareto([3, 1, 2, 4], [30, 25, 24, 31])
+    assert list(r) == [1, 3, 4] and list(q) == [25, 30, 31]
