@@ -1,6 +1,6 @@
 """Rate-distortion of latentforge's codec against JPEG, WebP and AVIF (Pillow), on held-out faces and on photo tiles.
 
-    python benchmarks/codec_rd.py [--n 64] [--extra NAME=CKPT ...] [--out benchmarks/results]
+    python benchmarks/codec_rd.py [--n 64] [--extra NAME=CKPT ...] [--merge] [--out benchmarks/results]
 
 Rates are bits per pixel of the actual files: one .lfz (header included) or one JPEG/WebP/AVIF file per image,
 averaged. Quality: PSNR (mean over images of the per-image PSNR), MS-SSIM (torchmetrics; 3 scales, 7-px
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import time
 from pathlib import Path
 
@@ -92,24 +93,28 @@ def run(args) -> tuple[list[str], dict]:
     sets = {"faces": faces.get("test", np.arange(args.n))[0], "photos": photo_tiles(args.n)}
     formats = [f for f in PIL_SWEEPS if f != "AVIF" or pil_features.check("avif")]
     rows, report = [], {"n": args.n, "sets": {}}
+    earlier = {}
+    if args.merge and (args.out / "codec-rd.json").is_file():   # keep the rows measured before
+        earlier = json.loads((args.out / "codec-rd.json").read_text())["sets"]
     for name, images in sets.items():
-        results = {}
+        results = dict(earlier.get(name, {}).get("results", {}))
+
+        def measure(key, run, images=images, results=results, name=name):
+            if key not in results:
+                start = time.perf_counter()
+                sizes, decoded = run()
+                results[key] = metrics(images, decoded, sizes, readout.features)
+                print(f"{name} {key}: {results[key]} ({time.perf_counter() - start:.0f} s)", flush=True)
+
         for q in sorted(SHIPPED):
-            model, point = load_codec_model("faces", "onnxruntime", 1, quality=q)
-            start = time.perf_counter()
-            sizes, decoded = ours(model, point, images)
-            results[f"latentforge q{q}"] = metrics(images, decoded, sizes, readout.features)
-            print(f"{name} latentforge q{q}: {results[f'latentforge q{q}']} ({time.perf_counter() - start:.0f} s)",
-                  flush=True)
+            measure(f"latentforge q{q}", lambda q=q, images=images: ours(
+                *load_codec_model("faces", "onnxruntime", 1, quality=q), images))
         for label, path in (e.split("=", 1) for e in args.extra):
-            model, point = load_codec_model(path, "onnxruntime", 1)
-            sizes, decoded = ours(model, point, images)
-            results[f"latentforge {label}"] = metrics(images, decoded, sizes, readout.features)
-            print(f"{name} latentforge {label}: {results[f'latentforge {label}']}", flush=True)
+            measure(f"latentforge {label}", lambda path=path, images=images: ours(
+                *load_codec_model(path, "onnxruntime", 1), images))
         for fmt in formats:
             for q in PIL_SWEEPS[fmt]:
-                sizes, decoded = pil_codec(images, fmt, q)
-                results[f"{fmt} q{q}"] = metrics(images, decoded, sizes, readout.features)
+                measure(f"{fmt} q{q}", lambda fmt=fmt, q=q, images=images: pil_codec(images, fmt, q))
         mine = [v for k, v in results.items() if k.startswith("latentforge")]
         hull = pareto([v["bpp"] for v in mine], [v["psnr"] for v in mine])
         bd = {}
@@ -168,6 +173,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--extra", action="append", default=[], help="NAME=CKPT: another codec model to measure")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--merge", action="store_true", help="keep the rows of an earlier codec-rd.json there")
     args = parser.parse_args()
     rows, report = run(args)
     info = machine_info()
