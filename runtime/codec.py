@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from latentforge import lfz
-from latentforge.errors import InputError, StreamError
+from latentforge.errors import BackendUnavailable, InputError, StreamError
 
 from .codec_vq import codes_crc
 
@@ -52,7 +52,7 @@ def file_fingerprint(path: Path, prefixes: tuple[str, ...], extra: dict | None =
 
 def vq_codec(model, module, threads: int | None) -> Codec:
     """The VQ point of a loaded prior checkpoint: its step run in float64 on the model's backend (torch, or
-    onnxruntime / openvino over the float64 step graph)."""
+    onnxruntime over the float64 step graph)."""
     import torch
 
     from latentforge.models.prior import exact_step
@@ -60,6 +60,9 @@ def vq_codec(model, module, threads: int | None) -> Codec:
     from .codec_vq import VQPoint
     from .torch_backend import thread_count
 
+    if model.backend not in ("torch", "onnxruntime"):   # OpenVINO computes in float32 whatever the graph says
+        raise BackendUnavailable(f"the codec's float64 prior runs on torch or onnxruntime, not {model.backend}; "
+                                 "load the model with backend='onnxruntime' or 'torch' to compress or decompress")
     step = exact_step(module.transformer)
     cache_shape = tuple(step.empty_cache(1).shape[1:])
     if model.backend == "torch":
