@@ -13,6 +13,7 @@ from .errors import (
     LatentforgeError,
     NumericalError,
     ParityError,
+    StreamError,
     TrainingError,
 )
 from .latents import interpolate, latents
@@ -28,6 +29,14 @@ def load(path, backend: str = "auto", **options):
     from .runtime import load as _load
 
     return _load(path, backend=backend, **options)
+
+
+def decompress(data, model):
+    """The uint8 images [N, H, W, C] of a `.lfz` stream made by `model.compress(images)`, decoded by the same
+    model (`latentforge.load` of the same prior checkpoint, on any backend)."""
+    from .runtime.codec import decompress as _decompress
+
+    return _decompress(data, model)
 
 
 def backends():
@@ -53,6 +62,7 @@ __all__ = [
     "BackendUnavailable",
     "backends",
     "CheckpointError",
+    "decompress",
     "DataError",
     "ExportError",
     "Filter",
@@ -61,6 +71,7 @@ __all__ = [
     "MicroBatcher",
     "NumericalError",
     "ParityError",
+    "StreamError",
     "TrainingError",
     "interpolate",
     "latents",

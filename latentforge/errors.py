@@ -40,3 +40,7 @@ class TrainingError(LatentforgeError):
 class NumericalError(LatentforgeError):
     """A model whose output is NaN/Inf even at its highest precision: damaged weights or a latent far outside
     the prior."""
+
+
+class StreamError(InputError):
+    """A compressed `.lfz` stream that is truncated, corrupted, foreign, or made by another model."""

@@ -136,6 +136,9 @@ class PriorStep(nn.Module):
     def __init__(self, transformer: CodeTransformer) -> None:
         super().__init__()
         self.transformer = transformer
+        # A Python float, so a float64 graph gets it in float64 (from q.shape the exporter computes it in float32).
+        attention = transformer.blocks[0].attention
+        self.scale = (transformer.position.shape[1] // attention.heads) ** -0.5
 
     def empty_cache(self, n: int) -> torch.Tensor:
         tr = self.transformer
@@ -152,7 +155,7 @@ class PriorStep(nn.Module):
         for i, block in enumerate(tr.blocks):
             attention = block.attention
             q, k, v = attention.qkv(block.norm1(h)).view(n, 3, attention.heads, -1).unbind(1)   # [N, heads, d]
-            scale = q.shape[-1] ** -0.5
+            scale = self.scale
             earlier = (cache[:, i, 0] @ q[..., None]).squeeze(-1) * scale             # [N, heads, T]
             # A finite mask, not -inf: exp underflows to exactly 0 all the same, and the fp16 variant's range check
             # (export/precision.py) does not take an infinity for an overflow.
@@ -221,3 +224,29 @@ class VQPrior(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return self.vqvae.decode(codes)
+
+
+class PolynomialGELU(nn.Module):
+    """GELU with erf from Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7): only Abs, Exp, Sign and arithmetic,
+    which onnxruntime runs in float64 (its Erf is float32 only)."""
+
+    A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+    P = 0.3275911
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = x * 0.7071067811865476
+        t = 1.0 / (1.0 + self.P * u.abs())
+        poly = t * (self.A[0] + t * (self.A[1] + t * (self.A[2] + t * (self.A[3] + t * self.A[4]))))
+        erf = torch.sign(u) * (1.0 - poly * torch.exp(-u * u))
+        return 0.5 * x * (1.0 + erf)
+
+
+def exact_step(transformer: CodeTransformer) -> PriorStep:
+    """The codec's prior (runtime/codec_probs.py): PriorStep over a float64 copy of `transformer` with
+    PolynomialGELU, so torch and onnxruntime compute it within ~1e-12 of each other."""
+    import copy
+
+    twin = copy.deepcopy(transformer).double().eval()
+    for block in twin.blocks:
+        block.mlp[1] = PolynomialGELU()
+    return PriorStep(twin).eval()

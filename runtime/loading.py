@@ -194,9 +194,11 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: P
         source = graph if graph is not None else checkpoint_to_onnx_bytes(module, checkpoint)
         graph = open_graph(backend, source, threads, label, precision)
         encoder = TorchDecoder(module, threads) if info.kind == "vae" else None
-        return Model(info, GraphDecoder(graph, label, info.value_range), encoder, precision=graph.precision)
+        return _with_codec(Model(info, GraphDecoder(graph, label, info.value_range), encoder,
+                                 precision=graph.precision), module, info, threads)
     decoder = TorchDecoder(module, threads, precision=precision, value_range=info.value_range, mode=mode)
-    return Model(info, decoder, decoder if info.kind == "vae" else None, precision=precision)
+    return _with_codec(Model(info, decoder, decoder if info.kind == "vae" else None, precision=precision), module,
+                       info, threads)
 
 
 def _load_vq_checkpoint(path: Path, backend: str, threads: int | None, precision: str) -> VQModel:
@@ -227,8 +229,8 @@ def _load_vq_checkpoint(path: Path, backend: str, threads: int | None, precision
         graphs = {part: open_graph(backend, data, threads, f"the {part} graph of {str(path)!r}")
                   for part, data in vq_graphs(module, info).items()}
         cache_shape = tuple(PriorStep(module.transformer).empty_cache(1).shape[1:]) if info.kind == "prior" else ()
-        return on_graphs(path, info.kind, backend, facts, graphs["decoder"], graphs.get("prior"), cache_shape,
-                         encode, no_prior)
+        return _with_codec(on_graphs(path, info.kind, backend, facts, graphs["decoder"], graphs.get("prior"),
+                                     cache_shape, encode, no_prior), module, info, threads)
 
     def decode(codes: np.ndarray) -> np.ndarray:
         with thread_count(threads), torch.inference_mode():
@@ -245,8 +247,23 @@ def _load_vq_checkpoint(path: Path, backend: str, threads: int | None, precision
 
         return run
 
-    return VQModel(path, info.kind, "torch", facts, decode, logits if info.kind == "prior" else None, encode,
-                   threads or torch.get_num_threads(), no_prior=no_prior)
+    return _with_codec(VQModel(path, info.kind, "torch", facts, decode, logits if info.kind == "prior" else None,
+                               encode, threads or torch.get_num_threads(), no_prior=no_prior), module, info, threads)
+
+
+def _with_codec(model, module, info, threads: int | None):
+    """A prior checkpoint's model, or a VAE's with codec tables beside it, compresses (runtime/codec.py); its
+    codec is built on first use."""
+    from .codec import latent_codec, vq_codec
+    from .codec_latent import read_tables, tables_path
+
+    if info.kind == "prior":
+        model.codec_points = (1,)
+        model.codec_factory = lambda point: vq_codec(model, module, threads)
+    elif info.kind == "vae" and tables_path(model.path).is_file():
+        model.codec_points = tuple(1 + q for q in sorted(read_tables(tables_path(model.path))))
+        model.codec_factory = lambda point: latent_codec(model, point)
+    return model
 
 
 def _vq_graph_facts(meta: dict[str, str], path: Path) -> dict:

@@ -47,6 +47,7 @@ class Model:
 
     codebook_size = 0   # latent vectors, not code grids (runtime/vq_model.py)
     chosen_because = ""  # set by `load`: why this backend runs (a tuning record, the default rule, the caller)
+    codec_points: tuple[int, ...] = ()   # set by `load` for a VAE with codec tables, with codec_factory(point)
 
     def __init__(self, info: ArtifactInfo, decoder: Decoder | None, encoder=None,
                  filter_graph: BackendGraph | None = None, precision: str = "fp32") -> None:
@@ -187,6 +188,13 @@ class Model:
 
         return self._guard.repair(graph.precision, feeds, outputs, lambda o: np.flatnonzero(o[1] == 0), run_at,
                                   ("filter", graph.name, graph.precision), failure)[0]
+
+    def compress(self, images, quality: int | None = None) -> bytes:
+        """uint8 images [N, H, W, C] -> the bytes of a .lfz stream (runtime/codec.py): the mean latent quantized at
+        `quality` (1 = lowest rate); VAE checkpoints with codec tables beside them only."""
+        from .codec import compress
+
+        return compress(self, images, quality)
 
     def encode(self, images) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [N, H, W, C] -> (mu, logvar), float32 [N, D] each. VAE checkpoints only."""

@@ -24,6 +24,7 @@ CHUNK = 256   # images a sampling run draws at once: the key/value cache is ~1 M
 class VQModel:
     point_dim = 0   # images, not points
     chosen_because = ""  # set by `load`
+    codec_points: tuple[int, ...] = ()   # set by `load` for a prior checkpoint, with codec_factory(point)
 
     def __init__(self, path: Path, kind: str, backend: str, facts: dict, decode, logits=None, encode=None,
                  threads: int = 1, precision: str = "fp32", no_prior: str = "", decode_at=None):
@@ -103,6 +104,12 @@ class VQModel:
 
         return self._guard.repair(self.precision, {"codes": codes}, [self._decode(codes)],
                                   lambda o: nonfinite_rows(o[0]), run_at, ("decoder",), failure)[0]
+
+    def compress(self, images, quality: int | None = None) -> bytes:
+        """uint8 images [N, H, W, C] -> the bytes of a .lfz stream (runtime/codec.py); prior checkpoints only."""
+        from .codec import compress
+
+        return compress(self, images, quality)
 
     def encode(self, images) -> np.ndarray:
         """uint8 [N, H, W, C] -> code grids int64 [N, h, w] (torch; checkpoints only)."""

@@ -73,8 +73,8 @@ class StepLogits:
     through its whole prefix. `cache_shape` is the cache's shape less the batch: [layers, 2, heads, T, d].
     """
 
-    def __init__(self, run: Callable, cache_shape: tuple[int, ...]) -> None:
-        self.run, self.cache_shape = run, tuple(cache_shape)
+    def __init__(self, run: Callable, cache_shape: tuple[int, ...], dtype=np.float32) -> None:
+        self.run, self.cache_shape, self.dtype = run, tuple(cache_shape), dtype
         self.tokens: np.ndarray | None = None
         self.cache: np.ndarray | None = None
 
@@ -84,7 +84,7 @@ class StepLogits:
         if seen is not None and seen.shape == (n, t - 1) and np.array_equal(seen, tokens[:, :-1]):
             positions = [t - 1]
         else:
-            self.cache = np.zeros((n, *self.cache_shape), dtype=np.float32)
+            self.cache = np.zeros((n, *self.cache_shape), dtype=self.dtype)
             positions = range(t)
         for p in positions:
             logits, kv = self.run(np.ascontiguousarray(tokens[:, p]), np.array([p], dtype=np.int64), self.cache)

@@ -52,7 +52,8 @@ def test_choices_come_from_the_runtime():
             if "--backend" in action.option_strings:
                 assert action.choices is BACKENDS, name
                 seen += 1
-    assert seen == 9  # filter, serve and export (with --dtype) precision; sample, interpolate, filter, edit, serve backend
+    assert seen == 11  # filter, serve, export (--dtype) precision; sample, interpolate, filter, edit, serve, compress,
+    # decompress backend
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -11,7 +11,7 @@ import sys
 
 from latentforge.errors import InputError, LatentforgeError
 
-COMMAND_MODULES = ("demo", "train", "edit", "export", "run", "bench", "tune", "serve", "system")
+COMMAND_MODULES = ("demo", "train", "edit", "export", "run", "codec", "bench", "tune", "serve", "system")
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
