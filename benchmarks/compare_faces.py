@@ -177,7 +177,7 @@ def main(argv=None) -> int:
         row = {k: v for k, v in entry.items() if k != "samples"}
         row.update(score(entry, real, real_features, net, readout, readout_real))
         rows.append(row)
-        stem = entry["name"].split(" (")[0].split(" K=")[0].lower().replace("-", "").replace(" ", "_")
+        stem = entry["name"].split(" (")[0].split(" K=")[0].lower().replace("-", "").replace("β", "beta_")
         if "checkpoint" in entry:
             row["grid"] = f"{stem}_samples.png"
             save_grid(entry["samples"][:64], out / row["grid"], nrow=8, scale=2)

@@ -20,6 +20,7 @@ WEIGHTS = Path(__file__).parent / "weights"
 SHIPPED = WEIGHTS / "faces_vae.safetensors"
 SHIPPED_LOG = WEIGHTS / "faces_vae.log.jsonl"
 SHIPPED_GAN = WEIGHTS / "faces_gan.safetensors"
+SHIPPED_GAN_LOG = WEIGHTS / "faces_gan.log.jsonl"
 COMPARE_TABLE = "faces_compare.json"   # written by benchmarks/compare_faces.py
 EDIT_AMOUNTS = (0.0, 0.5, 1.0, 1.5, 2.0)
 # (heading, row key, format) of the comparison table; a missing value prints as "n/a"
@@ -89,15 +90,19 @@ def print_comparison() -> dict:
 
 
 def gan_grids(vae_engine, out: Path) -> dict:
-    """The shipped GAN's samples, and 32 VAE samples above 32 GAN samples from the same seed."""
+    """The shipped GAN's samples, 32 VAE samples above 32 GAN samples from the same seed, and the GAN's training
+    curves (D(x) and D(G(z)) against the 0.5 equilibrium)."""
     from latentforge import load
     from latentforge.images import save_grid
+    from latentforge.training.plots import plot_curves, read_log
 
     gan = load(SHIPPED_GAN)
-    paths = {"gan_samples": out / "gan_samples.png", "vae_vs_gan": out / "vae_vs_gan.png"}
+    paths = {"gan_samples": out / "gan_samples.png", "vae_vs_gan": out / "vae_vs_gan.png",
+             "gan_curves": out / "gan_curves.png"}
     save_grid(gan.sample(64, seed=0), paths["gan_samples"], nrow=8, scale=2)
     save_grid(np.concatenate([vae_engine.sample(32, seed=0), gan.sample(32, seed=0)]), paths["vae_vs_gan"],
               nrow=8, scale=2)
+    plot_curves(read_log(SHIPPED_GAN_LOG), gan.kind, paths["gan_curves"])
     return paths
 
 

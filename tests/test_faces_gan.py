@@ -8,9 +8,10 @@ import torch
 import latentforge
 from latentforge.checkpoint import load_checkpoint, read_info, save_checkpoint
 from latentforge.cli import main
-from latentforge.demo import COLUMNS, COMPARE_TABLE, SHIPPED_GAN, WEIGHTS, print_comparison
+from latentforge.demo import COLUMNS, COMPARE_TABLE, SHIPPED_GAN, SHIPPED_GAN_LOG, WEIGHTS, print_comparison
 from latentforge.models import MODELS
 from latentforge.runtime.backends import backends
+from latentforge.training.plots import read_log
 
 CPU_BACKENDS = [b.name for b in backends() if b.available and b.name != "tensorrt"]
 
@@ -20,6 +21,9 @@ def test_shipped_gan_records_how_it_was_trained_and_is_small():
     assert info.kind == "gan" and info.data == "faces" and info.config["image_size"] == 64
     assert info.extra["command"].startswith("latentforge train gan --data faces")
     assert SHIPPED_GAN.stat().st_size < 8 * 2**20
+    logged = [r for r in read_log(SHIPPED_GAN_LOG) if "d_x" in r]
+    assert logged and logged[-1]["step"] == info.step   # the log of these weights, with D(x) and D(G(z))
+    assert all(0 < r["d_x"] < 1 and 0 < r["d_g_z"] < 1 and r["loss_d"] > 0.01 for r in logged)
 
 
 @pytest.fixture(scope="module")
