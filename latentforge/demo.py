@@ -19,7 +19,18 @@ from .files import atomic_write_bytes
 WEIGHTS = Path(__file__).parent / "weights"
 SHIPPED = WEIGHTS / "faces_vae.safetensors"
 SHIPPED_LOG = WEIGHTS / "faces_vae.log.jsonl"
+SHIPPED_GAN = WEIGHTS / "faces_gan.safetensors"
+SHIPPED_GAN_LOG = WEIGHTS / "faces_gan.log.jsonl"
+COMPARE_TABLE = "faces_compare.json"   # written by benchmarks/compare_faces.py
 EDIT_AMOUNTS = (0.0, 0.5, 1.0, 1.5, 2.0)
+# (heading, row key, format) of the comparison table; a missing value prints as "n/a"
+COLUMNS = (("FD (domain features)", "fd", "{:.3f}"), ("precision", "precision", "{:.3f}"),
+           ("recall", "recall", "{:.3f}"), ("FD (readout)", "fd_readout", "{:.3f}"),
+           ("precision / recall (readout)", "precision_recall_readout", "{precision:.3f} / {recall:.3f}"),
+           ("sharpness (Laplacian, x real)", "laplacian_ratio", "{:.2f}"),
+           ("high-freq. energy (x real)", "high_frequency_ratio", "{:.2f}"), ("bits/dim", "bits_per_dim", "{:.3f}"),
+           ("decode ms, batch 1 (p50 / p90)", "decode", "{p50_ms:.3f} / {p90_ms:.3f}"),
+           ("parameters", "params", "{:,}"))
 
 
 def _say(text: str) -> None:
@@ -39,6 +50,60 @@ def _train(out: Path, steps: int) -> tuple[Path, Path]:
                                sample_every=max(steps // 4, 1), checkpoint_every=max(steps // 10, 1),
                                command=f"latentforge demo --train --steps {steps}"))
     return Path(result.checkpoint), run / "log.jsonl"
+
+
+def comparison_lines(report: dict) -> list[str]:
+    """The markdown of benchmarks/compare_faces.py's report: the table and what its columns mean."""
+    def cell(row: dict, key: str, fmt: str) -> str:
+        value = row.get(key)
+        if value is None:
+            return "n/a"
+        return fmt.format(**value) if isinstance(value, dict) else fmt.format(value)
+
+    lines = [f"# VAE vs β-VAE vs VQ-VAE + prior vs GAN on held-out faces (n = {report['n']})", "",
+             "| model | " + " | ".join(c[0] for c in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    lines += [f"| {r['name']} | " + " | ".join(cell(r, key, fmt) for _, key, fmt in COLUMNS) + " |"
+              for r in report["rows"]]
+    vq = [r for r in report["rows"] if "sample_with_prior" in r]
+    lines += ["", f"FD (domain features), precision and recall (Kynkäänniemi et al. 2019, k=3): in {report['features']}"
+              " (the features of `latentforge evaluate`), samples (seed 0) against as many held-out test faces; "
+              "FD and precision / recall (readout): the same measures in the readout CNN's features. Not FID. "
+              "The real-faces row is the floor at this sample size.",
+              "Sharpness: mean squared Laplacian and share of spectral power above half the Nyquist frequency, "
+              "each divided by the held-out faces' (1.00 = as sharp as the data).",
+              "bits/dim: the VAEs' IWAE bound on held-out faces (8-bit bins); a GAN and a VQ-VAE with a "
+              "deterministic encoder have no likelihood bound here (n/a).",
+              "Decode: one latent -> one 64 px image on onnxruntime (one session, threads = physical cores)"
+              + (f"; the VQ-VAE's is its decoder alone, sampling its 16x16 codes with the prior takes "
+                 f"{vq[0]['sample_with_prior']['p50_ms']:.1f} ms more per image" if vq else "")
+              + ". Parameters: those that run to make a sample (decoder or generator; VQ: prior, codebook, decoder).",
+              f"Best FD: {report['best']} ({report['best_grid']})."]
+    return lines
+
+
+def print_comparison() -> dict:
+    """Print the committed VAE / β-VAE / VQ-VAE / GAN table (benchmarks/compare_faces.py) and return it."""
+    report = json.loads((WEIGHTS / COMPARE_TABLE).read_text())
+    _say("\n".join(comparison_lines(report)))
+    _say(f"(measured by: {report['command']}; {report['machine']['cpu']}, {report['machine']['date']})")
+    return report
+
+
+def gan_grids(vae_engine, out: Path) -> dict:
+    """The shipped GAN's samples, 32 VAE samples above 32 GAN samples from the same seed, and the GAN's training
+    curves (D(x) and D(G(z)) against the 0.5 equilibrium)."""
+    from latentforge import load
+    from latentforge.images import save_grid
+    from latentforge.training.plots import plot_curves, read_log
+
+    gan = load(SHIPPED_GAN)
+    paths = {"gan_samples": out / "gan_samples.png", "vae_vs_gan": out / "vae_vs_gan.png",
+             "gan_curves": out / "gan_curves.png"}
+    save_grid(gan.sample(64, seed=0), paths["gan_samples"], nrow=8, scale=2)
+    save_grid(np.concatenate([vae_engine.sample(32, seed=0), gan.sample(32, seed=0)]), paths["vae_vs_gan"],
+              nrow=8, scale=2)
+    plot_curves(read_log(SHIPPED_GAN_LOG), gan.kind, paths["gan_curves"])
+    return paths
 
 
 def edit_strip(engine, model, info, data, attribute: str, direction: np.ndarray, rows: int = 6):
@@ -109,6 +174,11 @@ def run_demo(out: str | Path = "demo_out", train: bool = False, steps: int = 150
     if readings:
         _say("eyes_open edit, ground-truth eye openness read from the pixels: " +
              ", ".join(f"+{a:g}: {r:.2f}" for a, r in zip(EDIT_AMOUNTS, readings)))
+
+    _say("\nthe Forger: the shipped faces GAN, and the seed's comparison on held-out faces")
+    paths.update(gan_grids(engine, out))
+    _say(f"top 4 rows VAE, bottom 4 rows GAN: {paths['vae_vs_gan']}")
+    print_comparison()
 
     paths["curves"] = out / "curves.png"
     if log.exists():

@@ -63,12 +63,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, write)
 
 
-def write_report(folder: str | os.PathLike, stem: str, lines: list[str], report: dict, machine: str) -> None:
+def write_report(folder: str | os.PathLike, stem: str, lines: list[str], report: dict, machine: str,
+                 timed: bool = False) -> None:
     """A benchmark's results: `stem.md` (the lines, then the machine) and `stem.json`, both atomic; the lines are
-    printed too. Its JSON keeps float-like values (NumPy scalars) as plain floats."""
+    printed too. Its JSON keeps float-like values (NumPy scalars) as plain floats. `timed`: the report has
+    timings, taken while other jobs may have shared the cores."""
     import json
 
-    lines = lines + ["", f"Machine: {machine}; run under load from other jobs (no timings here)."]
+    note = ("timings taken while other jobs shared the cores (load average in the JSON): noisy" if timed
+            else "run under load from other jobs (no timings here)")
+    lines = lines + ["", f"Machine: {machine}; {note}."]
     text = "\n".join(lines)
     atomic_write_bytes(Path(folder) / f"{stem}.md", (text + "\n").encode())
     atomic_write_bytes(Path(folder) / f"{stem}.json", json.dumps(report, indent=2, default=float).encode())

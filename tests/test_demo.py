@@ -17,7 +17,8 @@ def test_shipped_weights_record_how_they_were_trained():
 def test_demo_writes_every_artifact_and_the_edit_opens_the_eyes(tmp_path):
     result = run_demo(out=tmp_path / "demo", bench=False)
     paths = result["paths"]
-    for name in ("checkpoint", "onnx", "samples", "interpolation", "edit", "curves"):
+    for name in ("checkpoint", "onnx", "samples", "interpolation", "edit", "curves", "gan_samples", "vae_vs_gan",
+                 "gan_curves"):
         assert paths[name].is_file() and paths[name].stat().st_size > 0, name
 
     samples = np.asarray(Image.open(paths["samples"]))
