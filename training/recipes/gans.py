@@ -175,7 +175,7 @@ POINT_DEFAULTS = {
                           "model_options": {**_GRID, "hidden": 128}},
     ("unrolled-gan", "ring"): {"steps": 1500, **_SMALL, "lr": 1e-3, "unroll": 5,
                                "model_options": {"hidden": 64, "depth": 3}},
-    ("unrolled-gan", "grid"): {"steps": 1500, **_SMALL, "lr": 1e-3, "unroll": 5, "latent_dim": 2,
+    ("unrolled-gan", "grid"): {"steps": 1000, **_SMALL, "lr": 1e-3, "unroll": 5, "latent_dim": 2,
                                "model_options": _GRID},
 }
 
