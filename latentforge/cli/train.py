@@ -112,7 +112,8 @@ def add_commands(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's checkpoint")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--critic-steps", type=int, help="GANs: D/critic updates per G update (wgan-gp 5, others 1)")
+    p.add_argument("--critic-steps", type=int, help="GANs: D/critic updates per G update (wgan-gp 5, others 1; "
+                                                       "ring/grid: their own)")
     p.add_argument("--gp-lambda", type=float, help="wgan-gp: gradient penalty weight (default 10; ring/grid: "
                                                     "their own)")
     p.add_argument("--unroll", type=int, help="unrolled-gan: D steps the generator looks ahead through (default 5)")
