@@ -1,25 +1,29 @@
 """Mode collapse measured the papers' way: gan, wgan-gp and unrolled-gan on ring and grid (10 seeds), stacked-digits.
 
-    python benchmarks/modes.py [--seeds 10] [--stacked-seeds 3] [--budget quick|equal] [--work runs/modes]
+    python benchmarks/modes.py [--seeds 10] [--stacked-seeds 3] [--kinds gan,wgan-gp,unrolled-gan] [--work runs/modes]
 
-Each run is `latentforge train KIND --data D --seed S --steps N --batch-size 128` (N from the
-budget; other settings the defaults, one thread), then the VEEGAN/PacGAN protocol on 2500
-samples (stacked-digits: 10000 samples, the project's digit classifier). Runs go seed by seed
-and are appended to WORK/runs.jsonl; a run already there is skipped, so a killed benchmark
-continues where it stopped, and `--seeds 0 --stacked-seeds 0` only redraws. After every run
-the table is rewritten: OUT/modes.md and OUT/modes.json (`modes-equal.*` for --budget equal;
-mean +- standard error over the seeds done so far, wall time per run) beside the published
-rows, and OUT/modes_DATA_KIND.png, the samples of the lowest seed over the true modes.
+Each ring/grid run is `latentforge train KIND --data D --seed S` with no other flag: the kind's own
+defaults for that data (training/recipes/gans.py, POINT_DEFAULTS), one thread; then the VEEGAN/PacGAN
+protocol on 2500 samples. stacked-digits runs `--steps N --batch-size 64` with a smaller DCGAN pair
+(STACKED_STEPS, STACKED_OPTIONS) and counts modes on 10000 samples with the project's digit classifier.
+Runs go seed by seed and are appended to WORK/runs.jsonl with their settings; a run already there with
+today's settings is skipped, so a killed benchmark continues where it stopped, and `--seeds 0
+--stacked-seeds 0` only redraws. After every run the table is rewritten: OUT/modes.md and OUT/modes.json
+(mean +- standard error over the seeds done so far, wall time per run) beside the published rows and
+the rows of the previous defaults, and OUT/modes_DATA_KIND.png, the samples of the lowest seed over the
+true modes.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +32,8 @@ KINDS = ("gan", "wgan-gp", "unrolled-gan")
 POINT_DATA = ("ring", "grid")
 STACKED_KINDS = ("gan", "wgan-gp")
 STACKED_OPTIONS = {"ngf": 32, "ndf": 32}   # a smaller DCGAN pair, so the CPU benchmark stays in budget
-# Generator steps per run. "quick" fits a shared 2-core CPU in about an hour for ~6 seeds (a wgan-gp step costs
-# ~5 gan steps, an unrolled-gan step ~8); "equal" gives every kind the same 3000 generator steps.
-BUDGETS = {
-    "quick": {("ring", "gan"): 3000, ("grid", "gan"): 3000, ("ring", "wgan-gp"): 1000, ("grid", "wgan-gp"): 1000,
-              ("ring", "unrolled-gan"): 800, ("grid", "unrolled-gan"): 800,
-              ("stacked-digits", "gan"): 1000, ("stacked-digits", "wgan-gp"): 250},
-    "equal": {**{(d, k): 3000 for d in POINT_DATA for k in KINDS},
-              ("stacked-digits", "gan"): 2000, ("stacked-digits", "wgan-gp"): 2000},
-}
-BATCH = 128
+STACKED_STEPS = {"gan": 1000, "wgan-gp": 800}
+STACKED_BATCH = 64
 
 # PROTOCOLS.md: PacGAN Table 1 (10 runs, +- s.e.) and VEEGAN Table 1 (5 runs).
 PACGAN = [("GAN", "6.3±0.5", "98.2±0.2", "0.45", "17.3±0.8", "94.8±0.7", "0.70"),
@@ -45,38 +41,60 @@ PACGAN = [("GAN", "6.3±0.5", "98.2±0.2", "0.45", "17.3±0.8", "94.8±0.7", "0.
           ("PacGAN2", "7.9±0.1", "95.6±2.0", "0.07", "23.8±0.7", "91.3±0.8", "0.13"),
           ("PacGAN3", "7.8±0.1", "97.7±0.3", "0.10", "24.6±0.4", "94.2±0.4", "0.06"),
           ("PacGAN4", "7.8±0.1", "95.9±1.4", "0.07", "24.8±0.2", "93.6±0.6", "0.04")]
+# This table's ring/grid rows before the per-data defaults (2026-11-24): `--batch-size 128 --steps N`, lr 1e-3,
+# 128-wide MLPs, gp 10, unroll 5; N = 3000 (gan), 1000 (wgan-gp), 800 (unrolled-gan).
+PREVIOUS = [("gan", "8.0±0.0", "76.1±2.8", "0.99±0.10", "16.3±0.6", "34.5±4.4", "1.47±0.10"),
+            ("wgan-gp", "1.4±0.4", "0.1±0.0", "1.33±0.07", "15.4±1.0", "1.6±0.1", "0.71±0.09"),
+            ("unrolled-gan", "7.5±0.5", "32.4±2.8", "0.51±0.08", "18.1±0.4", "1.5±0.1", "0.52±0.04")]
 VEEGAN = [("GAN", "1", "99.3", "", "3.3", "0.5", ""), ("ALI", "2.8", "0.13", "", "15.8", "1.6", ""),
           ("Unrolled GAN", "7.6", "35.6", "", "23.6", "16", ""), ("VEEGAN", "8", "52.9", "", "24.6", "40", "")]
 
 
-def run_one(kind: str, data: str, seed: int, work: Path, steps: int) -> dict:
-    import torch
+def point_settings(kind: str, data: str) -> dict:
+    """What `latentforge train KIND --data D` trains with (the kind's defaults for the data, filled in)."""
+    from latentforge.training.train import TrainConfig
 
+    cfg = TrainConfig(kind=kind, data=data, out="unused")
+    return {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.learning_rate,
+            "lr_decay_start": cfg.lr_decay_start, "critic_steps": cfg.critic_steps, "gp_lambda": cfg.gp_lambda,
+            "unroll": cfg.unroll, "model": cfg.model_config({"point_dim": 2}).to_dict()}
+
+
+def run_one(kind: str, data: str, seed: int, work: Path) -> dict:
+    import torch
     from latentforge.training.evaluate.gans import evaluate_gan
     from latentforge.training.train import TrainConfig, train
+
     from latentforge.checkpoint import read_info
 
     torch.set_num_threads(1)
-    run_dir = work / f"{data}_{kind}_{steps}_{seed}"
+    run_dir = work / f"{data}_{kind}_{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    options = STACKED_OPTIONS if data == "stacked-digits" else {}
+    fields = ({} if data in POINT_DATA else
+              {"model_options": STACKED_OPTIONS, "steps": STACKED_STEPS[kind], "batch_size": STACKED_BATCH})
     cfg = TrainConfig(kind=kind, data=data, out=str(run_dir), seed=seed, progress=False, device="cpu",
-                      model_options=options, steps=steps, batch_size=BATCH if data in POINT_DATA else 64,
-                      sample_every=steps // 2, checkpoint_every=steps,
-                      command=f"benchmarks/modes.py: {kind} {data} seed {seed}")
+                      command=f"benchmarks/modes.py: {kind} {data} seed {seed}", **fields)
+    cfg.sample_every = cfg.checkpoint_every = cfg.steps   # one picture and one checkpoint, at the end
     started = time.perf_counter()
     try:
         result = train(cfg)
     except Exception as e:  # a diverged run is a result too: it counts as no modes
         return {"kind": kind, "data": data, "seed": seed, "failed": f"{type(e).__name__}: {e}",
-                "wall_s": time.perf_counter() - started, "steps": cfg.steps}
+                "wall_s": time.perf_counter() - started, "steps": cfg.steps, "settings": settings(kind, data)}
     wall = time.perf_counter() - started
     ckpt = result.checkpoint
     scores = evaluate_gan(ckpt, read_info(ckpt), {"seed": 1_000 + seed})
     scores.pop("table")
     scores["sample_seed"] = scores.pop("seed")
     return {"kind": kind, "data": data, "seed": seed, "wall_s": wall, "steps": cfg.steps,
-            "batch_size": cfg.batch_size, "lr": cfg.learning_rate, "run_dir": str(run_dir), **scores}
+            "batch_size": cfg.batch_size, "lr": cfg.learning_rate, "run_dir": str(run_dir),
+            "settings": settings(kind, data), **scores}
+
+
+def settings(kind: str, data: str) -> dict:
+    if data in POINT_DATA:
+        return point_settings(kind, data)
+    return {"steps": STACKED_STEPS[kind], "batch_size": STACKED_BATCH, "model_options": STACKED_OPTIONS}
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -113,13 +131,13 @@ def summarize(runs: list[dict]) -> dict:
     return summary
 
 
-def table(summary: dict, machine: dict) -> str:
+def table(summary: dict, machine: dict, stacked_runs: list[dict]) -> str:
     lines = ["# Mode collapse on 2-D data (VEEGAN / PacGAN protocol)", "",
              "2500 samples per run; a sample is high quality (HQ) within 3 std of its nearest mode; a mode is",
              "captured with at least one HQ sample; reverse KL = KL(HQ mode histogram || uniform), nats.",
-             "Ours: mean ± standard error over the seeds listed (n runs), `latentforge train KIND --data D",
-             f"--seed S --batch-size {BATCH} --steps N` (N in the table: generator steps), other",
-             "settings the defaults, one thread; a diverged run counts as 0 modes. Wall time: median per run.", "",
+             "Ours: mean ± standard error over the seeds listed (n runs) of `latentforge train KIND --data D",
+             "--seed S` with no other flag (the kind's defaults for the data, listed below), one thread per run,",
+             "two runs at a time; a diverged run counts as 0 modes. Wall time: median per run.", "",
              "| model | ring modes /8 | ring HQ % | ring rev-KL | grid modes /25 | grid HQ % | grid rev-KL | runs | steps | wall s/run (ring, grid) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for kind in KINDS:
@@ -135,14 +153,29 @@ def table(summary: dict, machine: dict) -> str:
             steps.append(str(s["steps"]))
         lines.append(f"| **latentforge {kind}** | " + " | ".join(cells)
                      + f" | {', '.join(runs)} | {', '.join(steps)} | {', '.join(walls)} |")
+    lines += [f"| previous defaults: {name} | " + " | ".join(row) + " | 10, 10 | | |" for name, *row in PREVIOUS]
     lines += [f"| PacGAN Table 1: {name} | " + " | ".join(row) + " | 10 | | |" for name, *row in PACGAN]
     lines += [f"| VEEGAN Table 1: {name} | " + " | ".join(c or "–" for c in row) + " | 5 | | |" for name, *row in VEEGAN]
+    lines += ["", "The defaults each row ran with (training/recipes/gans.py, POINT_DEFAULTS; the rest as in docs/gans.md):",
+              "", "| kind | data | steps | batch | lr | lr decay from | critic steps | gp λ | unroll | MLP (hidden × depth, z) "
+              "| point scale |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for kind in KINDS:
+        for data in POINT_DATA:
+            if f"{data}/{kind}" in summary:
+                t = point_settings(kind, data)
+                m = t["model"]
+                gp = f"{t['gp_lambda']:g}" if kind == "wgan-gp" else "–"
+                unroll = t["unroll"] if kind == "unrolled-gan" else "–"
+                lines.append(f"| {kind} | {data} | {t['steps']} | {t['batch_size']} | {t['lr']:g} | "
+                             f"{t['lr_decay_start']:g} | {t['critic_steps'] or 1} | {gp} | {unroll} | "
+                             f"{m['hidden']} × {m['depth']}, {m['latent_dim']} | {m['point_scale']:g} |")
     stacked = {k: v for k, v in summary.items() if k.startswith("stacked-digits/")}
     if stacked:
         lines += ["", "## Stacked digits (scikit-learn 8×8 digits stacked as RGB, 1000 modes)", "",
                   "Modes read by the project's digit classifier on 10000 samples; KL(class histogram || uniform).",
                   "Comparable to Stacked MNIST in method, not in numbers (different digits, different classifier).",
-                  f"DCGAN pair with {STACKED_OPTIONS} at 32 px, batch 64.", "",
+                  f"DCGAN pair with {STACKED_OPTIONS} at 32 px, batch {STACKED_BATCH}.",
+                  *sorted({f"Runs: {r['note']}." for r in stacked_runs if r.get("note")}), "",
                   "| model | modes /1000 | KL | FD (domain features) | runs | steps | wall s/run |",
                   "|---|---|---|---|---|---|---|"]
         for key, s in stacked.items():
@@ -152,10 +185,11 @@ def table(summary: dict, machine: dict) -> str:
     return "\n".join(lines)
 
 
-def pictures(runs: list[dict], out: Path, name: str) -> None:
+def pictures(runs: list[dict], out: Path, name: str = "modes") -> None:
     from latentforge.training.data import open_data
     from latentforge.training.plots import plot_points
     from latentforge.training.samples import generate
+
     from latentforge.checkpoint import load_checkpoint
 
     for data in POINT_DATA:
@@ -177,10 +211,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--stacked-seeds", type=int, default=3, help="seeds for stacked-digits (0 = skip)")
     parser.add_argument("--kinds", default=",".join(KINDS))
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="quick", help="generator steps per run")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
     parser.add_argument("--work", default="runs/modes", help="run folders and runs.jsonl")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"),
-                        help="folder for modes.md (modes-BUDGET.md for another --budget than quick), .json, pictures")
+                        help="folder for modes.md, modes.json and the pictures")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from latentforge.runtime.machine import machine_info
@@ -189,38 +223,35 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     log = work / "runs.jsonl"
-    steps = BUDGETS[args.budget]
-    name = "modes" if args.budget == "quick" else f"modes-{args.budget}"
     runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    runs = [r for r in runs if r["steps"] == steps[r["data"], r["kind"]]]   # this budget's runs only
+    runs = [r for r in runs if r.get("settings") == settings(r["kind"], r["data"])]   # today's settings only
     done = {(r["kind"], r["data"], r["seed"]) for r in runs}
     kinds = args.kinds.split(",")
     plan = [(k, d, s) for s in range(args.seeds) for d in POINT_DATA for k in kinds]
-    stacked = [(k, "stacked-digits", s) for s in range(args.stacked_seeds) for k in STACKED_KINDS if k in kinds]
-    plan = plan[:2 * 2 * len(kinds)] + stacked[:len(STACKED_KINDS)] + plan[2 * 2 * len(kinds):] + stacked[2:]  # early
-    machine = {**machine_info(), "threads": 1, "note": "shared 2-core machine, other jobs running"}
-    for kind, data, seed in plan:
-        if (kind, data, seed) in done:
-            continue
-        record = run_one(kind, data, seed, work, steps[data, kind])
-        with open(log, "a") as f:
-            f.write(json.dumps(record, default=float) + "\n")
-        runs.append(record)
-        print(f"{kind:>12} {data:>14} seed {seed}: " + ", ".join(
-            f"{k} {record[k]:.4g}" if isinstance(record.get(k), float) else f"{k} {record.get(k)}"
-            for k in ("modes", "hq_percent", "reverse_kl", "wall_s", "failed") if k in record), flush=True)
-        write_results(runs, out, machine, name)
-        if data in POINT_DATA and seed == min(r["seed"] for r in runs if (r["kind"], r["data"]) == (kind, data)):
-            pictures([record], out, name)
-    write_results(runs, out, machine, name)   # with --seeds 0: only redraw the table and pictures from WORK
-    pictures(runs, out, name)
+    plan += [(k, "stacked-digits", s) for s in range(args.stacked_seeds) for k in STACKED_KINDS if k in kinds]
+    machine = {**machine_info(), "threads": 1, "jobs": args.jobs, "note": "shared 2-core machine, other jobs running"}
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_one, kind, data, seed, work) for kind, data, seed in plan
+                   if (kind, data, seed) not in done]
+        for future in as_completed(futures):
+            record = future.result()
+            with open(log, "a") as f:
+                f.write(json.dumps(record, default=float) + "\n")
+            runs.append(record)
+            print(f"{record['kind']:>12} {record['data']:>14} seed {record['seed']}: " + ", ".join(
+                f"{k} {record[k]:.4g}" if isinstance(record.get(k), float) else f"{k} {record.get(k)}"
+                for k in ("modes", "hq_percent", "reverse_kl", "wall_s", "failed") if k in record), flush=True)
+            write_results(runs, out, machine)
+    write_results(runs, out, machine)   # with --seeds 0: only redraw the table and pictures from WORK
+    pictures(runs, out)
 
 
-def write_results(runs: list[dict], out: Path, machine: dict, name: str) -> None:
+def write_results(runs: list[dict], out: Path, machine: dict, name: str = "modes") -> None:
     summary = summarize(runs)
     (out / f"{name}.json").write_text(json.dumps({"summary": summary, "runs": runs, "machine": machine},
                                                indent=1, default=float))
-    (out / f"{name}.md").write_text(table(summary, machine))
+    stacked_runs = [r for r in runs if r["data"] == "stacked-digits"]
+    (out / f"{name}.md").write_text(table(summary, machine, stacked_runs))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ class GANConfig:
     latent_dim: int = 0      # 0: POINT_LATENT_DIM for points, IMAGE_LATENT_DIM for images
     hidden: int = 128        # MLP width (points)
     depth: int = 3           # MLP hidden layers (points)
+    point_scale: float = 1.0  # points: G's output and D's input are in units of this (the data's spread)
     ngf: int = 64            # DCGAN widths (images)
     ndf: int = 64
     spectral_norm: bool = False  # images: a discriminator with spectral norm and no BatchNorm (models/critic.py)
@@ -51,6 +52,8 @@ class GANConfig:
                 value = getattr(self, name)
                 if not isinstance(value, int) or not 1 <= value <= top:
                     raise InputError(f"{name} must be an integer in 1..{top}, got {value!r}")
+            if not (isinstance(self.point_scale, (int, float)) and 1e-3 <= self.point_scale <= 1e3):
+                raise InputError(f"point_scale must be a number in 0.001..1000, got {self.point_scale!r}")
         else:
             self.dcgan_config()  # checks image_size, channels, latent_dim, ngf and ndf
 
@@ -77,8 +80,8 @@ class GANPair(nn.Module):
         super().__init__()
         self.config = c = config or GANConfig()
         if c.point_dim:
-            self.generator = PointGenerator(c.latent_dim, c.point_dim, c.hidden, c.depth)
-            self.discriminator = PointDiscriminator(c.point_dim, c.hidden, c.depth)
+            self.generator = PointGenerator(c.latent_dim, c.point_dim, c.hidden, c.depth, float(c.point_scale))
+            self.discriminator = PointDiscriminator(c.point_dim, c.hidden, c.depth, float(c.point_scale))
             return
         dc = c.dcgan_config()
         self.generator = DCGANGenerator(dc)

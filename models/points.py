@@ -3,6 +3,8 @@
 ReLU hidden layers and a linear output on both sides, as in the PacGAN and VEEGAN
 toy experiments. No normalization layers: BatchNorm would couple the samples of a batch,
 which the WGAN-GP paper forbids in a critic and which hides collapse from a plain D.
+Both work in units of a fixed `scale` (the data's spread, e.g. 2.83 on the grid), as the WGAN-GP
+toy code divides its data by it: the MLPs then see coordinates of order 1 on every data set.
 """
 from __future__ import annotations
 
@@ -22,20 +24,22 @@ def mlp(inputs: int, hidden: int, depth: int, outputs: int) -> nn.Sequential:
 
 
 class PointGenerator(nn.Module):
-    def __init__(self, latent_dim: int, point_dim: int, hidden: int, depth: int) -> None:
+    def __init__(self, latent_dim: int, point_dim: int, hidden: int, depth: int, scale: float = 1.0) -> None:
         super().__init__()
         self.main = mlp(latent_dim, hidden, depth, point_dim)
+        self.scale = scale
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """z [N, latent_dim] -> points float32 [N, point_dim]."""
-        return self.main(z)
+        """z [N, latent_dim] -> points float32 [N, point_dim]: the MLP works in units of `scale`."""
+        return self.main(z) * self.scale
 
 
 class PointDiscriminator(nn.Module):
-    def __init__(self, point_dim: int, hidden: int, depth: int) -> None:
+    def __init__(self, point_dim: int, hidden: int, depth: int, scale: float = 1.0) -> None:
         super().__init__()
         self.main = mlp(point_dim, hidden, depth, 1)
+        self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Points [N, point_dim] -> logits (or critic values) [N]."""
-        return self.main(x).flatten()
+        """Points [N, point_dim] -> logits (or critic values) [N]; it sees x / `scale`."""
+        return self.main(x / self.scale).flatten()

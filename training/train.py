@@ -37,6 +37,7 @@ KINDS = tuple(RECIPES)
 # model fields set by TrainConfig or the data, not model_options
 OWN_FLAGS = ("image_size", "channels", "latent_dim", "point_dim")
 EVAL_STREAM = 0  # training steps are 1..steps, so noise stream 0 is free for the fixed held-out evaluation
+FALLBACKS = {"steps": 2000, "batch_size": 64, "gp_lambda": 10.0, "unroll": 5, "lr_decay_start": 0.5}
 STUCK_LOSS = 1e-3  # a mean discriminator loss below this over a log window: D has won, G's gradient vanished
 
 
@@ -45,8 +46,8 @@ class TrainConfig:
     kind: str                       # a key of RECIPES: "vae" | "dcgan" | "gan" | "wgan-gp" | "unrolled-gan" | "vqvae" | "prior"
     data: str = "faces"             # spec for open_data
     out: str = "runs/vae"           # RUN_DIR
-    steps: int = 2000
-    batch_size: int = 64
+    steps: int | None = None        # None -> the recipe's default for the data (GANs on ring/grid), else 2000
+    batch_size: int | None = None   # None -> likewise, else 64
     image_size: int | None = None   # None -> the data set's own size
     latent_dim: int | None = None   # None -> the model default (vae 32, dcgan 100)
     beta: float = 1.0               # VAE KL weight
@@ -65,13 +66,17 @@ class TrainConfig:
     command: str = ""               # stored in the checkpoint metadata as `command`
     device: str = "auto"            # "auto" -> cuda when available, else cpu
     critic_steps: int | None = None # GAN kinds: D/critic updates per G update (None -> wgan-gp 5, others 1)
-    gp_lambda: float = 10.0         # wgan-gp: gradient penalty weight
-    unroll: int = 5                 # unrolled-gan: differentiable D steps G looks ahead through
-    lr_decay_start: float = 0.5     # GANs, priors: lr decays linearly to 0 from this fraction of the steps (1: never)
+    gp_lambda: float | None = None  # wgan-gp: gradient penalty weight (None -> the recipe's for the data, else 10)
+    unroll: int | None = None       # unrolled-gan: differentiable D steps G looks ahead through (else 5)
+    lr_decay_start: float | None = None  # GANs, priors: lr decays linearly to 0 from this fraction of the steps
+                                         # (1: never; else 0.5)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InputError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if not isinstance(self.model_options, dict):
+            raise InputError(f"model_options must be a dict, got {self.model_options!r}")
+        self._fill_defaults()
         for name in ("steps", "batch_size", "sample_every", "checkpoint_every", "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -90,8 +95,6 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise InputError(f"{name} must be a positive integer or None, got {value!r}")
-        if not isinstance(self.model_options, dict):
-            raise InputError(f"model_options must be a dict, got {self.model_options!r}")
         if self.device not in ("auto", "cpu") and not str(self.device).startswith("cuda"):
             raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
         if self.critic_steps is not None and (not isinstance(self.critic_steps, int) or self.critic_steps < 1):
@@ -105,6 +108,23 @@ class TrainConfig:
         if RECIPES[self.kind].configure is None:  # a recipe's own configure runs when its source is read
             # checks model_options' names and values (and that the kind can train on this data) now, not mid-run
             self.model_config(data_fields(self.data, self.image_size))
+
+    def _fill_defaults(self) -> None:
+        """Fields left None take the recipe's default for this data (recipes/gans.py: ring and grid), then
+        FALLBACKS; model options the user did not give take the recipe's too. The filled values are what the
+        checkpoint's `train` metadata records."""
+        for name, value in self.recipe_defaults().items():
+            if name == "model_options":
+                self.model_options = {**value, **self.model_options}
+            elif getattr(self, name) is None:
+                setattr(self, name, value)
+        for name, value in FALLBACKS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
+    def recipe_defaults(self) -> dict:
+        """The settings this kind defaults to on this data (empty where the general defaults apply)."""
+        return RECIPES[self.kind].defaults(self.data)
 
     def model_config(self, fixed: dict):
         """The model config this run trains, for data that fixes the fields `fixed` ({image_size, channels} or

@@ -45,9 +45,21 @@ def cmd_train(args) -> None:
         distributed.torchrun(args.nproc_per_node, ["-m", "latentforge.cli", *_without_nproc(args.argv)])
         print(f"checkpoint: {cfg.out}/checkpoint.safetensors ({args.nproc_per_node} processes)")
         return
+    if cfg.recipe_defaults() and distributed.world_from_env().leader:
+        print(settings_line(cfg))
     result = train(cfg)
     if distributed.world_from_env().leader:
         print(f"checkpoint: {result.checkpoint} (step {result.step}, {result.seconds:.0f} s)")
+
+
+def settings_line(cfg) -> str:
+    """The settings a kind has its own defaults for on this data, as this run has them (a flag overrides)."""
+    chosen = {name: (cfg.model_options if name == "model_options" else getattr(cfg, name))
+              for name in cfg.recipe_defaults()}
+    options = chosen.pop("model_options", {})
+    text = ", ".join([f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in chosen.items()]
+                     + [f"{k} {cfg.model_options[k]}" for k in options])
+    return f"{cfg.kind} on {cfg.data}: {text}"
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -84,8 +96,9 @@ def add_commands(sub) -> None:
                                   "images (default faces; a prior: its VQ-VAE's data)")
     p.add_argument("--labels", help="CelebA-style attributes CSV for a folder data set")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, help="training steps (default 2000; GANs on ring/grid: their own, "
+                                              "see docs/gans.md)")
+    p.add_argument("--batch-size", type=int, help="default 64; GANs on ring/grid: their own")
     p.add_argument("--image-size", type=int, choices=[32, 64, 128])
     p.add_argument("--latent-dim", type=int)
     p.add_argument("--beta", type=float, default=1.0, help="KL weight (VAE)")
@@ -99,12 +112,14 @@ def add_commands(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=250)
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's checkpoint")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--critic-steps", type=int, help="GANs: D/critic updates per G update (wgan-gp 5, others 1)")
-    p.add_argument("--gp-lambda", type=float, default=10.0, help="wgan-gp: gradient penalty weight")
-    p.add_argument("--unroll", type=int, default=5, help="unrolled-gan: D steps the generator looks ahead through")
-    p.add_argument("--lr-decay-start", type=float, default=0.5,
+    p.add_argument("--critic-steps", type=int, help="GANs: D/critic updates per G update (wgan-gp 5, others 1; "
+                                                       "ring/grid: their own)")
+    p.add_argument("--gp-lambda", type=float, help="wgan-gp: gradient penalty weight (default 10; ring/grid: "
+                                                    "their own)")
+    p.add_argument("--unroll", type=int, help="unrolled-gan: D steps the generator looks ahead through (default 5)")
+    p.add_argument("--lr-decay-start", type=float,
                    help="GANs and priors: the lr decays linearly to 0 from this fraction of --steps "
-                        "(1 = constant lr)")
+                        "(1 = constant lr; default 0.5)")
     p.add_argument("--nproc-per-node", type=int, metavar="N",
                    help="train on N processes on this machine under torchrun (gloo on CPU, NCCL on GPU, "
                         "one GPU per process); --batch-size is the global batch, split over them")

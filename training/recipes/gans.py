@@ -12,7 +12,6 @@ import torch
 from torch.func import functional_call
 
 from .. import losses
-from ..data import POINT_NAMES
 from .gan_monitor import monitor
 from .recipe import Recipe, build_model, decay_lr, finite, normal, pair_optimizers, uniform
 
@@ -159,9 +158,31 @@ def _build_dcgan(cfg, config):
     return model
 
 
-def _lr(image_lr: float):
-    """1e-3 on point data (small MLPs, measured to cover the modes in a few thousand steps), else `image_lr`."""
-    return lambda cfg: 1e-3 if cfg.data in POINT_NAMES else image_lr
+# The defaults on the 2-D point sets, per kind and data: what `latentforge train KIND --data ring|grid` uses for
+# every setting it is not given (TrainConfig fields; model_options are GANConfig's). Chosen by single-seed
+# measurements on a shared, loaded 2-core CPU at a budget that lets benchmarks/modes.py run all 10 seeds of
+# every row there (benchmarks/results/modes.md, docs/gans.md): small batches and MLPs, a few thousand steps,
+# lr decaying to 0 over the second half. The grid MLPs work in units of its coordinates' spread (2.83),
+# as the WGAN-GP toy code scales its data.
+_SMALL = {"batch_size": 64, "lr_decay_start": 0.5}
+_GRID = {"hidden": 64, "depth": 3, "point_scale": 2.83}
+POINT_DEFAULTS = {
+    ("gan", "ring"): {"steps": 3000, **_SMALL, "lr": 2e-3, "model_options": {"hidden": 64, "depth": 3}},
+    ("gan", "grid"): {"steps": 3000, **_SMALL, "lr": 2e-3, "latent_dim": 2, "model_options": _GRID},
+    ("wgan-gp", "ring"): {"steps": 2000, **_SMALL, "lr": 2e-3, "critic_steps": 3, "gp_lambda": 0.1,
+                          "model_options": {"hidden": 64, "depth": 3}},
+    ("wgan-gp", "grid"): {"steps": 2000, **_SMALL, "lr": 3e-3, "critic_steps": 3, "gp_lambda": 0.1, "latent_dim": 2,
+                          "model_options": {**_GRID, "hidden": 128}},
+    ("unrolled-gan", "ring"): {"steps": 1500, **_SMALL, "lr": 1e-3, "unroll": 5,
+                               "model_options": {"hidden": 64, "depth": 3}},
+    ("unrolled-gan", "grid"): {"steps": 1000, **_SMALL, "lr": 1e-3, "unroll": 5, "latent_dim": 2,
+                               "model_options": _GRID},
+}
+
+
+def _defaults(kind: str):
+    """(data) -> this kind's defaults on that data: POINT_DEFAULTS on ring/grid, none on images."""
+    return lambda data: POINT_DEFAULTS.get((kind, data), {})
 
 
 RUN_FIELDS = ("critic_steps", "gp_lambda", "unroll", "lr_decay_start")
@@ -169,11 +190,11 @@ COMMON = dict(build=build_model, optimizers=pair_optimizers, run_fields=RUN_FIEL
 
 DCGAN = Recipe(lr=2e-4, betas=(0.5, 0.999), build=_build_dcgan, optimizers=pair_optimizers,  # as pytorch/examples
                step=dcgan_step)
-GAN = Recipe(lr=_lr(2e-4), betas=(0.5, 0.999), step=gan_step, real_batches=critic_steps, stuck="loss_d",
-             hint=" or raise --critic-steps", **COMMON)
+GAN = Recipe(lr=2e-4, betas=(0.5, 0.999), step=gan_step, real_batches=critic_steps, stuck="loss_d",
+             hint=" or raise --critic-steps", defaults=_defaults("gan"), **COMMON)
 # The WGAN-GP paper: 5 critic steps, lambda 10, Adam(1e-4, betas (0.5, 0.9)) as in its own code (gan_toy.py,
 # gan_64x64.py; Algorithm 1 says beta1 = 0).
-WGAN_GP = Recipe(lr=_lr(1e-4), betas=(0.5, 0.9), step=wgan_gp_step, real_batches=critic_steps,
-                 hint=" or raise --gp-lambda", **COMMON)
-UNROLLED_GAN = Recipe(lr=_lr(2e-4), betas=(0.5, 0.999), step=unrolled_step, stuck="loss_d",
-                      hint=" or lower --unroll", **COMMON)
+WGAN_GP = Recipe(lr=1e-4, betas=(0.5, 0.9), step=wgan_gp_step, real_batches=critic_steps,
+                 hint=" or raise --gp-lambda", defaults=_defaults("wgan-gp"), **COMMON)
+UNROLLED_GAN = Recipe(lr=2e-4, betas=(0.5, 0.999), step=unrolled_step, stuck="loss_d",
+                      hint=" or lower --unroll", defaults=_defaults("unrolled-gan"), **COMMON)

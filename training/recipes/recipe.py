@@ -28,6 +28,8 @@ class Recipe:
     monitor: Callable | None = None          # (cfg, model, data, step, run_dir, records) -> (metrics, warning);
                                              # replaces the sample grid; see recipes/gan_monitor.py
     stuck: str | None = None                 # a loss that must not settle at 0 (D winning outright)
+    defaults: Callable = lambda data: {}     # (data name) -> TrainConfig fields this kind defaults to on that data,
+                                             # for the fields the user left unset (gans.py: the 2-D point sets)
 
 
 class NonFinite(ArithmeticError):
