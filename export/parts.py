@@ -79,7 +79,8 @@ def decoder_part(source: Source) -> Part:
 def _needs_encoder(source: Source, part: str) -> None:
     if not hasattr(source.model, "encode"):
         raise ExportError(f"--part {part} needs an encoder, and a {source.kind} model has none; "
-                          "export --part decoder, or use a VAE checkpoint")
+                          "export --part decoder, or use a VAE checkpoint, or a gan-encoder trained for this "
+                          "generator (`latentforge train gan-encoder GAN_CHECKPOINT`)")
 
 
 def encoder_part(source: Source) -> Part:
@@ -115,7 +116,8 @@ LATENT_PARTS: dict[str, Callable[[Source], Part]] = {
 VQ_PARTS: dict[str, Callable[[Source], Part]] = {"decoder": vq.decoder_part, "prior": vq.prior_part}
 # The parts of each kind; "foreign" is a user's own generator (export/foreign.py).
 PARTS: dict[str, dict[str, Callable[[Source], Part]]] = {
-    "vae": LATENT_PARTS, "dcgan": LATENT_PARTS, "foreign": LATENT_PARTS, "vqvae": VQ_PARTS, "prior": VQ_PARTS}
+    "vae": LATENT_PARTS, "dcgan": LATENT_PARTS, "foreign": LATENT_PARTS, "vqvae": VQ_PARTS, "prior": VQ_PARTS,
+    "gan-encoder": LATENT_PARTS}
 
 
 def build_part(source: Source, part: str) -> Part:

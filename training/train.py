@@ -43,6 +43,7 @@ STUCK_LOSS = 1e-3  # a mean discriminator loss below this over a log window: D h
 @dataclass
 class TrainConfig:
     kind: str                       # a key of RECIPES: "vae" | "dcgan" | "gan" | "wgan-gp" | "unrolled-gan" | "vqvae" | "prior"
+                                    # | "gan-encoder"
     data: str = "faces"             # spec for open_data
     out: str = "runs/vae"           # RUN_DIR
     steps: int = 2000
@@ -51,7 +52,7 @@ class TrainConfig:
     latent_dim: int | None = None   # None -> the model default (vae 32, dcgan 100)
     beta: float = 1.0               # VAE KL weight
     kl_warmup: int = 0              # VAE: ramp the KL weight linearly from 0 to beta over this many steps
-    source: str | None = None       # prior: the VQ-VAE checkpoint whose codes it models
+    source: str | None = None       # prior: the VQ-VAE checkpoint whose codes it models; gan-encoder: the GAN it inverts
     lr: float | None = None         # None -> the recipe's: 1e-3 (vae), 2e-4 (dcgan), ...
     seed: int = 0
     labels: str | None = None
@@ -67,7 +68,9 @@ class TrainConfig:
     critic_steps: int | None = None # GAN kinds: D/critic updates per G update (None -> wgan-gp 5, others 1)
     gp_lambda: float = 10.0         # wgan-gp: gradient penalty weight
     unroll: int = 5                 # unrolled-gan: differentiable D steps G looks ahead through
-    lr_decay_start: float = 0.5     # GANs, priors: lr decays linearly to 0 from this fraction of the steps (1: never)
+    lr_decay_start: float = 0.5     # GANs, priors, gan-encoders: lr decays linearly to 0 from this fraction of the steps
+    feature_weight: float = 1.0     # gan-encoder: weight of the discriminator-feature reconstruction loss
+    latent_weight: float = 1.0      # gan-encoder: weight of the latent loss MSE(E(G(z)), z)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -100,6 +103,11 @@ class TrainConfig:
             raise InputError(f"gp_lambda must be a finite number >= 0, got {self.gp_lambda!r}")
         if not (isinstance(self.lr_decay_start, (int, float)) and 0 <= self.lr_decay_start <= 1):
             raise InputError(f"lr_decay_start must be a number in 0..1, got {self.lr_decay_start!r}")
+        for name in ("feature_weight", "latent_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                    and value >= 0):
+                raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
         if not isinstance(self.unroll, int) or isinstance(self.unroll, bool) or not 0 <= self.unroll <= 100:
             raise InputError(f"unroll must be an integer in 0..100, got {self.unroll!r}")
         if RECIPES[self.kind].configure is None:  # a recipe's own configure runs when its source is read
