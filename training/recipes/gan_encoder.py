@@ -3,8 +3,9 @@
 `latentforge train gan-encoder GAN_CHECKPOINT --out RUN_DIR`. Each step, for a batch of real images x
 and fresh latents z ~ N(0, I):
     pixel    MSE(G(E(x)), x)                             the reconstruction, in the value range
-    feature  sum over the GAN's discriminator's layers of MSE(D_l(G(E(x))), D_l(x))
-             (Larsen et al. 2016 measure VAE-GAN reconstructions in the discriminator's features)
+    feature  mean over the GAN's discriminator's layers l of MSE(D_l(G(E(x))), D_l(x)) / mean(D_l(x)^2), each
+             layer's error relative to its own scale (Larsen et al. 2016 measure VAE-GAN reconstructions in the
+             discriminator's features)
     latent   MSE(E(G(z)), z)                             on the generator's own images the true code is known,
              which keeps E's codes where G was trained (Zhu et al. 2016, iGAN, train their encoder on it)
     loss = pixel + feature_weight * feature + latent_weight * latent.
@@ -65,7 +66,8 @@ def encoder_step(cfg, model, optimizers, x, noise) -> dict:
         real = features(critic, x)
         z = normal(noise, x.shape[0], model.config.latent_dim).to(x.device)
         drawn = model.decode(z)
-    feature = sum(F.mse_loss(a, b) for a, b in zip(features(critic, x_hat), real))
+    feature = sum(F.mse_loss(a, b) / b.square().mean().clamp_min(1e-12)
+                  for a, b in zip(features(critic, x_hat), real)) / len(real)
     latent = F.mse_loss(model.encode(drawn)[0], z)
     loss = pixel + cfg.feature_weight * feature + cfg.latent_weight * latent
     metrics = {"loss": finite("loss", loss), "pixel_mse": pixel.item(), "feature": feature.item(),
