@@ -212,3 +212,40 @@ def test_sources_that_do_not_fit_are_refused_before_training(gan_checkpoint, vae
         train(config(gan_checkpoint, tmp_path / "d", latent_dim=5), data=DotsData())
     assert not any((tmp_path / name).exists() for name in "abcd")
     assert read_info(gan_checkpoint).kind == "dcgan"
+
+
+def test_cli_filter_runs_the_gan_pair_with_directions_learned_from_labels(encoder_checkpoint, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from latentforge.cli import main
+    from latentforge.training.attributes import attribute_directions
+
+    model, info = load_checkpoint(encoder_checkpoint)
+    directions = attribute_directions(model, info.value_range, DotsData(), n=64)
+    assert directions["right"].shape == (8,) and np.isfinite(directions["right"]).all()
+    vectors = json.dumps({k: v.tolist() for k, v in directions.items()})
+    shipped = save_checkpoint(tmp_path / "pair.safetensors", model, data=info.data, step=info.step,
+                              extra=dict(info.extra, attributes=vectors))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    frames = DotsData().get("test", np.arange(3))[0]
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{i}.png")
+    assert main(["filter", str(shipped), "--input", str(folder), "--output", str(tmp_path / "out"),
+                 "--edit", "right=1.5", "--no-progress"]) == 0
+    written = [np.asarray(Image.open(p)) for p in sorted((tmp_path / "out").iterdir())]
+    expected = Filter(load(shipped), {"right": 1.5})
+    assert len(written) == 3 and all(np.abs(w.astype(int) - expected(f)).max() <= 1 for w, f in zip(written, frames))
+
+
+def test_a_nan_loss_stops_the_run_before_any_checkpoint(gan_checkpoint, tmp_path):
+    class Poisoned(DotsData):
+        def get(self, split, indices):
+            images, attrs = super().get(split, indices)
+            return (np.full(images.shape, np.nan, np.float32) if split == "train" else images), attrs
+
+    with pytest.raises(TrainingError, match="loss became nan at step 1; no checkpoint was written yet"):
+        train(config(gan_checkpoint, tmp_path), data=Poisoned())
+    assert not (tmp_path / "checkpoint.safetensors").exists()
