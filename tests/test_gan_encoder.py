@@ -217,10 +217,10 @@ def test_sources_that_do_not_fit_are_refused_before_training(gan_checkpoint, vae
 def test_cli_filter_runs_the_gan_pair_with_directions_learned_from_labels(encoder_checkpoint, tmp_path):
     import json
 
+    from latentforge.training.attributes import attribute_directions
     from PIL import Image
 
     from latentforge.cli import main
-    from latentforge.training.attributes import attribute_directions
 
     model, info = load_checkpoint(encoder_checkpoint)
     directions = attribute_directions(model, info.value_range, DotsData(), n=64)
