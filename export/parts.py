@@ -114,10 +114,14 @@ def filter_part(source: Source) -> Part:
 LATENT_PARTS: dict[str, Callable[[Source], Part]] = {
     "decoder": decoder_part, "encoder": encoder_part, "filter": filter_part}
 VQ_PARTS: dict[str, Callable[[Source], Part]] = {"decoder": vq.decoder_part, "prior": vq.prior_part}
-# The parts of each kind; "foreign" is a user's own generator (export/foreign.py).
+# The parts of each kind; "foreign" is a user's own generator (export/foreign.py). The GAN kinds' image generator
+# is the DCGAN generator (their 2-D point models are refused by export/source.py).
 PARTS: dict[str, dict[str, Callable[[Source], Part]]] = {
     "vae": LATENT_PARTS, "dcgan": LATENT_PARTS, "foreign": LATENT_PARTS, "vqvae": VQ_PARTS, "prior": VQ_PARTS,
-    "gan-encoder": LATENT_PARTS}
+    "gan": LATENT_PARTS, "wgan-gp": LATENT_PARTS, "unrolled-gan": LATENT_PARTS}
+
+# A gan-encoder (models/gan_encoder.py) encodes into its bundled generator's latent, so it has every latent part.
+PARTS["gan-encoder"] = LATENT_PARTS
 
 
 def build_part(source: Source, part: str) -> Part:
