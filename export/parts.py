@@ -120,10 +120,6 @@ PARTS: dict[str, dict[str, Callable[[Source], Part]]] = {
     "vae": LATENT_PARTS, "dcgan": LATENT_PARTS, "foreign": LATENT_PARTS, "vqvae": VQ_PARTS, "prior": VQ_PARTS,
     "gan": LATENT_PARTS, "wgan-gp": LATENT_PARTS, "unrolled-gan": LATENT_PARTS}
 
-# A gan-encoder (models/gan_encoder.py) encodes into its bundled generator's latent, so it has every latent part.
-PARTS["gan-encoder"] = LATENT_PARTS
-
-
 def build_part(source: Source, part: str) -> Part:
     builders = PARTS.get(source.kind)
     if builders is None:
@@ -134,3 +130,7 @@ def build_part(source: Source, part: str) -> Part:
                               "(train a VQ-VAE, or export --part decoder)")
         raise ExportError(f"a {source.kind} model has no {part!r} part; choose one of {sorted(builders)}")
     return builders[part](source)
+
+
+# A gan-encoder (models/gan_encoder.py) encodes into its bundled generator's latent, so it has every latent part.
+PARTS["gan-encoder"] = LATENT_PARTS
