@@ -120,6 +120,7 @@ PARTS: dict[str, dict[str, Callable[[Source], Part]]] = {
     "vae": LATENT_PARTS, "dcgan": LATENT_PARTS, "foreign": LATENT_PARTS, "vqvae": VQ_PARTS, "prior": VQ_PARTS,
     "gan": LATENT_PARTS, "wgan-gp": LATENT_PARTS, "unrolled-gan": LATENT_PARTS}
 
+
 def build_part(source: Source, part: str) -> Part:
     builders = PARTS.get(source.kind)
     if builders is None:
