@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from latentforge.errors import InputError
 
@@ -101,7 +102,9 @@ class DCGAN(nn.Module):
 def init_weights(module: nn.Module) -> None:
     """pytorch/examples' DCGAN init: N(0, 0.02) convs, N(1, 0.02) BatchNorm scales."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
+        # a spectrally normalized conv's weight is computed from its `original` (models/critic.py)
+        weight = module.parametrizations.weight.original if parametrize.is_parametrized(module) else module.weight
+        nn.init.normal_(weight, 0.0, 0.02)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)

@@ -3,7 +3,8 @@
 They differ in training (training/recipes/gans.py), not in the generator. On 2-D point data
 (`point_dim` > 0) both networks are small MLPs (models/points.py); on images the
 generator is the DCGAN generator and the discriminator the DCGAN discriminator, except
-for wgan-gp, whose critic has layer norm instead of BatchNorm (models/critic.py).
+for wgan-gp, whose critic has layer norm instead of BatchNorm, and with `spectral_norm`, where
+it has spectral norm and no normalization layers (models/critic.py).
 """
 from __future__ import annotations
 
@@ -32,12 +33,15 @@ class GANConfig:
     depth: int = 3           # MLP hidden layers (points)
     ngf: int = 64            # DCGAN widths (images)
     ndf: int = 64
+    spectral_norm: bool = False  # images: a discriminator with spectral norm and no BatchNorm (models/critic.py)
 
     def __post_init__(self) -> None:
         if not isinstance(self.point_dim, int) or not 0 <= self.point_dim <= 64:
             raise InputError(f"point_dim must be an integer in 0..64 (0 = images), got {self.point_dim!r}")
         if self.latent_dim == 0:
             self.latent_dim = POINT_LATENT_DIM if self.point_dim else IMAGE_LATENT_DIM
+        if not isinstance(self.spectral_norm, bool):
+            raise InputError(f"spectral_norm must be true or false, got {self.spectral_norm!r}")
         if self.point_dim:
             if not isinstance(self.latent_dim, int) or not 1 <= self.latent_dim <= 4096:
                 raise InputError(f"latent_dim must be an integer in 1..4096, got {self.latent_dim!r}")
@@ -76,8 +80,12 @@ class GANPair(nn.Module):
             return
         dc = c.dcgan_config()
         self.generator = DCGANGenerator(dc)
-        self.discriminator = (ImageCritic(c.image_size, c.channels, c.ndf, dc.levels) if self.layer_norm_critic
-                              else DCGANDiscriminator(dc))
+        if c.spectral_norm:
+            self.discriminator = ImageCritic(c.image_size, c.channels, c.ndf, dc.levels, norm="spectral")
+        elif self.layer_norm_critic:
+            self.discriminator = ImageCritic(c.image_size, c.channels, c.ndf, dc.levels)
+        else:
+            self.discriminator = DCGANDiscriminator(dc)
         self.apply(init_weights)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
