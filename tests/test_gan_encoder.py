@@ -249,3 +249,16 @@ def test_a_nan_loss_stops_the_run_before_any_checkpoint(gan_checkpoint, tmp_path
     with pytest.raises(TrainingError, match="loss became nan at step 1; no checkpoint was written yet"):
         train(config(gan_checkpoint, tmp_path), data=Poisoned())
     assert not (tmp_path / "checkpoint.safetensors").exists()
+
+
+def test_trains_against_a_gan_kind_with_a_spectral_norm_discriminator(tmp_path):
+    from latentforge.models.gan import GAN as GANPair
+    from latentforge.models.gan import GANConfig
+
+    torch.manual_seed(2)
+    pair = GANPair(GANConfig(image_size=32, latent_dim=8, ngf=8, ndf=8, spectral_norm=True))
+    gan = save_checkpoint(tmp_path / "sn.safetensors", pair.eval(), data="dots", step=0)
+    result = train(config(gan, tmp_path / "run", steps=2), data=DotsData())
+    model = load(result.checkpoint, backend="torch")
+    assert model.kind == "gan-encoder" and read_info(result.checkpoint).config["generator_kind"] == "gan"
+    assert np.isfinite(result.metrics["feature"]) and Filter(model)(np.zeros((32, 32, 3), np.uint8)).shape == (32, 32, 3)
