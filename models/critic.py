@@ -17,10 +17,26 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 NORMS = ("layer", "spectral")
+STD_GROUP = 4   # samples per minibatch-std group, as in ProGAN
+
+
+class MinibatchStd(nn.Module):
+    """ProGAN's minibatch standard deviation (Karras et al. 2018): one more channel holding how much the samples of
+    each group of STD_GROUP differ, so a generator that makes the same image every time is easy to tell apart."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        group = min(STD_GROUP, n)
+        if n % group:
+            group = 1 if n < 2 else next(g for g in range(group, 0, -1) if n % g == 0)
+        y = x.reshape(group, n // group, c, h, w)
+        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))   # [n // group]
+        return torch.cat([x, std.repeat(group)[:, None, None, None].expand(n, 1, h, w)], dim=1)
 
 
 class ImageCritic(nn.Module):
-    def __init__(self, image_size: int, channels: int, ndf: int, levels: int, norm: str = "layer") -> None:
+    def __init__(self, image_size: int, channels: int, ndf: int, levels: int, norm: str = "layer",
+                 minibatch_std: bool = False) -> None:
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
@@ -33,7 +49,9 @@ class ImageCritic(nn.Module):
                 layers.append(nn.GroupNorm(1, ndf * mult * 2))
             layers.append(nn.LeakyReLU(0.2, True))
             mult *= 2
-        layers += [wrap(nn.Conv2d(ndf * mult, 1, 4, 1, 0))]
+        if minibatch_std:
+            layers.append(MinibatchStd())
+        layers += [wrap(nn.Conv2d(ndf * mult + int(minibatch_std), 1, 4, 1, 0))]
         self.main = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

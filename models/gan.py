@@ -34,14 +34,16 @@ class GANConfig:
     ngf: int = 64            # DCGAN widths (images)
     ndf: int = 64
     spectral_norm: bool = False  # images: a discriminator with spectral norm and no BatchNorm (models/critic.py)
+    minibatch_std: bool = False  # images, with spectral_norm or wgan-gp: the critic sees ProGAN's minibatch std
 
     def __post_init__(self) -> None:
         if not isinstance(self.point_dim, int) or not 0 <= self.point_dim <= 64:
             raise InputError(f"point_dim must be an integer in 0..64 (0 = images), got {self.point_dim!r}")
         if self.latent_dim == 0:
             self.latent_dim = POINT_LATENT_DIM if self.point_dim else IMAGE_LATENT_DIM
-        if not isinstance(self.spectral_norm, bool):
-            raise InputError(f"spectral_norm must be true or false, got {self.spectral_norm!r}")
+        for name in ("spectral_norm", "minibatch_std"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.point_dim:
             if not isinstance(self.latent_dim, int) or not 1 <= self.latent_dim <= 4096:
                 raise InputError(f"latent_dim must be an integer in 1..4096, got {self.latent_dim!r}")
@@ -80,10 +82,12 @@ class GANPair(nn.Module):
             return
         dc = c.dcgan_config()
         self.generator = DCGANGenerator(dc)
-        if c.spectral_norm:
-            self.discriminator = ImageCritic(c.image_size, c.channels, c.ndf, dc.levels, norm="spectral")
-        elif self.layer_norm_critic:
-            self.discriminator = ImageCritic(c.image_size, c.channels, c.ndf, dc.levels)
+        if c.spectral_norm or self.layer_norm_critic:
+            self.discriminator = ImageCritic(c.image_size, c.channels, c.ndf, dc.levels, minibatch_std=c.minibatch_std,
+                                             norm="spectral" if c.spectral_norm else "layer")
+        elif c.minibatch_std:
+            raise InputError(f"minibatch_std needs a discriminator without BatchNorm: set spectral_norm too (or use "
+                             f"wgan-gp) for {self.kind}")
         else:
             self.discriminator = DCGANDiscriminator(dc)
         self.apply(init_weights)

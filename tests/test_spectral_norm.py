@@ -50,3 +50,20 @@ def test_a_spectral_gan_trains_resumes_bit_identical_and_loads(tmp_path, assert_
     assert info.config["spectral_norm"] is True and model.discriminator.main[0].parametrizations.weight
     faces = open_data("faces", image_size=32).get("test", np.arange(2))[0]
     assert model.discriminator(torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1).shape == (2,)
+
+
+def test_minibatch_std_is_zero_for_copies_and_positive_for_different_samples():
+    from latentforge.models.critic import MinibatchStd
+
+    same = torch.randn(1, 5, 4, 4).repeat(8, 1, 1, 1)
+    out = MinibatchStd()(same)
+    assert out.shape == (8, 6, 4, 4) and torch.equal(out[:, :5], same)
+    assert out[:, 5].max().item() < 1e-3
+    assert MinibatchStd()(torch.randn(6, 5, 4, 4))[:, 5].min().item() > 0.3   # groups of 3 when 4 does not divide
+    disc = GAN(GANConfig(**SMALL, minibatch_std=True)).discriminator
+    assert disc(torch.randn(5, 3, 32, 32)).shape == (5,) and disc(torch.randn(1, 3, 32, 32)).shape == (1,)
+
+
+def test_minibatch_std_with_a_batchnorm_discriminator_is_refused():
+    with pytest.raises(InputError, match="minibatch_std needs a discriminator without BatchNorm"):
+        GAN(GANConfig(**dict(SMALL, spectral_norm=False, minibatch_std=True)))
