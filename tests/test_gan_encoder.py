@@ -262,3 +262,13 @@ def test_trains_against_a_gan_kind_with_a_spectral_norm_discriminator(tmp_path):
     model = load(result.checkpoint, backend="torch")
     assert model.kind == "gan-encoder" and read_info(result.checkpoint).config["generator_kind"] == "gan"
     assert np.isfinite(result.metrics["feature"]) and Filter(model)(np.zeros((32, 32, 3), np.uint8)).shape == (32, 32, 3)
+
+
+def test_init_from_starts_the_encoder_from_another_gan_encoder(gan_checkpoint, encoder_checkpoint, vae_checkpoint,
+                                                               tmp_path):
+    result = train(config(gan_checkpoint, tmp_path / "warm", steps=1, lr=1e-12, init_from=str(encoder_checkpoint)),
+                   data=DotsData())
+    start, warm = load_file(encoder_checkpoint), load_file(result.checkpoint)
+    assert all(torch.allclose(start[k], warm[k], atol=1e-6) for k in start if not k.startswith("generator."))
+    with pytest.raises(InputError, match="--init-from .* must be a gan-encoder"):
+        train(config(gan_checkpoint, tmp_path / "bad", init_from=str(vae_checkpoint)), data=DotsData())

@@ -71,6 +71,7 @@ class TrainConfig:
     lr_decay_start: float = 0.5     # GANs, priors, gan-encoders: lr decays linearly to 0 from this fraction of the steps
     feature_weight: float = 1.0     # gan-encoder: weight of the discriminator-feature reconstruction loss
     latent_weight: float = 1.0      # gan-encoder: weight of the latent loss MSE(E(G(z)), z)
+    init_from: str | None = None    # gan-encoder: start from this gan-encoder checkpoint's encoder weights
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -103,11 +104,6 @@ class TrainConfig:
             raise InputError(f"gp_lambda must be a finite number >= 0, got {self.gp_lambda!r}")
         if not (isinstance(self.lr_decay_start, (int, float)) and 0 <= self.lr_decay_start <= 1):
             raise InputError(f"lr_decay_start must be a number in 0..1, got {self.lr_decay_start!r}")
-        for name in ("feature_weight", "latent_weight"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                    and value >= 0):
-                raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
         if not isinstance(self.unroll, int) or isinstance(self.unroll, bool) or not 0 <= self.unroll <= 100:
             raise InputError(f"unroll must be an integer in 0..100, got {self.unroll!r}")
         if RECIPES[self.kind].configure is None:  # a recipe's own configure runs when its source is read

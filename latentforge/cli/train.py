@@ -40,7 +40,7 @@ def cmd_train(args) -> None:
                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
                       critic_steps=args.critic_steps, gp_lambda=args.gp_lambda, unroll=args.unroll,
                       lr_decay_start=args.lr_decay_start, feature_weight=args.feature_weight,
-                      latent_weight=args.latent_weight,
+                      latent_weight=args.latent_weight, init_from=args.init_from,
                       command="latentforge " + shlex.join(_without_nproc(args.argv)))
     if args.nproc_per_node is not None and distributed.world_from_env().size == 1:  # checked above, run below
         if args.nproc_per_node < 1:
@@ -114,6 +114,8 @@ def add_commands(sub) -> None:
                    help="gan-encoder: weight of the discriminator-feature reconstruction loss")
     p.add_argument("--latent-weight", type=float, default=1.0,
                    help="gan-encoder: weight of the latent loss MSE(E(G(z)), z)")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="gan-encoder: start the encoder from this gan-encoder checkpoint's encoder weights")
     p.add_argument("--nproc-per-node", type=int, metavar="N",
                    help="train on N processes on this machine under torchrun (gloo on CPU, NCCL on GPU, "
                         "one GPU per process); --batch-size is the global batch, split over them")

@@ -10,10 +10,12 @@ and fresh latents z ~ N(0, I):
              which keeps E's codes where G was trained (Zhu et al. 2016, iGAN, train their encoder on it)
     loss = pixel + feature_weight * feature + latent_weight * latent.
 Only the encoder learns; the generator (bundled in the checkpoint) and the discriminator (read from
-GAN_CHECKPOINT, not saved) never change, and the generator's BatchNorm stays in eval mode.
+GAN_CHECKPOINT, not saved) never change, and the generator's BatchNorm stays in eval mode. `--init-from`
+starts the encoder from another gan-encoder's (e.g. one trained against an earlier generator of the same GAN).
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -84,6 +86,10 @@ def _configure(cfg, image_size: int, channels: int):
     if not cfg.source:
         raise InputError("a gan-encoder inverts a trained GAN: give its checkpoint, "
                          "`latentforge train gan-encoder GAN_CHECKPOINT --out RUN_DIR`")
+    for name in ("feature_weight", "latent_weight"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
     pair, info = _gan(str(cfg.source))
     if info.config.get("point_dim"):
         raise InputError(f"{cfg.source} is a 2-D point GAN; a gan-encoder inverts an image generator")
@@ -103,11 +109,20 @@ def _configure(cfg, image_size: int, channels: int):
 
 
 def _build(cfg, config):
+    from latentforge.checkpoint import load_checkpoint
     from latentforge.models.gan_encoder import GANEncoder
 
     model = GANEncoder(config)
     pair, _ = _gan(str(cfg.source))
     model.generator.load_state_dict(pair.generator.state_dict())
+    if cfg.init_from:   # a warm start: another gan-encoder's encoder (its generator may be another one)
+        start, info = load_checkpoint(cfg.init_from)
+        if info.kind != "gan-encoder" or start.config.widths() != config.widths() or \
+                start.config.latent_dim != config.latent_dim:
+            raise InputError(f"--init-from {cfg.init_from} must be a gan-encoder of the same encoder widths and "
+                             f"latent width ({config.widths()} -> {config.latent_dim}); it is a {info.kind}")
+        model.encoder.load_state_dict(start.encoder.state_dict())
+        model.to_latent.load_state_dict(start.to_latent.state_dict())
     return model
 
 
@@ -139,4 +154,4 @@ def monitor(cfg, model, data, step, run_dir, records) -> tuple[dict, str | None]
 
 GAN_ENCODER = Recipe(lr=1e-3, betas=(0.9, 0.999), build=_build, optimizers=_encoder_optimizer, step=encoder_step,
                      configure=_configure, monitor=monitor, hint=" or lower --feature-weight",
-                     run_fields=("feature_weight", "latent_weight", "lr_decay_start"))
+                     run_fields=("feature_weight", "latent_weight", "lr_decay_start", "init_from"))
