@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +49,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float((10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))).mean())
 
 
+def _shown(path: Path) -> str:
+    """The path relative to the working directory (the repository root) when it is inside it."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
 def quality(name: str, path: Path, images, factors, readout) -> tuple[dict, dict[float, np.ndarray]]:
     """Reconstruction, sharpness and the eyes_open edit of one model; also its edited closed-eye faces."""
     module, info = load_checkpoint(path)
@@ -62,7 +69,7 @@ def quality(name: str, path: Path, images, factors, readout) -> tuple[dict, dict
     own = FACTORS.index("eyes_open")
     leaks = {f: float(change[j]) for j, f in enumerate(FACTORS) if j != own}
     result = {
-        "model": name, "checkpoint": str(path), "kind": info.kind, "latent_dim": int(info.config["latent_dim"]),
+        "model": name, "checkpoint": _shown(path), "kind": info.kind, "latent_dim": int(info.config["latent_dim"]),
         "parameters": sum(p.numel() for p in module.parameters()),
         "psnr_db": psnr(recon, images),
         "feature_l2": float(np.linalg.norm(recon_features - real_features, axis=1).mean()),
