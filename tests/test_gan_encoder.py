@@ -272,3 +272,22 @@ def test_init_from_starts_the_encoder_from_another_gan_encoder(gan_checkpoint, e
     assert all(torch.allclose(start[k], warm[k], atol=1e-6) for k in start if not k.startswith("generator."))
     with pytest.raises(InputError, match="--init-from .* must be a gan-encoder"):
         train(config(gan_checkpoint, tmp_path / "bad", init_from=str(vae_checkpoint)), data=DotsData())
+
+
+def test_the_shipped_gan_filter_gives_the_same_faces_and_frames_on_every_cpu_backend():
+    from latentforge.demo import WEIGHTS
+
+    shipped = WEIGHTS / "faces_gan_filter.safetensors"
+    frame = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    faces, frames = {}, {}
+    for backend in ("torch", "onnxruntime", "openvino"):
+        if not backend_status(backend).available:
+            continue
+        model = load(shipped, backend=backend, threads=1)
+        assert model.kind == "gan-encoder" and "eyes_open" in model.attributes
+        faces[backend] = model.sample(4, seed=7).astype(int)
+        frames[backend] = Filter(model, {"eyes_open": 1.5})(frame).astype(int)
+    assert len(faces) >= 2
+    for backend in faces:
+        assert np.abs(faces[backend] - faces["torch"]).max() <= 1
+        assert np.abs(frames[backend] - frames["torch"]).max() <= 1
