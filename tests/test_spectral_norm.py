@@ -1,4 +1,6 @@
 """The spectrally normalized image discriminator (GANConfig.spectral_norm): layers, norm, training, resume."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -67,3 +69,26 @@ def test_minibatch_std_is_zero_for_copies_and_positive_for_different_samples():
 def test_minibatch_std_with_a_batchnorm_discriminator_is_refused():
     with pytest.raises(InputError, match="minibatch_std needs a discriminator without BatchNorm"):
         GAN(GANConfig(**dict(SMALL, spectral_norm=False, minibatch_std=True)))
+
+
+def test_a_run_saved_before_a_model_option_existed_resumes_with_its_default(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from latentforge.checkpoint import state_path
+    from latentforge.errors import TrainingError
+
+    train(_config(tmp_path, 2))
+    spath = state_path(tmp_path / "checkpoint.safetensors")
+    with safe_open(str(spath), framework="pt") as f:
+        meta = f.metadata()
+    run = json.loads(meta["run"])
+    del run["model.minibatch_std"]   # as a latentforge without the option wrote it
+    save_file(load_file(str(spath)), str(spath), metadata=dict(meta, run=json.dumps(run)))
+    assert train(_config(tmp_path, 4, resume=True)).step == 4
+    del run["model.ndf"]   # an option that is not at its default still has to match
+    train(_config(tmp_path / "other", 2))
+    other = state_path(tmp_path / "other" / "checkpoint.safetensors")
+    save_file(load_file(str(other)), str(other), metadata=dict(meta, run=json.dumps(run)))
+    with pytest.raises(TrainingError, match="model.ndf"):
+        train(_config(tmp_path / "other", 4, resume=True))

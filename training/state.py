@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -36,7 +36,10 @@ def save_state(ckpt: Path, model, optimizers, data_name: str, step: int, cfg, id
 
 
 def load_state(ckpt: Path, model, optimizers, identity: dict, device) -> tuple[int, float]:
-    """Load weights and optimizer state from RUN_DIR; returns (step, wall seconds so far)."""
+    """Load weights and optimizer state from RUN_DIR; returns (step, wall seconds so far).
+
+    A model option added to latentforge after the checkpoint was written is absent from its stored run; left at
+    its default it changes nothing, so it does not stop the resume."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -56,7 +59,9 @@ def load_state(ckpt: Path, model, optimizers, identity: dict, device) -> tuple[i
         raise TrainingError(f"training state {spath} is unreadable ({type(e).__name__}: {e}); "
                             "start a new --out") from None
     check_finite(state, spath)
-    differing = [k for k in sorted(set(stored) | set(identity)) if stored.get(k) != identity.get(k)]
+    defaults = {f"model.{f.name}": f.default for f in fields(model.config)}
+    differing = [k for k in sorted(set(stored) | set(identity)) if stored.get(k) != identity.get(k)
+                 and not (k not in stored and k in defaults and identity.get(k) == defaults[k])]
     differences = [f"{k} (checkpoint {stored.get(k)!r}, now {identity.get(k)!r})"  # another kind differs in all else
                    for k in (["kind"] if "kind" in differing else differing)]
     if differences:
