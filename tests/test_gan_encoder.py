@@ -288,6 +288,6 @@ def test_the_shipped_gan_filter_gives_the_same_faces_and_frames_on_every_cpu_bac
         faces[backend] = model.sample(4, seed=7).astype(int)
         frames[backend] = Filter(model, {"eyes_open": 1.5})(frame).astype(int)
     assert len(faces) >= 2
-    for backend in faces:
-        assert np.abs(faces[backend] - faces["torch"]).max() <= 1
+    for backend, images in faces.items():
+        assert np.abs(images - faces["torch"]).max() <= 1
         assert np.abs(frames[backend] - frames["torch"]).max() <= 1
