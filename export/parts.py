@@ -84,7 +84,8 @@ def decoder_part(source: Source) -> Part:
 def _needs_encoder(source: Source, part: str) -> None:
     if not hasattr(source.model, "encode"):
         raise ExportError(f"--part {part} needs an encoder, and a {source.kind} model has none; "
-                          "export --part decoder, or use a VAE checkpoint")
+                          "export --part decoder, or use a VAE checkpoint, or a gan-encoder trained for this "
+                          "generator (`latentforge train gan-encoder GAN_CHECKPOINT`)")
 
 
 def encoder_part(source: Source) -> Part:
@@ -136,3 +137,7 @@ def build_part(source: Source, part: str) -> Part:
                               "(train a VQ-VAE, or export --part decoder)")
         raise ExportError(f"a {source.kind} model has no {part!r} part; choose one of {sorted(builders)}")
     return builders[part](source)
+
+
+# A gan-encoder (models/gan_encoder.py) encodes into its bundled generator's latent, so it has every latent part.
+PARTS["gan-encoder"] = LATENT_PARTS

@@ -24,6 +24,7 @@ from .files import atomic_write
 PREFIX = "latentforge."
 MAX_HEADER = 100_000_000   # safetensors' own limit on the JSON header
 REQUIRED = ("kind", "config", "value_range", "data", "step", "version")
+ENCODING_KINDS = ("vae", "gan-encoder")   # checkpoints that encode images as well as decode latents
 
 
 def _looks_like_pickle(head: bytes) -> bool:
@@ -187,4 +188,6 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
         raise CheckpointError(f"{str(info.path)!r}: weights do not match its {info.kind} config ({first}); "
                               "the file is damaged or was edited") from None
     check_finite(tensors, info.path)
+    if hasattr(model, "check_weights"):   # a model whose parts must agree (models/gan_encoder.py)
+        model.check_weights(info.path)
     return model.to(device).eval(), info

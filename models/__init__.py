@@ -8,6 +8,7 @@ from latentforge.errors import CheckpointError
 from .dcgan import DCGAN, DCGANConfig, DCGANDiscriminator, DCGANGenerator
 from .prior import PriorConfig, VQPrior
 from .gan import GAN_MODELS, GANConfig, GANPair
+from .gan_encoder import GANEncoder, GANEncoderConfig
 from .reparam import reparam_numpy, reparam_python, reparam_torch
 from .vae import ConvVAE, VAEConfig
 from .vqvae import VQVAE, VQVAEConfig
@@ -18,6 +19,7 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "vqvae": (VQVAE, VQVAEConfig),
     "prior": (VQPrior, PriorConfig),
     **GAN_MODELS,  # "gan", "wgan-gp", "unrolled-gan"
+    "gan-encoder": (GANEncoder, GANEncoderConfig),   # an encoder bundled with the frozen generator it inverts
 }
 
 
@@ -41,6 +43,7 @@ def build_model(kind: str, config: dict) -> nn.Module:
 
 __all__ = [
     "MODELS", "ConvVAE", "VAEConfig", "VQVAE", "VQVAEConfig", "VQPrior", "PriorConfig",
-    "DCGAN", "DCGANConfig", "DCGANGenerator", "DCGANDiscriminator", "GANConfig", "GANPair",
+    "DCGAN", "DCGANConfig", "DCGANGenerator", "DCGANDiscriminator", "GANConfig", "GANPair", "GANEncoder",
+    "GANEncoderConfig",
     "build_model", "make_config", "reparam_numpy", "reparam_python", "reparam_torch",
 ]

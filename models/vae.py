@@ -59,6 +59,17 @@ class VAEConfig:
         return asdict(self)
 
 
+def conv_encoder(channels: int, widths: list[int]) -> nn.Sequential:
+    """Strided 4x4 convolutions with ReLU, each halving the image, then Flatten: an image of 4 * 2**len(widths)
+    px becomes [N, widths[-1] * 16]."""
+    layers: list[nn.Module] = []
+    c_in = channels
+    for w in widths:
+        layers += [nn.Conv2d(c_in, w, 4, 2, 1), nn.ReLU(inplace=True)]
+        c_in = w
+    return nn.Sequential(*layers, nn.Flatten())
+
+
 class ConvVAE(nn.Module):
     kind = "vae"
 
@@ -66,12 +77,7 @@ class ConvVAE(nn.Module):
         super().__init__()
         self.config = cfg = config or VAEConfig()
         widths = cfg.widths()
-        layers: list[nn.Module] = []
-        c_in = cfg.channels
-        for w in widths:
-            layers += [nn.Conv2d(c_in, w, 4, 2, 1), nn.ReLU(inplace=True)]
-            c_in = w
-        self.encoder = nn.Sequential(*layers, nn.Flatten())
+        self.encoder = conv_encoder(cfg.channels, widths)
         self.to_stats = nn.Linear(widths[-1] * 16, 2 * cfg.latent_dim)
 
         self.from_latent = nn.Linear(cfg.latent_dim, widths[-1] * 16)

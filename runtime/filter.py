@@ -42,7 +42,8 @@ class Filter:
         self._graph = model.filter_graph() if use_graph else None
         if self._graph is None and not model.has_encoder:
             raise InputError(f"{str(model.path)!r} has no encoder and no filter graph, so frames cannot be encoded; "
-                             "load the VAE checkpoint or the exporter's filter graph (.onnx with part=filter)")
+                             "load a checkpoint that encodes (a VAE, or a gan-encoder for a GAN) or the exporter's "
+                             "filter graph (.onnx with part=filter)")
         self.path = "filter graph" if self._graph is not None else "encode-decode"
         # a checkpoint on torch runs its filter graph on onnxruntime: say where the frames really go
         self.backend = self._graph.name if self._graph is not None else model.backend

@@ -50,7 +50,8 @@ def open_exported(path: Path, backend: str, threads: int | None, precision: str)
 
 
 def export_filter_graph(module, path: Path, backend: str, threads: int, precision: str) -> BackendGraph:
-    """A VAE checkpoint's filter graph, exported in memory, on onnxruntime (or OpenVINO when that is the backend)."""
+    """A checkpoint's filter graph (a VAE's or a gan-encoder's), exported in memory, on onnxruntime (or OpenVINO
+    when that is the backend)."""
     from latentforge.checkpoint import read_info
 
     from .filter_graph import filter_graph_bytes

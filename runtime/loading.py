@@ -5,7 +5,7 @@
 | `.onnx` decoder or filter graph | Model over the graph | - | - |
 | `.onnx` VQ decoder, or prior + `decoder=` | VQModel over the graphs | - | - |
 | `.plan` + sidecar | - | Model over the engine | - |
-| checkpoint (vae, dcgan, ...) | Model, decoder exported in memory, encoder on torch | - | Model |
+| checkpoint (vae, gan-encoder, dcgan, ...) | Model, decoder exported in memory, encoder on torch | - | Model |
 | checkpoint (vqvae, prior) | VQModel, graphs exported in memory, encoder on torch | - | VQModel |
 
 An `.onnx` never imports torch. Graphs are opened by runtime/graphs.py; what a model offers is
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from latentforge.checkpoint import PREFIX as META
-from latentforge.checkpoint import load_checkpoint, read_info
+from latentforge.checkpoint import ENCODING_KINDS, load_checkpoint, read_info
 from latentforge.errors import BackendUnavailable, CheckpointError, InputError
 
 from .artifact import check_model_file, from_checkpoint, from_onnx_metadata, image_shape_of, is_onnx
@@ -193,12 +193,12 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: P
         label = f"the graph exported from {str(path)!r}"
         source = graph if graph is not None else checkpoint_to_onnx_bytes(module, checkpoint)
         graph = open_graph(backend, source, threads, label, precision)
-        encoder = TorchDecoder(module, threads) if info.kind == "vae" else None
+        encoder = TorchDecoder(module, threads) if info.kind in ENCODING_KINDS else None
         return _with_codec(Model(info, GraphDecoder(graph, label, info.value_range), encoder,
                                  precision=graph.precision), module, info, threads)
     decoder = TorchDecoder(module, threads, precision=precision, value_range=info.value_range, mode=mode)
-    return _with_codec(Model(info, decoder, decoder if info.kind == "vae" else None, precision=precision), module,
-                       info, threads)
+    encoder = decoder if info.kind in ENCODING_KINDS else None
+    return _with_codec(Model(info, decoder, encoder, precision=precision), module, info, threads)
 
 
 def _load_vq_checkpoint(path: Path, backend: str, threads: int | None, precision: str) -> VQModel:

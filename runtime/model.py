@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from latentforge.checkpoint import ENCODING_KINDS
 from latentforge.errors import CheckpointError, InputError
 from latentforge.images import from_uint8, to_uint8
 from latentforge.latents import latents
@@ -51,7 +52,8 @@ class Model:
 
     def __init__(self, info: ArtifactInfo, decoder: Decoder | None, encoder=None,
                  filter_graph: BackendGraph | None = None, precision: str = "fp32") -> None:
-        """`encoder`: a checkpoint's TorchDecoder (its `encode` and `module`), for VAEs only."""
+        """`encoder`: a checkpoint's TorchDecoder (its `encode` and `module`), for the kinds that encode (a VAE, a
+        gan-encoder)."""
         self.path: Path = info.path
         self.kind: str = info.kind
         self.latent_dim: int = info.latent_dim
@@ -91,9 +93,9 @@ class Model:
 
     def filter_graph(self) -> BackendGraph | None:
         """The frame -> frame graph (see runtime/filter_graph.py) on this model's backend: the loaded one, or,
-        for a VAE checkpoint, exported in memory on first use. None when neither exists."""
+        for a checkpoint that encodes (VAE, gan-encoder), exported in memory on first use. None when neither exists."""
         with self._filter_lock:
-            if self._filter_graph is None and self.kind == "vae" and self._encoder is not None:
+            if self._filter_graph is None and self._encoder is not None:
                 self._filter_graph = export_filter_graph(self._encoder.module, self.path, self.backend,
                                                          self.threads, self.precision)
             return self._filter_graph
@@ -197,13 +199,15 @@ class Model:
         return compress(self, images, quality)
 
     def encode(self, images) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 [N, H, W, C] -> (mu, logvar), float32 [N, D] each. VAE checkpoints only."""
+        """uint8 [N, H, W, C] -> (mu, logvar), float32 [N, D] each. Checkpoints that encode only (a VAE, a
+        gan-encoder, whose logvar is 0)."""
         if self._encoder is None:
-            if self.kind != "vae":
-                raise InputError(f"encode needs a VAE, and this is a {self.kind} model (a generator has no "
-                                 "encoder); load a VAE checkpoint to encode images")
-            raise InputError(f"encode needs the VAE's encoder, which the exported {str(self.path)!r} does not "
-                             "contain; load the VAE's checkpoint (.safetensors) instead")
+            if self.kind not in ENCODING_KINDS:
+                raise InputError(f"encode needs a VAE or a gan-encoder, and this is a {self.kind} model (a generator "
+                                 "alone has no encoder); load a VAE checkpoint, or train an encoder for this "
+                                 "generator with `latentforge train gan-encoder GAN_CHECKPOINT`")
+            raise InputError(f"encode needs the encoder, which the exported {str(self.path)!r} does not "
+                             "contain; load the model's checkpoint (.safetensors) instead")
         h, w, c = self.image_shape
         arr = np.asarray(images)
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != (h, w, c) or arr.shape[0] == 0:

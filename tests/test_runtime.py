@@ -217,7 +217,7 @@ def test_bad_sample_arguments(vae_onnx):
 def test_encode_refusals(vae_checkpoint, vae_onnx, dcgan_checkpoint):
     with pytest.raises(InputError, match="this is a dcgan model .* load a VAE checkpoint"):
         load(dcgan_checkpoint).encode(np.zeros((1, 32, 32, 1), np.uint8))
-    with pytest.raises(InputError, match="does not contain; load the VAE's checkpoint"):
+    with pytest.raises(InputError, match="does not contain; load the model's checkpoint"):
         load(vae_onnx).encode(np.zeros((1, 32, 32, 3), np.uint8))
     model = load(vae_checkpoint)
     for images in (np.zeros((1, 32, 32, 3), np.float32), np.zeros((1, 3, 32, 32), np.uint8),

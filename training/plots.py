@@ -23,6 +23,9 @@ PANELS = {
               ("codebook usage", [("perplexity", "perplexity"), ("unused_codes", "unused codes in batch")]),
               ("commitment (per latent element)", [("commitment", "commitment")])],
     "prior": [("next-code loss", [("bits_per_code", "bits / code")])],
+    "gan-encoder": [("reconstruction", [("pixel_mse", "pixel MSE"), ("latent_mse", "latent MSE E(G(z)) vs z")]),
+                    ("discriminator-feature loss", [("feature", "feature")]),
+                    ("held-out reconstruction PSNR (dB)", [("test_psnr", "PSNR")])],
 }
 _COVERAGE = [("modes covered (collapse detector)", [("modes", "modes")]),
              ("reverse KL to uniform over modes (nats)", [("reverse_kl", "reverse KL")]),

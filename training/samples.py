@@ -32,3 +32,17 @@ def save_samples(model, path: Path, seed: int, draw: Callable | None = None, dat
 
     images = generate(model, SAMPLE_COUNT, seed) if draw is None else draw(model, seed, data).cpu().numpy()
     save_grid(to_uint8(images, model.config.value_range), path, nrow=8)
+
+
+@torch.no_grad()
+def reconstructions(model, seed: int, data) -> torch.Tensor:
+    """The first 32 held-out images, each followed by its reconstruction `model(x)[0]` (a `samples` picture for
+    the kinds that encode and decode: vqvae, gan-encoder)."""
+    from latentforge.images import from_uint8
+
+    images, _ = data.get("test", np.arange(min(32, data.size("test"))))
+    x = torch.from_numpy(from_uint8(images, model.config.value_range)).to(next(model.parameters()).device)
+    model.eval()
+    x_out = model(x)[0]
+    model.train()
+    return torch.stack([x, x_out], dim=1).flatten(0, 1)

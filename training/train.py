@@ -44,6 +44,7 @@ STUCK_LOSS = 1e-3  # a mean discriminator loss below this over a log window: D h
 @dataclass
 class TrainConfig:
     kind: str                       # a key of RECIPES: "vae" | "dcgan" | "gan" | "wgan-gp" | "unrolled-gan" | "vqvae" | "prior"
+                                    # | "gan-encoder"
     data: str = "faces"             # spec for open_data
     out: str = "runs/vae"           # RUN_DIR
     steps: int | None = None        # None -> the recipe's default for the data (GANs on ring/grid), else 2000
@@ -52,7 +53,7 @@ class TrainConfig:
     latent_dim: int | None = None   # None -> the model default (vae 32, dcgan 100)
     beta: float = 1.0               # VAE KL weight
     kl_warmup: int = 0              # VAE: ramp the KL weight linearly from 0 to beta over this many steps
-    source: str | None = None       # prior: the VQ-VAE checkpoint whose codes it models
+    source: str | None = None       # prior: the VQ-VAE checkpoint whose codes it models; gan-encoder: the GAN it inverts
     lr: float | None = None         # None -> the recipe's: 1e-3 (vae), 2e-4 (dcgan), ...
     seed: int = 0
     labels: str | None = None
@@ -70,6 +71,9 @@ class TrainConfig:
     unroll: int | None = None       # unrolled-gan: differentiable D steps G looks ahead through (else 5)
     lr_decay_start: float | None = None  # GANs, priors: lr decays linearly to 0 from this fraction of the steps
                                          # (1: never; else 0.5)
+    feature_weight: float = 1.0     # gan-encoder: weight of the discriminator-feature reconstruction loss
+    latent_weight: float = 1.0      # gan-encoder: weight of the latent loss MSE(E(G(z)), z)
+    init_from: str | None = None    # gan-encoder: start from this gan-encoder checkpoint's encoder weights
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -23,15 +23,26 @@ def cmd_attributes(args) -> None:
     out = check_output_path(args.output)
     if out.suffix.lower() != ".safetensors":
         raise InputError(f"output must end in .safetensors, got {str(out)!r}")
-    model, info = _vae(args.checkpoint, load_checkpoint)
+    embed = args.embed and check_output_path(args.embed)
+    if embed and (embed.suffix.lower() != ".safetensors" or embed.resolve() == Path(args.checkpoint).resolve()):
+        raise InputError(f"--embed writes a new checkpoint: a .safetensors path other than the input, got {str(embed)!r}")
+    model, info = _encoding(args.checkpoint, load_checkpoint)
     data = open_data(args.data, image_size=info.config["image_size"], labels=args.labels)
     if data.channels != info.config["channels"]:
-        raise InputError(f"{data.name!r} has {data.channels}-channel images but the VAE takes "
+        raise InputError(f"{data.name!r} has {data.channels}-channel images but the model takes "
                          f"{info.config['channels']}; use the data it was trained on ({info.data})")
     if not data.attribute_names:
         raise InputError(f"{data.name!r} has no attribute labels; pass --labels CSV (filename,attr1,attr2,...)")
     directions = attribute_directions(model, info.value_range, data, n=args.n)
     save_directions(out, directions, checkpoint=str(args.checkpoint), data=data.name, method=METHOD)
+    if embed:   # the model and its directions in one file, which `load` and the Filter use without --attributes
+        import json
+
+        from latentforge.checkpoint import save_checkpoint
+
+        vectors = json.dumps({k: v.tolist() for k, v in directions.items()})
+        save_checkpoint(embed, model, data=info.data, step=info.step, extra=dict(info.extra, attributes=vectors))
+        print(f"wrote {embed} (the checkpoint with these directions in its metadata)")
     for name, d in directions.items():
         print(f"{name}: |d| = {float((d ** 2).sum() ** 0.5):.3f}")
     print(f"wrote {out} ({len(directions)} directions, from {min(args.n, data.size('train'))} {data.name} images)")
@@ -56,8 +67,9 @@ def cmd_edit(args) -> None:
     if not single and out.exists() and not out.is_dir():
         raise InputError(f"--input is a folder, so -o must be a folder; {str(out)!r} is a file")
     model = load(args.checkpoint, backend=args.backend)
-    if model.kind != "vae":
-        raise InputError(f"edit needs a VAE checkpoint (it encodes); {args.checkpoint} is a {model.kind} model")
+    if not model.has_encoder:
+        raise InputError(f"edit needs a checkpoint that encodes (a VAE, or a gan-encoder for a GAN); "
+                         f"{args.checkpoint} is a {model.kind} model without an encoder")
     if args.attributes:
         directions = load_directions(args.attributes, model.latent_dim)
     elif model.attributes:
@@ -78,12 +90,14 @@ def cmd_edit(args) -> None:
     print(f"wrote {len(files)} edited images to {out}")
 
 
-def _vae(path, load_checkpoint):
-    from latentforge.checkpoint import read_info
+def _encoding(path, load_checkpoint):
+    from latentforge.checkpoint import ENCODING_KINDS, read_info
 
     kind = read_info(path).kind
-    if kind != "vae":
-        raise InputError(f"attribute directions live in a VAE's latent space; {path} is a {kind} checkpoint")
+    if kind not in ENCODING_KINDS:
+        raise InputError(f"attribute directions live in the latent space of a model that encodes (a VAE, or a "
+                         f"gan-encoder for a GAN: `latentforge train gan-encoder GAN_CHECKPOINT`); {path} is a "
+                         f"{kind} checkpoint")
     return load_checkpoint(path)
 
 
@@ -135,16 +149,18 @@ def _read(path: str, shape: tuple[int, int, int]):
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("attributes", help="named latent directions of a VAE from labelled images")
-    p.add_argument("checkpoint", help="VAE checkpoint (.safetensors)")
+    p = sub.add_parser("attributes", help="named latent directions of a VAE or gan-encoder from labelled images")
+    p.add_argument("checkpoint", help="VAE or gan-encoder checkpoint (.safetensors)")
     p.add_argument("--data", required=True, help="faces | digits | a folder of images (with --labels)")
     p.add_argument("--labels", help="CelebA-style CSV for a folder: filename,attr1,attr2,...")
     p.add_argument("-n", type=int, default=2000, help="training images to encode (default 2000)")
     p.add_argument("-o", "--output", required=True, help="attrs.safetensors")
+    p.add_argument("--embed", metavar="OUT.safetensors",
+                   help="also write a copy of the checkpoint that carries the directions in its metadata")
     p.set_defaults(func=cmd_attributes)
 
     p = sub.add_parser("edit", help="encode images, move them along attribute directions, decode")
-    p.add_argument("checkpoint", help="VAE checkpoint (.safetensors)")
+    p.add_argument("checkpoint", help="VAE or gan-encoder checkpoint (.safetensors)")
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     alias(p, "--attr", add_edits(p, "e.g. eyes_open=+1.5; repeat for several (at least one)"))
     p.add_argument("--attributes", help="directions file from `latentforge attributes` (default: the checkpoint's, "

@@ -127,7 +127,7 @@ def add_commands(sub) -> None:
         p.set_defaults(func=func)
 
     p = sub.add_parser("filter", help="edit a video, a folder of images or a camera stream frame by frame")
-    add_model(p, "VAE checkpoint (.safetensors), exported filter graph (.onnx) or engine (.plan)")
+    add_model(p, "VAE or gan-encoder checkpoint (.safetensors), exported filter graph (.onnx) or engine (.plan)")
     p.add_argument("--input", required=True, help="VIDEO file, folder of images, or camera:N")
     p.add_argument("--output", required=True, help="VIDEO file (.mp4 .mkv .mov .avi .webm) or folder for PNGs")
     add_edits(p, "move along an attribute direction, e.g. eyes_open=1.5 (repeatable)")

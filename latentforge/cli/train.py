@@ -6,6 +6,8 @@ import shlex
 
 from latentforge.errors import InputError
 
+SOURCE_KINDS = ("prior", "gan-encoder")   # kinds trained on top of another checkpoint, given as `source`
+
 
 def cmd_train(args) -> None:
     from latentforge.checkpoint import read_info
@@ -19,24 +21,26 @@ def cmd_train(args) -> None:
                          f"{args.model_options!r}; write it like '{{\"base_channels\": 16}}'") from None
     if not isinstance(options, dict):
         raise InputError(f"--model-options must be a JSON object, got {args.model_options!r}")
-    if args.source and args.kind != "prior":
-        raise InputError(f"only `train prior` takes a checkpoint argument ({args.source!r}); drop it for {args.kind}")
+    if args.source and args.kind not in SOURCE_KINDS:
+        raise InputError(f"only `train prior` and `train gan-encoder` take a checkpoint argument ({args.source!r}); "
+                         f"drop it for {args.kind}")
     for flag, name in (("--codebook-size", "codebook_size"), ("--code-dim", "code_dim")):
         if getattr(args, name) is not None:
             if args.kind != "vqvae":
                 raise InputError(f"{flag} is a VQ-VAE option; {args.kind} has no codebook")
             options[name] = getattr(args, name)
     data, image_size = args.data or "faces", args.image_size
-    if args.kind == "prior" and args.source:  # a prior learns the codes of its VQ-VAE's own training data
-        vq = read_info(args.source)
-        data, image_size = args.data or vq.data, image_size or vq.config.get("image_size")
+    if args.kind in SOURCE_KINDS and args.source:  # a prior or encoder learns its source model's own training data
+        source = read_info(args.source)
+        data, image_size = args.data or source.data, image_size or source.config.get("image_size")
     cfg = TrainConfig(kind=args.kind, data=data, out=args.out, steps=args.steps, batch_size=args.batch_size,
                       image_size=image_size, latent_dim=args.latent_dim, beta=args.beta, lr=args.lr,
                       kl_warmup=args.kl_warmup, source=args.source,
                       seed=args.seed, labels=args.labels, model_options=options, sample_every=args.sample_every,
                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
                       critic_steps=args.critic_steps, gp_lambda=args.gp_lambda, unroll=args.unroll,
-                      lr_decay_start=args.lr_decay_start,
+                      lr_decay_start=args.lr_decay_start, feature_weight=args.feature_weight,
+                      latent_weight=args.latent_weight, init_from=args.init_from,
                       command="latentforge " + shlex.join(_without_nproc(args.argv)))
     if args.nproc_per_node is not None and distributed.world_from_env().size == 1:  # checked above, run below
         if args.nproc_per_node < 1:
@@ -90,8 +94,9 @@ def cmd_evaluate(args) -> None:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("train", help="train a model; writes RUN_DIR/checkpoint.safetensors")
-    p.add_argument("kind", help="vae | dcgan | gan | wgan-gp | unrolled-gan | vqvae | prior")
-    p.add_argument("source", nargs="?", help="prior: the VQ-VAE checkpoint whose codes it learns")
+    p.add_argument("kind", help="vae | dcgan | gan | wgan-gp | unrolled-gan | vqvae | prior | gan-encoder")
+    p.add_argument("source", nargs="?", help="prior: the VQ-VAE checkpoint whose codes it learns; gan-encoder: the "
+                                             "GAN checkpoint whose (frozen) generator it inverts")
     p.add_argument("--data", help="faces | digits | stacked-digits | ring | grid (2-D points) | a folder of png/jpg "
                                   "images (default faces; a prior: its VQ-VAE's data)")
     p.add_argument("--labels", help="CelebA-style attributes CSV for a folder data set")
@@ -120,6 +125,12 @@ def add_commands(sub) -> None:
     p.add_argument("--lr-decay-start", type=float,
                    help="GANs and priors: the lr decays linearly to 0 from this fraction of --steps "
                         "(1 = constant lr; default 0.5)")
+    p.add_argument("--feature-weight", type=float, default=1.0,
+                   help="gan-encoder: weight of the discriminator-feature reconstruction loss")
+    p.add_argument("--latent-weight", type=float, default=1.0,
+                   help="gan-encoder: weight of the latent loss MSE(E(G(z)), z)")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="gan-encoder: start the encoder from this gan-encoder checkpoint's encoder weights")
     p.add_argument("--nproc-per-node", type=int, metavar="N",
                    help="train on N processes on this machine under torchrun (gloo on CPU, NCCL on GPU, "
                         "one GPU per process); --batch-size is the global batch, split over them")

@@ -211,7 +211,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     async def edit(name: str, request: Request):
         served = lookup(name)
         if not served.describe()["can_edit"]:
-            raise InputError(f"{name!r} has no encoder, so it cannot edit images; serve the VAE checkpoint")
+            raise InputError(f"{name!r} has no encoder, so it cannot edit images; serve a VAE or gan-encoder checkpoint")
         form = await request.form(max_files=1, max_fields=2)
         upload = form.get("image")
         if upload is None or isinstance(upload, str):

@@ -185,7 +185,7 @@ def add_filter_route(app: FastAPI, service) -> None:
         if served is None:
             reason = (POLICY, f"no model named {name!r} is served here; GET /v1/models lists the names")
         elif served.frames is None:
-            reason = (UNSUPPORTED, f"{name!r} cannot filter frames (it has no encoder); serve the VAE checkpoint "
+            reason = (UNSUPPORTED, f"{name!r} cannot filter frames (it has no encoder); serve a VAE or gan-encoder checkpoint "
                                    "or its exported filter graph")
         elif not service.ready or service.draining:
             reason = (TRY_LATER, "server is warming up or shutting down; retry shortly")

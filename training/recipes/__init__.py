@@ -6,6 +6,7 @@ Recipe in its own module here and one entry to RECIPES below.
 """
 from __future__ import annotations
 
+from .gan_encoder import GAN_ENCODER
 from .gans import DCGAN, GAN, UNROLLED_GAN, WGAN_GP
 from .recipe import NonFinite, Recipe
 from .vae import VAE
@@ -19,6 +20,7 @@ RECIPES: dict[str, Recipe] = {
     "gan": GAN,
     "wgan-gp": WGAN_GP,
     "unrolled-gan": UNROLLED_GAN,
+    "gan-encoder": GAN_ENCODER,
 }
 
 __all__ = ["RECIPES", "NonFinite", "Recipe"]

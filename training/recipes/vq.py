@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from latentforge.errors import InputError
 
-from ..samples import SAMPLE_COUNT
+from ..samples import SAMPLE_COUNT, reconstructions
 from .recipe import Recipe, build_model, decay_lr, finite, one_optimizer
 
 
@@ -86,19 +85,6 @@ def _build_prior(cfg, config):
 
 
 @torch.no_grad()
-def _reconstructions(model, seed: int, data) -> torch.Tensor:
-    """The first 32 held-out images, each followed by its reconstruction."""
-    from latentforge.images import from_uint8
-
-    images, _ = data.get("test", np.arange(min(32, data.size("test"))))
-    x = torch.from_numpy(from_uint8(images, model.config.value_range)).to(next(model.parameters()).device)
-    model.eval()
-    x_out = model(x)[0]
-    model.train()
-    return torch.stack([x, x_out], dim=1).flatten(0, 1)
-
-
-@torch.no_grad()
 def _prior_samples(model, seed: int, data) -> torch.Tensor:
     from latentforge.models.prior import CachedLogits
     from latentforge.runtime.vq_sampling import sample_codes
@@ -114,7 +100,7 @@ def _prior_samples(model, seed: int, data) -> torch.Tensor:
 
 
 VQVAE = Recipe(lr=5e-4, betas=(0.9, 0.999), build=build_model, optimizers=one_optimizer, step=vqvae_step,
-               configure=_configure_vqvae, samples=_reconstructions)
+               configure=_configure_vqvae, samples=reconstructions)
 PRIOR = Recipe(lr=3e-4, betas=(0.9, 0.95), build=_build_prior,
                optimizers=lambda cfg, model, adam: [adam(model.transformer.parameters())],
                step=prior_step, configure=_configure_prior, samples=_prior_samples, run_fields=("lr_decay_start",))
