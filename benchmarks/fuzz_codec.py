@@ -37,7 +37,8 @@ class Hang(Exception):
 def seeds() -> dict[str, tuple[object, bytes, np.ndarray]]:
     """name -> (model, stream, its symbols)."""
     import latentforge
-    from latentforge.runtime.codec import compress, decompress_symbols, load_codec_model
+    from latentforge.runtime.codec import compress, decompress_symbols
+    from latentforge.runtime.codec_models import load_codec_model
     from latentforge.training.data import open_data
 
     faces = open_data("faces").get("test", np.arange(4))[0]

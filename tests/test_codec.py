@@ -220,7 +220,7 @@ def test_vae_latent_points_round_trip_across_backends(tmp_path):
 
 def test_shipped_faces_codec_round_trips_across_backends():
     """The real prior (512 codes, 16x16 grid) on real held-out faces: encoded on onnxruntime, decoded on torch."""
-    from latentforge.runtime.codec import load_codec_model
+    from latentforge.runtime.codec_models import load_codec_model
     from latentforge.training.data import open_data
 
     x, _ = open_data("faces").get("test", np.arange(2))

@@ -12,7 +12,8 @@ def cmd_compress(args) -> None:
     import numpy as np
 
     from latentforge.files import atomic_write_bytes, check_output_path
-    from latentforge.runtime.codec import compress, load_codec_model
+    from latentforge.runtime.codec import compress
+    from latentforge.runtime.codec_models import load_codec_model
     from latentforge.training.data.folder import load_image
 
     out = check_output_path(args.output)
@@ -36,7 +37,8 @@ def cmd_decompress(args) -> None:
     from latentforge.files import check_output_path
     from latentforge.images import save_png
     from latentforge.lfz import unpack
-    from latentforge.runtime.codec import decompress, load_codec_model
+    from latentforge.runtime.codec import decompress
+    from latentforge.runtime.codec_models import load_codec_model
 
     source = Path(args.stream)
     if not source.is_file():
