@@ -15,12 +15,13 @@ SMALL = dict(image_size=32, channels=3, latent_dim=8, ngf=8, ndf=8, spectral_nor
 
 
 def test_the_spectral_discriminator_has_no_normalization_layers_and_unit_norm_convs():
+    torch.manual_seed(0)   # power iteration converges at a rate set by the weights' singular-value gap
     disc = GAN(GANConfig(**SMALL)).train().discriminator
     assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)) for m in disc.modules())
     convs = [m for m in disc.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 4
     x = torch.randn(4, 3, 32, 32)
-    for _ in range(30):   # each training forward pass runs one power iteration per conv
+    for _ in range(300):   # each training forward pass runs one power iteration per conv
         disc(x)
     for conv in convs:
         assert torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2).item() == pytest.approx(1.0, abs=0.02)
