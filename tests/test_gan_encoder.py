@@ -118,9 +118,8 @@ def test_resume_against_another_generator_or_loss_weights_is_refused(gan_checkpo
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime", "openvino"])
 def test_the_bundle_loads_as_one_model_that_encodes_decodes_and_filters(encoder_checkpoint, backend):
-    status = backend_status(backend)
-    if not status.available:   # openvino is in the cpu extra; a machine without it says why
-        pytest.skip(f"{backend}: {status.reason}")
+    status = backend_status(backend)   # all three come with the README's install (the cpu extra)
+    assert status.available, f"{backend}: {status.reason}"
     model = load(encoder_checkpoint, backend=backend, threads=1)
     reference, info = load_checkpoint(encoder_checkpoint)
     frames = DotsData().get("test", np.arange(4))[0]
@@ -280,14 +279,11 @@ def test_the_shipped_gan_filter_gives_the_same_faces_and_frames_on_every_cpu_bac
     shipped = WEIGHTS / "faces_gan_filter.safetensors"
     frame = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     faces, frames = {}, {}
-    for backend in ("torch", "onnxruntime", "openvino"):
-        if not backend_status(backend).available:
-            continue
+    for backend in ("torch", "onnxruntime", "openvino"):   # all three come with the README's install
         model = load(shipped, backend=backend, threads=1)
         assert model.kind == "gan-encoder" and "eyes_open" in model.attributes
         faces[backend] = model.sample(4, seed=7).astype(int)
         frames[backend] = Filter(model, {"eyes_open": 1.5})(frame).astype(int)
-    assert len(faces) >= 2
     for backend, images in faces.items():
         assert np.abs(images - faces["torch"]).max() <= 1
         assert np.abs(frames[backend] - frames["torch"]).max() <= 1
