@@ -1,6 +1,7 @@
 """The NaN guard: rows of a reduced-precision output that hold NaN/Inf are recomputed at the next higher precision
 the model has (int8 -> fp16 -> bf16 -> fp32), the call is counted, and a row still not finite at the top is a
-NumericalError, never a black image. Model (latent decode, filter graph) and VQModel (code-grid decode) share it.
+NumericalError, never a black image. Model (latent decode, filter graph) and VQModel (code-grid decode, and the
+prior's logits while it samples: GuardedLogits) share it.
 
 Where the higher precision comes from (`graph_at`): beside an exported file, the exporter's variant file (or the
 file itself, which OpenVINO's bf16 hint ran at bf16); for a graph exported in memory, the same bytes at fp32; for
@@ -51,6 +52,11 @@ class NanGuard:
                 self._opened[key] = open_at()
             return self._opened[key]
 
+    def note(self) -> None:
+        """Count one call recomputed outside `repair` (a sampling run, GuardedLogits)."""
+        with self._lock:
+            self.count += 1
+
     def repair(self, precision: str, feeds: dict[str, np.ndarray], outputs: list[np.ndarray],
                bad: Callable[[list[np.ndarray]], np.ndarray], run_at: Callable[[str], Run | None], key: tuple,
                failure: Callable[[np.ndarray, list[str]], str]) -> list[np.ndarray]:
@@ -76,6 +82,58 @@ class NanGuard:
             if not rows.size:
                 return outputs
         raise NumericalError(failure(rows, tried))
+
+
+class GuardedLogits:
+    """One sampling run's `tokens [N, t] -> logits [N, 1, K]` (runtime/vq_sampling.py) whose rows holding NaN/Inf
+    are recomputed by the prior at the next higher precision it has. A row once moved up stays there for the rest
+    of the run: its key/value cache at the lower precision may hold the overflow too. Each precision's logits
+    function (`fresh(precision)`: a new one with its own cache, or None where the prior has no such graph) runs
+    every row moved to it or above, so its set of rows only grows and it restarts from the prefix only when one
+    joins. The run counts once in `guard`; a row not finite at the top is a NumericalError, never a code drawn from
+    NaN (which NumPy's sampling would turn into code 0)."""
+
+    def __init__(self, guard: NanGuard, precision: str, fresh: Callable[[str], Callable | None]) -> None:
+        self.guard, self.fresh = guard, fresh
+        higher = LADDER[LADDER.index(precision) + 1:] if precision in LADDER else ()
+        self.levels: list[tuple[str, Callable | None]] = [(precision, fresh(precision))]
+        self.pending = list(higher)       # precisions not yet opened, lowest first
+        self.level: np.ndarray | None = None   # each row's index into self.levels
+
+    def _next_level(self, at: int) -> int | None:
+        """The index of the first precision above level `at` that the prior has, opening it on first use."""
+        while at + 1 >= len(self.levels) and self.pending:
+            precision = self.pending.pop(0)
+            fn = self.fresh(precision)
+            if fn is not None:
+                self.levels.append((precision, fn))
+        return at + 1 if at + 1 < len(self.levels) else None
+
+    def __call__(self, tokens: np.ndarray) -> np.ndarray:
+        n = len(tokens)
+        if self.level is None or len(self.level) != n:
+            self.level = np.zeros(n, np.int64)
+        out = np.array(self.levels[0][1](tokens))
+        for i in range(1, len(self.levels)):
+            rows = np.flatnonzero(self.level >= i)
+            if rows.size:
+                out[self.level == i] = self.levels[i][1](np.ascontiguousarray(tokens[rows]))[self.level[rows] == i]
+        while (bad := nonfinite_rows(out[:, -1])).size:
+            row = int(bad[0])
+            up = self._next_level(int(self.level[row]))
+            if up is None:
+                tried = " and ".join(p for p, _ in self.levels[:int(self.level[row]) + 1])
+                raise NumericalError(f"the code prior gave NaN/Inf logits for image {row} at code {tokens.shape[1] - 1} "
+                                     f"at {tried} ({len(bad)} of {n} images); the weights are damaged or overflow: "
+                                     "check the model with `latentforge evaluate`")
+            if not (self.level > 0).any():
+                self.guard.note()
+            self.level[bad[self.level[bad] < up]] = up   # every bad row below `up` moves up together
+            rows = np.flatnonzero(self.level >= up)
+            fresh = self.levels[up][1](np.ascontiguousarray(tokens[rows]))
+            at_up = self.level == up
+            out[at_up] = fresh[self.level[rows] == up]
+        return out
 
 
 def _base_name(path: Path, precision: str) -> Path:

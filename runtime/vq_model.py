@@ -7,6 +7,7 @@ seeded PCG64 everywhere, so a seed gives the same codes and the same image on ev
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from latentforge.errors import InputError
 from latentforge.images import from_uint8, to_uint8
 
-from .nan_guard import NanGuard, graph_at, nonfinite_rows
+from .nan_guard import GuardedLogits, NanGuard, graph_at, nonfinite_rows
 from .protocols import BackendGraph
 from .vq_sampling import StepLogits, sample_chunks
 
@@ -27,11 +28,13 @@ class VQModel:
     codec_points: tuple[int, ...] = ()   # set by `load` for a prior checkpoint, with codec_factory(point)
 
     def __init__(self, path: Path, kind: str, backend: str, facts: dict, decode, logits=None, encode=None,
-                 threads: int = 1, precision: str = "fp32", no_prior: str = "", decode_at=None):
+                 threads: int = 1, precision: str = "fp32", no_prior: str = "", decode_at=None, logits_at=None,
+                 prior_precision: str = "fp32"):
         """`facts`: image_shape (H, W, C), value_range, codebook_size, code_grid (a side). `logits()` gives a fresh
         tokens -> logits function for one sampling run (it may keep state, e.g. a key/value cache). `no_prior`: what
         `sample` says when there is no prior. `decode_at(precision)`: the decode at a higher precision, or None
-        (the NaN guard's ladder, runtime/nan_guard.py)."""
+        (the NaN guard's ladder, runtime/nan_guard.py); `logits_at(precision)` likewise a fresh `logits()` of the
+        prior, which runs at `prior_precision`."""
         self.path, self.kind, self.backend, self.threads, self.precision = Path(path), kind, backend, threads, precision
         self.image_shape = tuple(facts["image_shape"])
         self.value_range = tuple(facts["value_range"])
@@ -40,11 +43,14 @@ class VQModel:
         self.attributes: dict[str, np.ndarray] = {}
         self._decode, self._logits, self._encode, self._no_prior = decode, logits, encode, no_prior
         self._decode_at = decode_at or (lambda precision: None)
+        self._logits_at = logits_at or (lambda precision: None)
+        self._prior_precision = prior_precision
         self._guard = NanGuard()
 
     @property
     def nonfinite_recomputed(self) -> int:
-        """Decode calls whose NaN/Inf images the NaN guard recomputed at a higher precision."""
+        """Decode calls and sampling runs whose NaN/Inf images or logits the NaN guard recomputed at a higher
+        precision."""
         return self._guard.count
 
     # A VQ model has code grids where a VAE has latent vectors: say so instead of an AttributeError.
@@ -78,7 +84,13 @@ class VQModel:
         """n code grids int64 [n, h, w], drawn CHUNK images at a time (vq_sampling.sample_chunks)."""
         if self._logits is None:
             raise InputError(self._no_prior)
-        return sample_chunks(self._logits, n, self.code_grid, self.codebook_size, seed, temperature, top_k, CHUNK)
+        def guarded():
+            def fresh(precision: str):
+                return self._logits() if precision == self._prior_precision else self._logits_at(precision)
+
+            return GuardedLogits(self._guard, self._prior_precision, fresh)
+
+        return sample_chunks(guarded, n, self.code_grid, self.codebook_size, seed, temperature, top_k, CHUNK)
 
     def decode_codes(self, codes) -> np.ndarray:
         """Code grids int [N, h, w] -> uint8 [N, H, W, C]."""
@@ -145,5 +157,17 @@ def on_graphs(path: Path, kind: str, backend: str, facts: dict, decoder: Backend
     def logits():
         return StepLogits(run_step, cache_shape)
 
+    @functools.cache   # each precision's prior graph is opened once, on first need
+    def prior_at(precision: str) -> BackendGraph | None:
+        return graph_at(prior, precision, prior.threads)
+
+    def logits_at(precision: str):
+        graph = prior_at(precision)
+        if graph is None:
+            return None
+        return StepLogits(lambda token, position, cache: graph.run({"token": token, "position": position,
+                                                                    "cache": cache}), cache_shape)
+
     return VQModel(path, kind, backend, facts, decode, logits if prior is not None else None, encode,
-                   decoder.threads, decoder.precision, no_prior, decode_at)
+                   decoder.threads, decoder.precision, no_prior, decode_at, logits_at,
+                   prior.precision if prior is not None else "fp32")

@@ -184,3 +184,84 @@ def test_a_vq_decoder_overflowing_at_fp16_is_recomputed(tmp_path):
     out = fp16.decode_codes(codes)
     np.testing.assert_array_equal(out[1], fp32.decode_codes(codes)[1])
     assert fp16.nonfinite_recomputed == 1
+
+
+def _prior_overflowing_after_code_3(folder, v_scale: float, fp16: bool):
+    """A prior whose value for code 3 reaches `v_scale` * 5.6 in one attention channel (norm1's gain, capped at
+    fp16's converter limit of 1e4, times a qkv weight) while every other code stays under 1/30 of it; the channel
+    never reaches the output, so at a precision that holds it the logits are finite, and after a 3 code 5's logit
+    leads by ~110 nats. fp16: also an fp16 variant calibrated without code 3, so it is converted whole and code 3's
+    value overflows (Inf, then NaN logits) at the hand-over from the fp32 matmul to fp16."""
+    import onnx
+    import torch
+
+    from latentforge.checkpoint import save_checkpoint
+    from latentforge.export import precision as prec
+    from latentforge.export.graph import stamp
+    from latentforge.models import PriorConfig, VQPrior, VQVAEConfig
+
+    torch.manual_seed(0)
+    model = VQPrior(PriorConfig(vqvae=VQVAEConfig(image_size=32, codebook_size=8, code_dim=4, downsample=3,
+                                                  base_channels=8, res_blocks=0), width=32, layers=1, heads=2)).eval()
+    tr, width = model.transformer, 32
+    gain = min(v_scale, 1e4)
+    with torch.no_grad():   # channel 0 of the residual stream is code 3's alone
+        tr.token.weight[:, 0] = 0
+        tr.position[:, 0] = 0
+        tr.token.weight[3, 0] = 100.0
+        block = tr.blocks[0]
+        for layer in (block.attention.out, block.mlp[-1]):
+            layer.weight[0] = 0
+            layer.bias[0] = 0
+        block.norm1.weight[0] = gain
+        block.attention.qkv.weight[:, 0] = 0
+        block.attention.qkv.weight[2 * width, 0] = v_scale / gain   # value channel 0 ...
+        block.attention.qkv.bias[2 * width] = 0
+        block.attention.out.weight[:, 0] = 0                        # ... which the output never reads
+        tr.head.weight[5, 0] = 20.0
+    checkpoint = save_checkpoint(folder / "prior.safetensors", model, data="random", step=0)
+    if not fp16:
+        return checkpoint
+    export(checkpoint, folder / "prior.onnx", ExportOptions(part="prior", slim=False))
+    for precision in ("fp32", "fp16"):
+        out = folder / ("dec.onnx" if precision == "fp32" else "dec.fp16.onnx")
+        export(checkpoint, out, ExportOptions(part="decoder", precision=precision, slim=False))
+    fp32 = onnx.load(folder / "prior.onnx")
+    rng = np.random.default_rng(0)
+    calibration = [{"token": rng.choice([0, 1, 2, 4, 5, 6, 7, 8], 4).astype(np.int64),
+                    "position": np.array([p], np.int64),
+                    "cache": rng.standard_normal((4, 1, 2, 2, 16, 16)).astype(np.float32)} for p in (0, 5, 15)]
+    converted, _, kept = prec.variant(fp32, "fp16", calibration)
+    assert not kept
+    stamp(converted, {**{p.key: p.value for p in fp32.metadata_props}, "latentforge.precision": "fp16"})
+    onnx.save(converted, folder / "prior.fp16.onnx")
+    return folder / "prior.onnx"
+
+
+def test_a_prior_overflowing_at_fp16_is_recomputed_while_sampling(tmp_path):
+    path = _prior_overflowing_after_code_3(tmp_path, 5e4, fp16=True)
+    fp16 = latentforge.load(path, decoder=tmp_path / "dec.onnx", backend="onnxruntime", precision="fp16")
+    fp32 = latentforge.load(path, decoder=tmp_path / "dec.onnx", backend="onnxruntime")
+    tokens = np.array([[8, 3], [8, 1]])
+    raw = fp16._logits()(tokens)[:, -1]   # the fp16 step graph itself, unguarded: the overflow is real
+    assert not np.isfinite(raw[0]).any() and np.isfinite(raw[1]).all()
+    assert np.isfinite(fp32._logits()(tokens)).all()
+    codes = fp16.sample_codes(8, seed=int(np.random.default_rng().integers(1 << 30))).reshape(8, -1)
+    after_3 = codes[:, 1:][codes[:, :-1] == 3]
+    assert after_3.size and (after_3 == 5).all()   # the fp32 logits (NaN would have drawn code 0)
+    assert fp16.nonfinite_recomputed == 1          # one sampling run
+    images = fp16.sample(2, seed=1)
+    assert images.shape == (2, 32, 32, 3) and fp16.nonfinite_recomputed >= 1
+
+
+def test_a_prior_overflowing_at_fp32_is_refused_and_the_codec_runs_it_in_float64(tmp_path):
+    checkpoint = _prior_overflowing_after_code_3(tmp_path, 1e39, fp16=False)   # 5.6e39: past float32's 3.4e38
+    model = latentforge.load(checkpoint, backend="torch")
+    with pytest.raises(NumericalError, match=r"^the code prior gave NaN/Inf logits for image \d+ at code \d+ at fp32 "):
+        model.sample_codes(8, seed=int(np.random.default_rng().integers(1 << 30)))
+    assert model.nonfinite_recomputed == 0   # nothing higher to recompute at
+    # The codec's prior runs in float64 (runtime/codec_vq.py), where the value is finite: exact tables, no guard
+    coder = model.codec_factory(1).coder
+    codes = np.random.default_rng().integers(0, 8, (2, 4, 4))
+    codes[:, 1, 1] = 3
+    np.testing.assert_array_equal(coder.decode(coder.encode(codes), 2), codes)
