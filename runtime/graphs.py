@@ -63,9 +63,11 @@ def export_filter_graph(module, path: Path, backend: str, threads: int, precisio
                       precision if bf16_hint(on, precision) else "fp32")
 
 
-def verify_graph(graph: BackendGraph, label: str) -> None:
+def verify_graph(graph: BackendGraph, label: str, metadata: dict[str, str] | None = None) -> None:
     """Run the graph's golden input (latentforge/golden.py) and refuse it, in one line, unless it gives the golden
-    output within the tolerance of the precision it runs at (OpenVINO's bf16 hint on an fp32 file: bf16's)."""
+    output within the tolerance of the precision it runs at (OpenVINO's bf16 hint on an fp32 file: bf16's).
+    `metadata`: where the golden check comes from when not the graph's own (the fp32 graph an int8 IR was made
+    from, runtime/ov_int8.py)."""
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
             return dict(zip(graph.output_names, graph.run(feeds)))
@@ -76,7 +78,7 @@ def verify_graph(graph: BackendGraph, label: str) -> None:
             raise CheckpointError(f"{label} failed on its own golden input ({first}); the file is damaged or not "
                                   "what its metadata says: re-export it with `latentforge export`") from None
 
-    verify(graph.metadata, run, graph.precision, label)
+    verify(graph.metadata if metadata is None else metadata, run, graph.precision, label)
 
 
 class GraphDecoder:

@@ -94,7 +94,7 @@ def _load_on(path: Path, backend: str, threads, precision: str, decoder: Path | 
         return _load_plan(path, backend, verify)
     if is_onnx(path):
         return _load_onnx(path, backend, threads, precision, decoder, verify)
-    return _load_checkpoint(path, backend, threads, precision, graph, mode)
+    return _load_checkpoint(path, backend, threads, precision, graph, mode, verify)
 
 
 def _load_tuned(path: Path, threads, verify: bool) -> LoadedModel | None:
@@ -112,7 +112,9 @@ def _load_tuned(path: Path, threads, verify: bool) -> LoadedModel | None:
             from .ov_int8 import decoder
 
             model = _load_on(path, "openvino", threads, "fp32", graph=record.graph_path, verify=verify)
-            model.swap_decoder(decoder(record.int8_path, threads, model.value_range, repr(str(record.int8_path))))
+            golden = model._decoder.graph.metadata if verify else None
+            model.swap_decoder(decoder(record.int8_path, threads, model.value_range, repr(str(record.int8_path)),
+                                       golden))
             loaded[w.engine] = model
         else:
             loaded[w.engine] = _load_on(path, w.backend, threads, w.precision, graph=record.graph_path,
@@ -167,9 +169,10 @@ def _load_plan(path: Path, backend: str, verify: bool = False) -> Model:
 
 
 def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: Path | None = None,
-                     mode: str = "fused") -> LoadedModel:
+                     mode: str = "fused", verify: bool = False) -> LoadedModel:
     """`graph`: the decoder graph `tune` exported from this very checkpoint (its hash checked), opened instead of
-    exporting again. `mode`: what the torch backend runs (runtime/torch_backend.MODES), as `tune` chose it."""
+    exporting again; with `verify`, run its golden check, as for any file read back. `mode`: what the torch
+    backend runs (runtime/torch_backend.MODES), as `tune` chose it."""
     if backend == "tensorrt":
         raise BackendUnavailable(f"{str(path)!r}: TensorRT runs engines; build one with the exporter and load "
                                  "its .plan")
@@ -193,6 +196,8 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: P
         label = f"the graph exported from {str(path)!r}"
         source = graph if graph is not None else checkpoint_to_onnx_bytes(module, checkpoint)
         graph = open_graph(backend, source, threads, label, precision)
+        if verify and not isinstance(source, bytes):
+            verify_graph(graph, label)
         encoder = TorchDecoder(module, threads) if info.kind in ENCODING_KINDS else None
         return _with_codec(Model(info, GraphDecoder(graph, label, info.value_range), encoder,
                                  precision=graph.precision), module, info, threads)

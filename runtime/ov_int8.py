@@ -20,7 +20,7 @@ from latentforge.errors import BackendUnavailable, CheckpointError
 from latentforge.files import atomic_write_bytes
 from latentforge.latents import latents
 
-from .graphs import GraphDecoder
+from .graphs import GraphDecoder, verify_graph
 from .openvino_backend import OvGraph, import_openvino
 
 CALIBRATION = (8, 16)   # batches x latents, as the exporter's int8 calibration
@@ -49,8 +49,15 @@ def quantize(source: str | Path | bytes, latent_dim: int, folder: Path) -> Path:
     return xml
 
 
-def decoder(xml: Path, threads: int | None, value_range: tuple[float, float], label: str) -> GraphDecoder:
-    return GraphDecoder(OvGraph(xml, threads, label, "int8"), label, value_range)
+def decoder(xml: Path, threads: int | None, value_range: tuple[float, float], label: str,
+            verify_by: dict[str, str] | None = None) -> GraphDecoder:
+    """The int8 IR as a decoder. `verify_by`: the metadata of the fp32 graph it was quantized from; its golden check
+    is run on the IR at int8's tolerance (what `load(..., verify=True)` runs is what it checks), so an IR whose
+    weights are damaged or foreign is a CheckpointError even when the tuning record's hash was written for it."""
+    graph = OvGraph(xml, threads, label, "int8")
+    if verify_by is not None:
+        verify_graph(graph, label, verify_by)
+    return GraphDecoder(graph, label, value_range)
 
 
 def ir_sha256(xml: Path) -> str:

@@ -99,3 +99,52 @@ def test_the_seeds_load(seeds, worker, tmp_path):
         for seed in spec.seeds:
             answer = run_case(worker, target, seeds, tmp_path / f"{target}-{seed.replace('/', '-')}", seed, [])
             assert answer["outcome"] == "ok", (target, seed, answer)
+
+
+def _fake_run(folder, targets: dict, cpu: str = "AMD EPYC") -> None:
+    import json
+
+    folder.mkdir()
+    (folder / "fuzz.json").write_text(json.dumps({
+        "machine": {"cpu": cpu, "date": str(folder)}, "cases_asked": 100000, "minutes_per_target": 60, "jobs": 1,
+        "targets": {name: {"cases": cases, "outcomes": outcomes, "peak_rss_mb": peak, "seconds": seconds,
+                           "cases_per_s": 0.0, "findings": findings}
+                    for name, (cases, outcomes, peak, seconds, findings) in targets.items()}}))
+
+
+def test_fuzz_results_of_separate_runs_merge_into_one_table(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    finding = {"problem": "ValueError: boom", "seed": "vae.onnx", "mutations": "[('flip', 3)]", "count": 2}
+    _fake_run(tmp_path / "a", {"checkpoint": (100, {"ok": 10, "refused": 90}, 300.5, 10.0, []),
+                               "onnx": (50, {"ok": 5, "refused": 43, "other": 2}, 500.0, 5.0, [finding])})
+    _fake_run(tmp_path / "b", {"onnx": (30, {"refused": 29, "crash": 1}, 450.0, 3.0, [{**finding, "count": 1}]),
+                               "image": (20, {"ok": 20}, 200.0, 2.0, [])})
+    script = Path(__file__).parents[1] / "benchmarks" / "fuzz.py"
+    done = subprocess.run([sys.executable, str(script), "--merge", str(tmp_path / "a"), str(tmp_path / "b"),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split(" | ")[0].strip("| *"): line.strip("|").split(" | ")
+            for line in (tmp_path / "out" / "fuzz.md").read_text().splitlines() if line.startswith("| ")}
+    header = [c.strip() for c in rows["target"]]
+    assert header[:9] == ["target", "cases run", "ok", "refused", "other exception", "crash", "hang", "memory",
+                          "other findings"] and "peak memory MB" in header[9]
+    cell = {name: dict(zip(header, (c.strip() for c in row))) for name, row in rows.items()}
+    assert cell["onnx"]["cases run"] == "80" and cell["onnx"]["crash"] == "1" and cell["onnx"]["s"] == "8.0"
+    assert cell["onnx"][header[9]] == "500.0" and cell["onnx"]["other exception"] == "2"
+    total = cell["total"]
+    assert (total["cases run"], total["ok"], total["refused"], total["other exception"], total["crash"]) == \
+        ("200", "35", "162", "2", "1")
+    assert total[header[9]] == "500.0" and total["s"] == "20.0" and total["cases/s"] == "10.0"
+    md = (tmp_path / "out" / "fuzz.md").read_text()
+    assert "- onnx: 3x ValueError: boom" in md and "merged from 2 runs" in md
+    merged = json.loads((tmp_path / "out" / "fuzz.json").read_text())
+    assert list(merged["targets"]) == ["checkpoint", "onnx", "image"] and merged["same_machine"]
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "fuzz.json").write_text("{}")
+    bad = subprocess.run([sys.executable, str(script), "--merge", str(tmp_path / "c"), "--out", str(tmp_path / "o2")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "not a fuzz.py result" in bad.stderr and not (tmp_path / "o2").exists()

@@ -203,6 +203,24 @@ def test_a_checkpoints_record_keeps_its_graph_so_loading_skips_the_export(own_ch
     assert model.backend == "onnxruntime" and model.onnx_source == graph and model.has_encoder
     z = latents(2, model.latent_dim)
     np.testing.assert_allclose(model.decode_float(z), load(own_checkpoint, "torch").decode_float(z), atol=1e-4)
+    assert load(own_checkpoint, verify=True).onnx_source == graph   # the kept graph is a file read back: verified
+    import hashlib
+
+    import onnx
+    from onnx import numpy_helper
+
+    from latentforge.errors import CheckpointError
+
+    proto = onnx.load_from_string(exported)   # a damaged graph the record was (re)written for
+    weights = max(proto.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    weights.CopyFrom(numpy_helper.from_array(-3.0 * numpy_helper.to_array(weights), weights.name))
+    graph.write_bytes(proto.SerializeToString())
+    data = json.loads(where.read_text())
+    data["graph_sha256"] = hashlib.sha256(graph.read_bytes()).hexdigest()
+    where.write_text(json.dumps(data))
+    assert load(own_checkpoint).onnx_source == graph
+    with pytest.raises(CheckpointError, match="does not reproduce its golden output at fp32"):
+        load(own_checkpoint, verify=True)
     graph.write_bytes(exported + b"\0")   # not the graph the record names: exported again, not trusted
     assert isinstance(load(own_checkpoint).onnx_source, bytes)
 
@@ -258,8 +276,28 @@ def test_a_record_from_before_modes_loads_the_fused_ops(own_onnx):
     assert TuneRecord.from_json(data).winners[1].mode == "fused"
 
 
+def _overwrite_int8_weights(xml) -> None:
+    """Overwrite the int8 weights of an OpenVINO IR in its .bin with 0x7f bytes, as a bad sector would; shapes, scales
+    and indices stay as they are, so it still compiles and runs. (Zeros or negated weights would not do on the
+    tiny test VAE: its image is ~0.5 everywhere whatever its middle layers say, and stays within int8's tolerance.)"""
+    import xml.etree.ElementTree as ET
+
+    data = bytearray(xml.with_suffix(".bin").read_bytes())
+    damaged = 0
+    for layer in ET.parse(xml).getroot().iter("layer"):
+        attrs = layer.find("data").attrib if layer.get("type") == "Const" else {}
+        if attrs.get("element_type") == "i8":
+            start, end = int(attrs["offset"]), int(attrs["offset"]) + int(attrs["size"])
+            data[start:end] = b"\x7f" * (end - start)
+            damaged += 1
+    assert damaged
+    xml.with_suffix(".bin").write_bytes(bytes(data))
+
+
 @pytest.mark.skipif(not machine.installed("nncf"), reason='NNCF is the optional extra "latentforge[openvino-int8]"')
 def test_openvino_int8_by_nncf_is_gated_kept_beside_the_record_and_run_by_auto(own_onnx, tmp_path):
+    from latentforge.errors import CheckpointError
+    from latentforge.runtime.ov_int8 import ir_sha256
     from latentforge.runtime.tune_record import int8_beside
 
     (tmp_path / "scratch").mkdir()
@@ -277,6 +315,15 @@ def test_openvino_int8_by_nncf_is_gated_kept_beside_the_record_and_run_by_auto(o
     expected = field.reference(z)
     assert psnr_db(model.decode_float(z[:1]), expected[:1], field.peak) >= 20.0   # the kept int8 IR
     np.testing.assert_allclose(model.decode_float(z), expected, atol=1e-4)         # batch 8+: onnxruntime fp32
+    assert load(own_onnx, verify=True).precision == "int8"   # the IR reproduces the .onnx's golden output at int8
+    # An IR that is damaged though its record was written for it (re-hashed): verify=True runs what will serve
+    _overwrite_int8_weights(int8_beside(where))
+    data = json.loads(where.read_text())
+    data["int8_sha256"] = ir_sha256(int8_beside(where))
+    where.write_text(json.dumps(data))
+    assert load(own_onnx).precision == "int8"   # without verify it would serve
+    with pytest.raises(CheckpointError, match=r"tune\.int8\.xml.* does not reproduce its golden output at int8: FAIL"):
+        load(own_onnx, verify=True)
     int8_beside(where).with_suffix(".bin").write_bytes(b"changed")
     with pytest.warns(StaleRecordWarning, match="missing or changed"):
         assert load(own_onnx).precision == "fp32"
