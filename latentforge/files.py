@@ -35,24 +35,38 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     On any failure the temp file is removed and `path` is left as it was; a failed system call (ENOSPC,
     EACCES, EIO) is an InputError naming the path.
     """
-    path = check_output_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    return atomic_write_all([(path, write)])[0]
+
+
+def atomic_write_all(items: list[tuple[str | os.PathLike, Callable[[str], None]]]) -> list[Path]:
+    """`atomic_write` for files that belong together (a decompressed stream's images): each is written to its temp
+    file first, and only when every one succeeded are they moved into place, so a failure (a disk that fills at
+    the third) leaves none of them and every earlier file at those paths as it was."""
+    paths = [check_output_path(path) for path, _ in items]
+    temps: list[str] = []
+    current = paths[0] if paths else Path(".")
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would have
-        os.replace(tmp, path)
+        for current, (_, write) in zip(paths, items):
+            fd, tmp = tempfile.mkstemp(prefix=f".{current.name}.", suffix=".tmp", dir=current.parent)
+            os.close(fd)
+            temps.append(tmp)
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would have
+        for current, tmp in zip(paths, temps):
+            os.replace(tmp, current)
     except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         if isinstance(e, OSError) and e.errno is not None:   # disk full, quota, permission, I/O error
             code = errno.errorcode.get(e.errno, e.errno)
-            raise InputError(f"could not write {str(path)!r}: {e.strerror or e} (errno {code}); "
-                             "free some space or choose another path (any earlier file there is unchanged)") from None
+            also = f" (nor the {len(paths) - 1} other files written with it)" if len(paths) > 1 else ""
+            raise InputError(f"could not write {str(current)!r}{also}: {e.strerror or e} (errno {code}); free some "
+                             "space or choose another path (any earlier file there is unchanged)") from None
         raise
-    return path
+    return paths
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -95,8 +95,9 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarra
     return out
 
 
-def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1) -> None:
-    """Write uint8 [H, W, C] (C = 1 or 3) as a PNG, atomically; `scale` enlarges with nearest neighbour."""
+def png_writer(image: np.ndarray, scale: int = 1):
+    """A function writing uint8 [H, W, C] (C = 1 or 3) as a PNG to the path it is given (for files.atomic_write);
+    `scale` enlarges with nearest neighbour."""
     from PIL import Image
 
     if image.ndim == 3 and image.shape[2] == 1:
@@ -104,7 +105,12 @@ def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1) -> None
     pil = Image.fromarray(image)
     if scale > 1:
         pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
-    atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+    return lambda tmp: pil.save(tmp, format="PNG")
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike, scale: int = 1) -> None:
+    """Write uint8 [H, W, C] (C = 1 or 3) as a PNG, atomically; `scale` enlarges with nearest neighbour."""
+    atomic_write(path, png_writer(image, scale))
 
 
 def save_grid(images: np.ndarray, path: str | os.PathLike, nrow: int | None = None, scale: int = 1) -> None:

@@ -1,5 +1,6 @@
-"""Faults while writing: a full disk during a checkpoint save or an export, and a kill during an export, leave
-the previous file intact and nothing half-written where the output goes."""
+"""Faults while writing: a full disk during a checkpoint save, an export or a codec write (compress's stream,
+decompress's images), and a kill during an export, leave the previous file intact and nothing half-written where
+the output goes."""
 import errno
 import os
 import signal
@@ -91,3 +92,80 @@ def test_a_kill_during_an_export_leaves_no_file_at_out(vae_checkpoint, tmp_path)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-2000:]
     assert not out.exists()
+
+
+def _disk_with(free: int):
+    """An `open` for which the whole disk holds `free` more bytes, shared by every file written (ENOSPC after)."""
+    real_open = open
+    left = [free]
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            data = bytes(data)
+            if len(data) > left[0]:
+                self.f.write(data[:left[0]])
+                left[0] = 0
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            left[0] -= len(data)
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def full_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        return Full(f) if "w" in mode else f
+
+    return full_open
+
+
+def test_disk_full_during_a_codec_write_keeps_the_old_files_and_writes_none(tmp_path, monkeypatch, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from latentforge.cli import main
+    from latentforge.models.prior import PriorConfig, VQPrior
+    from latentforge.models.vqvae import VQVAEConfig
+
+    torch.manual_seed(0)
+    prior = VQPrior(PriorConfig(vqvae=VQVAEConfig(image_size=32, base_channels=8, codebook_size=16, code_dim=4,
+                                                  downsample=3, res_blocks=1), width=16, layers=1, heads=2)).eval()
+    ckpt = str(save_checkpoint(tmp_path / "prior.safetensors", prior, data="faces", step=0))
+    inputs = []
+    for i, image in enumerate(np.random.default_rng().integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)):
+        Image.fromarray(image).save(tmp_path / f"in{i}.png")
+        inputs.append(str(tmp_path / f"in{i}.png"))
+    out, run = tmp_path / "x.lfz", ["--backend", "torch", "--threads", "1"]
+    assert main(["compress", ckpt, *inputs, "-o", str(out), *run]) == 0
+    before, files = out.read_bytes(), sorted(os.listdir(tmp_path))
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr("builtins.open", _disk_with(len(before) // 2))
+        assert main(["compress", ckpt, *inputs[::-1], "-o", str(out), *run]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "ENOSPC" in error and "x.lfz" in error and "\n" not in error
+    assert out.read_bytes() == before and sorted(os.listdir(tmp_path)) == files
+
+    # decompress writes its images all or none: a disk that fills in the third leaves the first two unwritten too
+    (tmp_path / "ok").mkdir()
+    assert main(["decompress", str(out), "-o", str(tmp_path / "ok"), "--model", ckpt, *run]) == 0
+    sizes = [(tmp_path / "ok" / f"x_{i:04d}.png").stat().st_size for i in range(3)]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x_0000.png").write_bytes(b"an earlier image")
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr("builtins.open", _disk_with(sizes[0] + sizes[1] + sizes[2] // 2))
+        assert main(["decompress", str(out), "-o", str(tmp_path / "d"), "--model", ckpt, *run]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "ENOSPC" in error and "x_0002.png" in error and "\n" not in error
+    assert os.listdir(tmp_path / "d") == ["x_0000.png"]
+    assert (tmp_path / "d" / "x_0000.png").read_bytes() == b"an earlier image"

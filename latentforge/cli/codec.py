@@ -34,8 +34,8 @@ def cmd_compress(args) -> None:
 
 def cmd_decompress(args) -> None:
     from latentforge.errors import StreamError
-    from latentforge.files import check_output_path
-    from latentforge.images import save_png
+    from latentforge.files import atomic_write_all, check_output_path
+    from latentforge.images import png_writer
     from latentforge.lfz import unpack
     from latentforge.runtime.codec import decompress
     from latentforge.runtime.codec_models import load_codec_model
@@ -56,8 +56,7 @@ def cmd_decompress(args) -> None:
     for target in targets:
         check_output_path(target)
     images = decompress(data, load_codec_model(args.model, args.backend, args.threads, point=header.point)[0])
-    for image, target in zip(images, targets):
-        save_png(image, target)
+    atomic_write_all([(target, png_writer(image)) for image, target in zip(images, targets)])   # all or none
     print(f"wrote {len(targets)} image(s) to {out}")
 
 
