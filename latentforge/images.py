@@ -40,7 +40,7 @@ def read_rgb(path: str | os.PathLike, formats: tuple[str, ...] = ("PNG", "JPEG")
                                     f"of {MAX_PIXELS} (latentforge.images.MAX_PIXELS); resize it first")
                 if draft:
                     image.draft("RGB", (draft, draft))
-                return _to_rgb(image)
+                return to_rgb(image)
     except DataError:
         raise
     except (*PILLOW_ERRORS, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -49,7 +49,8 @@ def read_rgb(path: str | os.PathLike, formats: tuple[str, ...] = ("PNG", "JPEG")
                         "the file") from None
 
 
-def _to_rgb(image):
+def to_rgb(image):
+    """A Pillow image as RGB, converted as a viewer shows it (see read_rgb); also the server's uploads."""
     from PIL import Image
 
     if image.mode in DEEP_MODES:

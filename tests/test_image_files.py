@@ -97,3 +97,24 @@ def test_the_filter_folder_source_reads_through_the_same_checks(tmp_path):
     (tmp_path / "a.png").write_bytes(_png_claiming(9000, 9000))
     with pytest.raises(DataError, match="over the limit"):
         next(iter(open_source(str(tmp_path))))
+
+
+def test_the_servers_uploads_are_converted_as_files_are(tmp_path):
+    """An uploaded 16-bit or transparent PNG comes out as read_rgb reads the same file (Pillow's own conversion
+    clipped 16-bit values at 255 and dropped alpha); a TIFF is refused, whatever it holds."""
+    import io
+
+    from latentforge.errors import InputError
+    from latentforge.runtime.server.codecs import decode_image
+
+    deep = Image.fromarray(np.array([[0, 257, 128 * 257, 65535]], dtype=np.uint16))
+    rgba = Image.fromarray(np.random.default_rng().integers(0, 256, (4, 5, 4), dtype=np.uint8), "RGBA")
+    for name, image in (("deep.png", deep), ("alpha.png", rgba)):
+        image.save(tmp_path / name)
+        got = decode_image((tmp_path / name).read_bytes(), 1000)
+        np.testing.assert_array_equal(got, _rgb(tmp_path / name))
+    assert decode_image((tmp_path / "deep.png").read_bytes(), 1000)[0, :, 0].tolist() == [0, 1, 128, 255]
+    tiff = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tiff, format="TIFF")
+    with pytest.raises(InputError, match="could not be decoded .*PNG or JPEG"):
+        decode_image(tiff.getvalue(), 1000)
