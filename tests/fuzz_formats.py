@@ -56,6 +56,7 @@ def safetensors_mutation(meta_keys: list[str]):
         st.tuples(st.just("shape"), index, st.one_of(st.lists(ints, max_size=5), json_values)),
         st.tuples(st.just("offsets"), index, st.one_of(st.lists(ints, min_size=2, max_size=2), json_values)),
         st.tuples(st.just("overlap"), index, index),
+        st.tuples(st.just("shift"), index, st.integers(-64, 64)),   # same length, moved: a gap or an overlap
         st.tuples(st.just("duplicate"), index),
         st.tuples(st.just("meta"), st.one_of(st.sampled_from(meta_keys), st.text(max_size=12)), json_text),
         st.tuples(st.just("meta_config"), st.sampled_from(["kind", "latent_dim", "image_size", "channels",
@@ -98,6 +99,11 @@ def mutate_safetensors(parsed: dict, mutation) -> None:
     elif op == "overlap" and tensors:
         name, entry = entries[pick(mutation[1])]
         entries[pick(mutation[1])] = (name, {**entry, "data_offsets": entries[pick(mutation[2])][1]["data_offsets"]})
+    elif op == "shift" and tensors:
+        name, entry = entries[pick(mutation[1])]
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if isinstance(offsets, list) and len(offsets) == 2 and all(type(v) is int for v in offsets):
+            entries[pick(mutation[1])] = (name, {**entry, "data_offsets": [v + mutation[2] for v in offsets]})
     elif op == "duplicate" and tensors:
         entries.append(entries[pick(mutation[1])])
     elif op == "drop_tensor" and tensors:

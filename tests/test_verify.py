@@ -70,6 +70,29 @@ def test_a_corrupted_weight_initializer_is_refused(exported, tmp_path):
     assert "FAIL image[golden]" in message and "re-export" in message
 
 
+def test_serve_verifies_before_it_serves(exported, tmp_path, monkeypatch, capsys):
+    """`latentforge serve` loads with verify=True: the damaged graph above never reaches the port; --no-verify
+    serves it as it is."""
+    import latentforge.runtime.server as server
+    from latentforge.cli import main
+
+    bad = tmp_path / "vae.onnx"
+    _rewrite(exported, bad, lambda proto: _scale_largest(proto, -3.0))
+    served = []
+    monkeypatch.setattr(server, "serve", lambda service, **kwargs: served.append(service))
+    assert main(["serve", str(bad), "--backend", "onnxruntime", "--threads", "1"]) == 2
+    assert "does not reproduce its golden output" in capsys.readouterr().err and not served
+    assert main(["serve", str(bad), "--backend", "onnxruntime", "--threads", "1", "--no-verify"]) == 0
+    assert len(served) == 1
+
+
+def _scale_largest(proto, factor: float) -> None:
+    weights = max(proto.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    values = numpy_helper.to_array(weights).copy()
+    values.reshape(-1)[:: 7] *= factor
+    weights.CopyFrom(numpy_helper.from_array(values, weights.name))
+
+
 def test_another_models_graph_under_this_metadata_is_refused(exported, tmp_path):
     """The same architecture with other weights: every shape and name fits, only the numbers betray it."""
     torch.manual_seed(1)
