@@ -123,9 +123,9 @@ class GuardedLogits:
             up = self._next_level(int(self.level[row]))
             if up is None:
                 tried = " and ".join(p for p, _ in self.levels[:int(self.level[row]) + 1])
-                raise NumericalError(f"the code prior gave NaN/Inf logits for image {row} at code {tokens.shape[1] - 1} "
-                                     f"at {tried} ({len(bad)} of {n} images); the weights are damaged or overflow: "
-                                     "check the model with `latentforge evaluate`")
+                raise NumericalError(f"the code prior gave NaN/Inf logits for image {row} at code "
+                                     f"{tokens.shape[1] - 1} at {tried} ({len(bad)} of {n} images); the weights are "
+                                     "damaged or overflow: check the model with `latentforge evaluate`")
             if not (self.level > 0).any():
                 self.guard.note()
             self.level[bad[self.level[bad] < up]] = up   # every bad row below `up` moves up together
