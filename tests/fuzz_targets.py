@@ -20,6 +20,7 @@ from fuzz_formats import (apply_bytes, byte_mutation, ints, json_text, json_valu
                           parse_safetensors, png_bytes, png_chunks, png_mutation, safetensors_bytes,
                           safetensors_mutation, text)
 from fuzz_requests import request_targets, write_record_seed, write_request_seeds
+from fuzz_streams import codec_targets, write_codec_seeds
 
 CHECKPOINT_KEYS = [f"latentforge.{k}" for k in ("kind", "config", "value_range", "data", "step", "version",
                                                  "attributes")]
@@ -110,6 +111,7 @@ def build_seeds(folder: Path) -> None:
     (folder / "labels.csv").write_text("filename,smile,age\n0.png,1,-1\n1.png,-1,1\n2.png,1,1\n")
     write_record_seed(folder)
     write_request_seeds(folder)
+    write_codec_seeds(folder, rng)
     import av
 
     for name, codec in (("tiny.mp4", "libx264"), ("tiny.avi", "mpeg4")):
@@ -330,6 +332,7 @@ TARGETS = {
     "video": Target(st.tuples(st.just("bytes"), byte_mutation), _write_bytes, ["tiny.mp4", "tiny.avi"]),
 }
 TARGETS.update(request_targets(Target))   # tuning records and server requests (tests/fuzz_requests.py)
+TARGETS.update(codec_targets(Target))     # codec streams (tests/fuzz_streams.py)
 
 
 def load(target: str, path: Path) -> str:
