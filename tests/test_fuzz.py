@@ -1,8 +1,8 @@
 """Every loader fuzzed at CI size: each case loads, or is refused with a latentforge.errors exception in one
 line; no other exception, crash, hang, runaway allocation or file written (tests/fuzz_worker.py judges).
 
-CASES per target (default 1000, as the issue asks; environment LATENTFORGE_FUZZ_CASES): the file took 96 s of CPU,
-208 s wall on a 2-core CPU shared with other jobs at load ~5 (500 each: 60 s of CPU);
+CASES per target (default 1000, as the issue asks; environment LATENTFORGE_FUZZ_CASES): the file (11 targets) took
+107 s of CPU, 212 s wall on a 2-core CPU shared with other jobs at load 5-7 (10 targets at 500 each: 60 s of CPU);
 benchmarks/fuzz.py runs the same targets for far longer. Cases are derandomized, so a run is repeatable.
 """
 import os
