@@ -92,6 +92,7 @@ class GraphDecoder:
         self.graph, self.label = graph, label
         self.name, self.threads, self.precision, self.source = graph.name, graph.threads, graph.precision, graph.source
         self.value_range = value_range
+        self.fallback: GraphDecoder | None = None   # the NaN guard's higher precision when no file gives it
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         try:

@@ -113,8 +113,9 @@ def _load_tuned(path: Path, threads, verify: bool) -> LoadedModel | None:
 
             model = _load_on(path, "openvino", threads, "fp32", graph=record.graph_path, verify=verify)
             golden = model._decoder.graph.metadata if verify else None
-            model.swap_decoder(decoder(record.int8_path, threads, model.value_range, repr(str(record.int8_path)),
-                                       golden))
+            int8 = decoder(record.int8_path, threads, model.value_range, repr(str(record.int8_path)), golden)
+            int8.fallback = model._decoder   # no variant files beside an IR: the NaN guard climbs to this one
+            model.swap_decoder(int8)
             loaded[w.engine] = model
         else:
             loaded[w.engine] = _load_on(path, w.backend, threads, w.precision, graph=record.graph_path,

@@ -166,6 +166,9 @@ class Model:
             from .torch_backend import TorchDecoder
 
             return TorchDecoder(decoder.module, self.threads, precision, value_range=self.value_range)
+        fallback = getattr(decoder, "fallback", None)   # a tuned int8 IR: the graph it was quantized from
+        if fallback is not None:
+            return fallback if fallback.precision == precision else None
         graph = graph_at(decoder.graph, precision, self.threads)
         return None if graph is None else GraphDecoder(graph, repr(str(graph.source)), self.value_range)
 

@@ -315,6 +315,15 @@ def test_openvino_int8_by_nncf_is_gated_kept_beside_the_record_and_run_by_auto(o
     expected = field.reference(z)
     assert psnr_db(model.decode_float(z[:1]), expected[:1], field.peak) >= 20.0   # the kept int8 IR
     np.testing.assert_allclose(model.decode_float(z), expected, atol=1e-4)         # batch 8+: onnxruntime fp32
+    # The NaN guard climbs from the IR to the fp32 graph it was quantized from (no variant file lies beside an IR):
+    # a stand-in NaN in row 0 of the IR's output, as an overflow would give
+    int8_graph = model._decoder.for_batch(1).graph
+    real_run = int8_graph.run
+    int8_graph.run = lambda feeds, out=None: [np.where(np.arange(len(feeds["z"]))[:, None, None, None] == 0, np.nan,
+                                                       real_run(feeds)[0])]
+    fixed = model.decode_float(z[:2])
+    np.testing.assert_allclose(fixed[0], expected[0], atol=1e-4)   # recomputed at fp32
+    assert model.nonfinite_recomputed == 1 and np.array_equal(fixed[1], real_run({"z": z[:2]})[0][1])
     assert load(own_onnx, verify=True).precision == "int8"   # the IR reproduces the .onnx's golden output at int8
     # An IR that is damaged though its record was written for it (re-hashed): verify=True runs what will serve
     _overwrite_int8_weights(int8_beside(where))
