@@ -25,6 +25,7 @@ from latentforge.errors import BackendUnavailable, CheckpointError, InputError
 
 from .artifact import check_model_file, from_checkpoint, from_onnx_metadata, image_shape_of, is_onnx
 from .backends import NAMES, PRECISIONS, backend_status_or_raise, default_backend, is_plan
+from .external_data import check_external_data
 from .graphs import GraphDecoder, bf16_hint, open_exported, open_graph, verify_graph
 from .model import Model
 from .protocols import BackendGraph, LoadedModel
@@ -196,6 +197,8 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: P
     if backend in ("onnxruntime", "openvino"):
         label = f"the graph exported from {str(path)!r}"
         source = graph if graph is not None else checkpoint_to_onnx_bytes(module, checkpoint)
+        if graph is not None:   # a file read back, as any .onnx: no external data outside its folder
+            check_external_data(graph)
         graph = open_graph(backend, source, threads, label, precision)
         if verify and not isinstance(source, bytes):
             verify_graph(graph, label)

@@ -221,6 +221,14 @@ def test_a_checkpoints_record_keeps_its_graph_so_loading_skips_the_export(own_ch
     assert load(own_checkpoint).onnx_source == graph
     with pytest.raises(CheckpointError, match="does not reproduce its golden output at fp32"):
         load(own_checkpoint, verify=True)
+    # external data out of the folder, hashed into the record: refused before any of it is read, as for any .onnx
+    proto = onnx.load_from_string(exported)
+    onnx.external_data_helper.convert_model_to_external_data(proto, location="../outside.bin", size_threshold=0)
+    graph.write_bytes(proto.SerializeToString())
+    data["graph_sha256"] = hashlib.sha256(graph.read_bytes()).hexdigest()
+    where.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="outside.bin.*not a file name inside the model's folder"):
+        load(own_checkpoint)
     graph.write_bytes(exported + b"\0")   # not the graph the record names: exported again, not trusted
     assert isinstance(load(own_checkpoint).onnx_source, bytes)
 
