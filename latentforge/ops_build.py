@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,24 @@ def _check_tools(cuda: bool) -> None:
         raise BackendUnavailable("CUDA is available but nvcc is not on PATH; install the CUDA toolkit or set CUDA_HOME")
 
 
+@contextmanager
+def _build_lock(out: Path):
+    """Hold an flock on OUT/build.flock around torch's build. torch marks a build in progress with a plain file,
+    OUT/lock, and every later process waits for it to go away, forever: a build killed half-way (kill -9, a
+    closed terminal) left one behind, and each later use of the ops hung (found by fuzzing, which kills its
+    worker on a hang). The flock dies with its process, so whoever holds it knows no other latentforge
+    process is building here, and a torch lock file still present is stale: it is removed."""
+    import fcntl
+
+    with open(out / "build.flock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            (out / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build(verbose: bool = False) -> BuildInfo:
     """Compile (or find compiled) and load the native library into this process; torch.ops.latentforge.* then
     has CPU (and, with CUDA, CUDA) kernels. Raises BackendUnavailable with the reason when it cannot."""
@@ -102,10 +121,11 @@ def build(verbose: bool = False) -> BuildInfo:
         print(f"latentforge: compiling the fused ops into {out} (once per machine and version)", file=sys.stderr)
     start = time.perf_counter()
     try:
-        path = cpp_extension.load(name=name, sources=sources, extra_include_paths=[str(root)],
-                                  extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
-                                  extra_cuda_cflags=list(CUDA_FLAGS), build_directory=str(out),
-                                  is_python_module=False, verbose=verbose)
+        with _build_lock(out):
+            path = cpp_extension.load(name=name, sources=sources, extra_include_paths=[str(root)],
+                                      extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
+                                      extra_cuda_cflags=list(CUDA_FLAGS), build_directory=str(out),
+                                      is_python_module=False, verbose=verbose)
     except Exception as e:  # a compiler error, a linker error, a failed load: all mean "no native ops"
         lines = [line for line in str(e).strip().splitlines() if line.strip()]
         raise BackendUnavailable(f"compiling csrc/ in {out} failed: {lines[-1] if lines else type(e).__name__}"

@@ -292,6 +292,21 @@ def test_importing_builds_nothing_and_first_use_loads_the_library(native):
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+def test_a_lock_left_by_a_killed_build_does_not_hang_the_next_one(native):
+    """torch marks a build in progress with a plain lock file and waits for it without end; one left by a build
+    killed half-way hung every later process that used the ops. A fresh process must build (load) past it."""
+    lock = native.path.parent / "lock"
+    lock.touch()
+    try:
+        done = subprocess.run([sys.executable, "-c", "from latentforge import ops; print(ops.build().path)"],
+                              capture_output=True, text=True, timeout=600)
+    finally:
+        stale = lock.exists()
+        lock.unlink(missing_ok=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(native.path) and not stale
+
+
 def test_a_missing_compiler_is_named_before_anything_compiles(monkeypatch):
     from latentforge.ops_build import build
 
