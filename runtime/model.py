@@ -11,6 +11,7 @@ import bisect
 import math
 import threading
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -25,15 +26,31 @@ from .nan_guard import NanGuard, graph_at, nonfinite_rows
 from .protocols import BackendGraph, Decoder
 
 
-class BatchRouted:
-    """A decoder that hands each call to the decoder tuned for its batch size (see Model.route_batches)."""
+class Deferred:
+    """A decoder not opened yet: `open()` gives it (BatchRouted opens it on the first call of its batch size)."""
 
-    def __init__(self, sizes: list[int], decoders: list[Decoder], own: Decoder) -> None:
+    def __init__(self, open: Callable[[], Decoder]) -> None:
+        self.open = open
+
+
+class BatchRouted:
+    """A decoder that hands each call to the decoder tuned for its batch size (see Model.route_batches).
+    A Deferred one is opened on its first call, once, so loading pays only for the decoder it starts with."""
+
+    def __init__(self, sizes: list[int], decoders: list[Decoder | Deferred], own: Decoder) -> None:
         self.sizes, self.decoders = sizes, decoders
         self.name, self.threads, self.precision, self.source = own.name, own.threads, own.precision, own.source
+        self._lock = threading.Lock()
 
     def for_batch(self, n: int) -> Decoder:
-        return self.decoders[max(bisect.bisect_right(self.sizes, n) - 1, 0)]
+        i = max(bisect.bisect_right(self.sizes, n) - 1, 0)
+        decoder = self.decoders[i]
+        if isinstance(decoder, Deferred):
+            with self._lock:
+                if isinstance(self.decoders[i], Deferred):
+                    self.decoders[i] = self.decoders[i].open()
+                decoder = self.decoders[i]
+        return decoder
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         return self.for_batch(len(z))(z)
@@ -80,11 +97,13 @@ class Model:
         """Decode on `decoder` from now on (a tuned engine the loaders do not open themselves: OpenVINO int8)."""
         self._decoder, self.backend, self.precision = decoder, decoder.name, decoder.precision
 
-    def route_batches(self, models: dict[int, Model]) -> None:
-        """Decode each call on the model tuned for the largest batch size <= its N (the smallest for fewer).
+    def route_batches(self, models: dict[int, Model | Callable[[], Model]]) -> None:
+        """Decode each call on the model tuned for the largest batch size <= its N (the smallest for fewer);
+        a model given as a loader is loaded on the first call that needs it.
         `backend`, `precision` and the filter stay this model's own: they are the small-batch winner's."""
         sizes = sorted(models)
-        decoders = [models[b]._decoder for b in sizes]
+        decoders = [models[b]._decoder if isinstance(models[b], Model) else Deferred(lambda f=models[b]: f()._decoder)
+                    for b in sizes]
         self._decoder = BatchRouted(sizes, decoders, self._decoder)
 
     @property
@@ -147,7 +166,10 @@ class Model:
         return out
 
     def _finite(self, decoder: Decoder, z: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """The NaN guard (runtime/nan_guard.py) over one decode."""
+        """The NaN guard (runtime/nan_guard.py) over one decode; a finite output returns before anything is built."""
+        if not nonfinite_rows(out).size:
+            return out
+
         def failure(rows: np.ndarray, tried: list[str]) -> str:
             return (f"decoding z[{int(rows[0])}] gave NaN/Inf at {' and '.join(tried)} ({len(rows)} of {len(z)} "
                     f"latents); the latent is far outside the prior (largest |z| {float(np.abs(z[rows]).max()):.3g}) "

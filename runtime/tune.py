@@ -1,7 +1,9 @@
 """`tune(path)`: time every engine this machine offers for one model, keep the fastest correct one per batch size.
 
 Candidates are the (backend, precision) pairs `latentforge.load` can run the artifact on here:
-onnxruntime fp32, OpenVINO f32 and its bf16 hint, and the exporter's fp16/int8/bf16 variant files found beside
+onnxruntime fp32 with its default session and with one intra-op thread or no spinning (so `auto` is never a
+session setup slower than the default one a user would open), OpenVINO f32 and its bf16 hint, and the
+exporter's fp16/int8/bf16 variant files found beside
 an `.onnx`; for a checkpoint, torch fp32 and bf16 on the fused ops, the plain module at bf16 (autocast and
 channels_last, no fused op: what a user would write) and the plain module under torch.compile, fp32 and bf16
 (compiled on its first call, in the gate, and again for a second batch size, in the warm-up: both untimed, but
@@ -29,7 +31,8 @@ from .artifact import check_model_file, is_onnx
 from .backends import is_plan
 from .bench import time_calls
 from .graphs import GraphDecoder, open_graph
-from .loading import load
+from .backends import ORT_MODES
+from .loading import _load_on, load
 from .machine import Hardware, hardware, installed
 from .ov_int8 import scratch as ov_int8_scratch
 from .tune_record import TuneRecord, Winner, record_key, write_record
@@ -124,9 +127,17 @@ def candidates(path: Path, facts: Hardware, threads: int | None, compile: bool =
         else:
             rejected["openvino int8 nncf"] = 'needs OpenVINO and NNCF: pip install "latentforge[openvino-int8]"'
 
+    def ort_modes(graph) -> None:   # onnxruntime's own defaults are the "fused" candidate; its other setups
+        for mode in ORT_MODES:
+            if not (mode == "1thread" and (threads or facts.physical_cores) == 1):
+                add("onnxruntime", "fp32", lambda m=mode: _load_on(path, "onnxruntime", threads, "fp32", graph=graph,
+                                                                  mode=m).decode_float, mode)
+
     if is_onnx(path):
         reference = reference_model.decode_float
         found.append(Candidate(reference_model.backend, "fp32", reference))
+        if reference_model.backend == "onnxruntime":
+            ort_modes(None)
         add_int8(path)
         if installed("openvino") and reference_model.backend != "openvino":
             add("openvino", "fp32", lambda: load(path, "openvino", threads).decode_float)
@@ -174,6 +185,8 @@ def candidates(path: Path, facts: Hardware, threads: int | None, compile: bool =
             exported = model.onnx_source
             return model.decode_float
         add("onnxruntime", "fp32", on_onnxruntime)
+        if exported is not None:
+            ort_modes(exported)
     if installed("openvino"):
         if exported is None:
             def export_once():

@@ -99,10 +99,12 @@ class TuneRecord:
 
 def _winner(entry: dict) -> Winner:
     """A winner as `tune` writes it: a known backend, precision and torch mode, and two numbers."""
-    from .backends import ENGINE_MODES, NAMES, PRECISIONS
+    from .backends import ENGINE_MODES, NAMES, ORT_MODES, PRECISIONS, TORCH_MODES
 
     w = Winner(**dict(entry))
-    if w.backend not in NAMES or w.precision not in PRECISIONS or w.mode not in ENGINE_MODES:
+    owner = {"nncf": "openvino", **{m: "onnxruntime" for m in ORT_MODES}, **{m: "torch" for m in TORCH_MODES[1:]}}
+    if w.backend not in NAMES or w.precision not in PRECISIONS or w.mode not in ENGINE_MODES \
+            or owner.get(w.mode, w.backend) != w.backend:
         raise ValueError(f"winner {w.backend!r:.20} {w.precision!r:.20} {w.mode!r:.20} is not an engine latentforge "
                          "runs")
     return Winner(w.backend, w.precision, float(w.p50_ms), float(w.psnr_db), w.mode)

@@ -72,7 +72,7 @@ def own_onnx(vae_onnx, tmp_path):
 def test_bf16_candidates_only_with_bf16_units(own_checkpoint, own_onnx):
     field = candidates(own_onnx, EPYC, 1)
     found, rejected = field.found, field.rejected
-    assert [c.label for c in found] == ["onnxruntime fp32", "openvino fp32"]
+    assert [c.label for c in found] == ["onnxruntime fp32", "onnxruntime fp32 nospin", "openvino fp32"]
     assert "no bf16 units" in rejected["openvino bf16"]
     field = candidates(own_checkpoint, XEON, 1)
     found, rejected = field.found, field.rejected
@@ -168,7 +168,9 @@ def test_a_stale_record_is_refused_in_one_line(own_onnx, change, needle):
                                   '{"format": 1, "key": {}, "min_psnr": 40, "winners": {"1": {"backend": "x", '
                                   '"precision": "fp32", "p50_ms": 1, "psnr_db": 1}}}',
                                   '{"format": 1, "key": {}, "min_psnr": 40, "winners": {"1": {"backend": "torch", '
-                                  '"precision": "fp32", "p50_ms": "fast", "psnr_db": 1}}}'])
+                                  '"precision": "fp32", "p50_ms": "fast", "psnr_db": 1}}}',
+                                  '{"format": 1, "key": {}, "min_psnr": 40, "winners": {"1": {"backend": "torch", '
+                                  '"precision": "fp32", "p50_ms": 1, "psnr_db": 1, "mode": "1thread"}}}'])
 def test_an_unreadable_record_warns_and_loads_the_default(own_onnx, text):
     """Found by fuzzing (tests/fuzz_requests.py): `null` or key.libraries a list raised AttributeError, an empty
     winners ValueError from min(), a text p50 ValueError from the format string, all from load()."""
@@ -250,6 +252,43 @@ def test_a_plain_torch_winner_is_what_auto_loads(own_checkpoint, eager_compile):
     assert model._decoder.for_batch(1).mode == "plain" and model._decoder.for_batch(8).mode == "compile"
     z = latents(8, model.latent_dim, seed=2)
     np.testing.assert_allclose(model.decode_float(z), load(own_checkpoint, "torch").decode_float(z), atol=1e-5)
+
+
+@pytest.mark.parametrize("artifact", ["own_onnx", "own_checkpoint"])
+def test_onnxruntime_session_setups_are_candidates_and_what_auto_loads(artifact, request):
+    """The default session, one intra-op thread, no spinning: each timed, so the record never keeps a setup slower
+    than the default session a user would open; the record's choice is the session `auto` opens."""
+    path = request.getfixturevalue(artifact)
+    field = candidates(path, EPYC, None)
+    labels = [c.label for c in field.found]
+    assert {"onnxruntime fp32", "onnxruntime fp32 1thread", "onnxruntime fp32 nospin"} <= set(labels)
+    passed = gate(field.found, field.reference, field.peak, field.latent_dim, 60.0, field.rejected)
+    assert passed["onnxruntime fp32 1thread"] >= 60 and passed["onnxruntime fp32 nospin"] >= 60
+    write_record(path, _record(path, {1: Winner("onnxruntime", "fp32", 0.2, 99.0, "1thread"),
+                                      8: Winner("onnxruntime", "fp32", 1.0, 99.0, "nospin")}), field.graph)
+    model = load(path)
+    one, spin = (model._decoder.for_batch(n).graph.session.get_session_options() for n in (1, 8))
+    assert one.intra_op_num_threads == 1 and model.threads == 1
+    assert spin.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    z = latents(9, model.latent_dim)
+    np.testing.assert_allclose(model.decode_float(z), field.reference(z), atol=1e-4)
+    np.testing.assert_allclose(model.decode_float(z[:1]), field.reference(z[:1]), atol=1e-4)
+
+
+def test_a_later_winner_loads_on_its_first_call(own_onnx):
+    from latentforge.runtime.model import Deferred
+
+    write_record(own_onnx, _record(own_onnx, {1: Winner("onnxruntime", "fp32", 0.2, float("inf")),
+                                              8: Winner("openvino", "fp32", 1.0, 150.0),
+                                              64: Winner("openvino", "fp32", 9.0, 150.0)}))
+    model = load(own_onnx)
+    routed = model._decoder
+    assert isinstance(routed.decoders[1], Deferred) and isinstance(routed.decoders[2], Deferred)
+    z = latents(8, model.latent_dim)
+    np.testing.assert_allclose(model.decode_float(z), load(own_onnx, "openvino").decode_float(z), atol=1e-4)
+    assert routed.decoders[1].name == "openvino" and isinstance(routed.decoders[2], Deferred)
+    assert routed.for_batch(64) is routed.decoders[1]   # one engine, opened once for both batch sizes
+    assert model.backend == "onnxruntime"
 
 
 def test_a_record_from_before_modes_loads_the_fused_ops(own_onnx):
