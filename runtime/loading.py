@@ -117,15 +117,21 @@ def _load_tuned(path: Path, threads, verify: bool) -> LoadedModel | None:
     if len({w.engine for w in record.winners.values()}) > 1:
         model.route_batches({b: model if w.engine == first.engine else (lambda w=w: engine(w))
                              for b, w in record.winners.items()})
+    if record.filter is not None and isinstance(model, Model):
+        f = record.filter
+        model.filter_choice = (f.backend, f.precision, f.mode, threads, record.filter_path)
     model.chosen_because = record.because()
     return model
 
 
 def _load_winner(path: Path, w, record, threads, verify: bool) -> LoadedModel:
-    if w.mode == "nncf":   # the fp32 model on OpenVINO, its decoder swapped for the record's int8 IR
+    if w.mode == "nncf":   # the fp32 model, its decoder swapped for the record's int8 IR
+        from .machine import installed
         from .ov_int8 import decoder
 
-        model = _load_on(path, "openvino", threads, "fp32", graph=record.graph_path, verify=verify)
+        # an onnxruntime session opens in a third of the time OpenVINO compiles the fp32 graph it would not run
+        base = "onnxruntime" if installed("onnxruntime") else "openvino"
+        model = _load_on(path, base, threads, "fp32", graph=record.graph_path, verify=verify, mode="1thread")
         model.swap_decoder(decoder(record.int8_path, threads, model.value_range, repr(str(record.int8_path))))
         return model
     return _load_on(path, w.backend, threads, w.precision, graph=record.graph_path, verify=verify, mode=w.mode)

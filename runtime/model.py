@@ -66,6 +66,8 @@ class Model:
     codebook_size = 0   # latent vectors, not code grids (runtime/vq_model.py)
     chosen_because = ""  # set by `load`: why this backend runs (a tuning record, the default rule, the caller)
     codec_points: tuple[int, ...] = ()   # set by `load` for a VAE with codec tables, with codec_factory(point)
+    filter_choice: tuple | None = None   # set by `load` from a tuning record: (backend, precision, mode, threads,
+    #                                      the filter graph kept beside the record or None)
 
     def __init__(self, info: ArtifactInfo, decoder: Decoder | None, encoder=None,
                  filter_graph: BackendGraph | None = None, precision: str = "fp32") -> None:
@@ -96,6 +98,7 @@ class Model:
     def swap_decoder(self, decoder: Decoder) -> None:
         """Decode on `decoder` from now on (a tuned engine the loaders do not open themselves: OpenVINO int8)."""
         self._decoder, self.backend, self.precision = decoder, decoder.name, decoder.precision
+        self.threads = decoder.threads
 
     def route_batches(self, models: dict[int, Model | Callable[[], Model]]) -> None:
         """Decode each call on the model tuned for the largest batch size <= its N (the smallest for fewer);
@@ -112,8 +115,21 @@ class Model:
 
     def filter_graph(self) -> BackendGraph | None:
         """The frame -> frame graph (see runtime/filter_graph.py) on this model's backend: the loaded one, or,
-        for a checkpoint that encodes (VAE, gan-encoder), exported in memory on first use. None when neither exists."""
+        for a checkpoint that encodes (VAE, gan-encoder), exported in memory on first use. None when neither exists.
+        A tuning record's `filter` (set by `load` as `filter_choice`) says the engine, and its graph file is read
+        instead of exporting again."""
         with self._filter_lock:
+            if self._filter_graph is None and self._encoder is not None and self.filter_choice is not None:
+                from latentforge.checkpoint import read_info
+
+                from .filter_graph import filter_graph_bytes
+                from .graphs import open_graph
+
+                backend, precision, mode, threads, kept = self.filter_choice
+                data = kept.read_bytes() if kept is not None else filter_graph_bytes(self._encoder.module,
+                                                                                    read_info(self.path))
+                self._filter_graph = open_graph(backend, data, threads, "the tuned filter graph of "
+                                                f"{str(self.path)!r}", precision, mode)
             if self._filter_graph is None and self._encoder is not None:
                 self._filter_graph = export_filter_graph(self._encoder.module, self.path, self.backend,
                                                          self.threads, self.precision)

@@ -88,6 +88,7 @@ class Field:
     rejected: dict[str, str]                        # label -> why it was left out
     latent_dim: int
     graph: bytes | None = None                      # a checkpoint's graph as exported for the graph backends
+    model: object = None                            # a checkpoint's fp32 model on torch (its encoder: the filter)
 
 
 def candidates(path: Path, facts: Hardware, threads: int | None, compile: bool = True,
@@ -199,7 +200,7 @@ def candidates(path: Path, facts: Hardware, threads: int | None, compile: bool =
         if exported is not None:
             add("openvino", "bf16", lambda: openvino(exported, "bf16"))
             add_int8(exported)
-    return Field(reference, peak, found, rejected, reference_model.latent_dim, exported)
+    return Field(reference, peak, found, rejected, reference_model.latent_dim, exported, reference_model)
 
 
 def gate(found: list[Candidate], reference: Callable, peak: float, dim: int, min_psnr: float,
@@ -277,9 +278,17 @@ def _tune(path: Path, batches: tuple, min_psnr: float, seconds: float, threads: 
         label = min(timings[batch], key=timings[batch].get)
         best = next(c for c in found if c.label == label)
         winners[batch] = Winner(best.backend, best.precision, timings[batch][label], psnr[label], best.mode)
+    filter_winner, filter_graph = None, None
+    if field.model is not None:   # a checkpoint that encodes: its real-time filter, timed on its own
+        from .tune_filter import tune_filter
+
+        filter_winner, timings["filter"], filter_graph = tune_filter(field.model, facts, threads, min_psnr,
+                                                                     min(seconds / 4, 4.0), rejected)
+        if filter_winner is None:
+            del timings["filter"]
     record = TuneRecord(record_key(path, facts), winners, float(min_psnr), timings, rejected,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, filter=filter_winner)
     graph = field.graph if any(w.backend != "torch" for w in winners.values()) else None
     int8 = next((c.run.graph.source for c in found if c.mode == "nncf"), None)
     keep = int8 if any(w.mode == "nncf" for w in winners.values()) else None
-    return record, write_record(path, record, graph, keep)
+    return record, write_record(path, record, graph, keep, filter_graph if filter_winner else None)

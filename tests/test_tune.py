@@ -209,6 +209,30 @@ def test_a_checkpoints_record_keeps_its_graph_so_loading_skips_the_export(own_ch
     assert isinstance(load(own_checkpoint).onnx_source, bytes)
 
 
+def test_the_filter_is_tuned_kept_beside_the_record_and_run_by_filter(own_checkpoint, capsys):
+    from latentforge import Filter
+    from latentforge.runtime.tune import tune
+    from latentforge.runtime.tune_record import filter_beside
+
+    record, where = tune(own_checkpoint, (1,), seconds=1.0, compile=False)
+    f = record.filter
+    assert f is not None and f.psnr_db >= 40 and {"onnxruntime fp32", "onnxruntime fp32 1thread"} <= \
+        set(record.timings["filter"]) and f.label in record.timings["filter"]
+    assert TuneRecord.from_json(json.loads(where.read_text())).filter == f
+    model = load(own_checkpoint)
+    assert model.filter_choice[:3] == (f.backend, f.precision, f.mode) and f"filter: {f.label}" in model.chosen_because
+    tuned = Filter(model, temperature=0.0)
+    assert tuned.backend == f.backend and tuned._graph.source == filter_beside(where).read_bytes()
+    plain = Filter(load(own_checkpoint, "torch"), temperature=0.0)
+    frames = np.random.default_rng().integers(0, 256, (3, *model.image_shape), dtype=np.uint8)
+    for frame in frames:   # fresh frames: the tuned engine gives the plain filter's frames (bf16 within its gate)
+        got, want = tuned(frame).astype(np.float64), plain(frame).astype(np.float64)
+        assert psnr_db(got, want, 255.0) >= 40
+    filter_beside(where).write_bytes(b"not the graph")   # changed beside the record: exported again, not trusted
+    model = load(own_checkpoint)
+    assert model.filter_choice[4] is None and Filter(model).backend == f.backend
+
+
 def test_torch_plain_and_compiled_candidates_follow_the_bf16_units(own_checkpoint):
     on_epyc = candidates(own_checkpoint, EPYC, 1)
     labels = [c.label for c in on_epyc.found]
