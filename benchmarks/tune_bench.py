@@ -4,7 +4,8 @@
                                     [--dcgan64]
 
 `--dcgan64` does the same for a pytorch/examples-sized DCGAN-64 generator (nz 100, ngf 64, random init with
-its own BatchNorm statistics), as a checkpoint, and writes `tune-<cpu>-dcgan64.md` instead.
+its own BatchNorm statistics), as its exported `.onnx` and as a checkpoint, and writes `tune-<cpu>-dcgan64.md`
+instead.
 
 For each artifact, in a scratch copy (so no record lands beside the shipped weights): `latentforge tune`'s
 cost, load + first image with the record, and `latentforge bench` (latentforge auto beside torch eager,
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {"machine": machine, "hardware": facts.summary(), "artifacts": {}}
     with tempfile.TemporaryDirectory() as scratch:
         if args.dcgan64:
-            paths = [dcgan64(Path(scratch))]
+            checkpoint = dcgan64(Path(scratch))   # and its generator exported, as `export --module` gives it
+            paths = [export_onnx(checkpoint, Path(scratch) / "dcgan64.onnx").path, checkpoint]
         else:
             checkpoint = Path(shutil.copy(SHIPPED, Path(scratch) / "faces_vae.safetensors"))
             paths = [export_onnx(checkpoint, Path(scratch) / "faces_vae.onnx").path, checkpoint]

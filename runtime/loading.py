@@ -108,8 +108,11 @@ def _load_tuned(path: Path, threads, verify: bool) -> LoadedModel | None:
     loaded = {}
 
     def engine(w) -> LoadedModel:
+        from .ov_cache import beside
+
         if w.engine not in loaded:
-            loaded[w.engine] = _load_winner(path, w, record, threads, verify)
+            with beside(record.path):   # OpenVINO winners import what they compiled last time (runtime/ov_cache.py)
+                loaded[w.engine] = _load_winner(path, w, record, threads, verify)
         return loaded[w.engine]
 
     first = record.winners[min(record.winners)]

@@ -60,12 +60,14 @@ class TuneRecord:
     filter: Winner | None = None  # the real-time filter's engine (runtime/tune_filter.py), for a model that encodes
     filter_sha256: str = ""       # its graph, kept beside the record
     filter_path: Path | None = field(default=None, compare=False)         # that file, once read and verified
+    path: Path | None = field(default=None, compare=False)                # where this record was read from
 
     def to_json(self) -> dict:
         data = asdict(self)
         data.pop("graph_path")
         data.pop("int8_path")
         data.pop("filter_path")
+        data.pop("path")
         data["filter"] = None if self.filter is None else asdict(self.filter)
         data["format"] = FORMAT
         data["winners"] = {str(b): asdict(w) for b, w in self.winners.items()}
@@ -237,6 +239,7 @@ def matching_record(model_path: Path, facts: Hardware | None = None) -> TuneReco
         warnings.warn(f"tuning record {str(path)!r} ignored: {why}; rerun `latentforge tune {model_path}`",
                       StaleRecordWarning, stacklevel=3)
         return None
+    record.path = path
     if any(w.mode == "nncf" for w in record.winners.values()):
         from .ov_int8 import checked_ir
 

@@ -315,6 +315,25 @@ def test_a_later_winner_loads_on_its_first_call(own_onnx):
     assert model.backend == "onnxruntime"
 
 
+def test_an_openvino_winner_imports_what_it_compiled_and_refuses_a_changed_blob(own_onnx):
+    pytest.importorskip("openvino")
+    where = write_record(own_onnx, _record(own_onnx, {1: Winner("openvino", "fp32", 0.2, 150.0)}))
+    z = latents(3, 8)
+    expected = load(own_onnx, "onnxruntime").decode_float(z)
+    np.testing.assert_allclose(load(own_onnx).decode_float(z), expected, atol=1e-4)
+    blobs = sorted(where.parent.glob("vae.tune.ov-*.blob"))
+    assert len(blobs) == 1 and blobs[0].with_name(blobs[0].name + ".sha256").is_file()
+    kept = blobs[0].stat().st_mtime_ns
+    np.testing.assert_allclose(load(own_onnx).decode_float(z), expected, atol=1e-4)
+    assert blobs[0].stat().st_mtime_ns == kept   # imported, not compiled and written again
+    data = bytearray(blobs[0].read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = b"\x07" * 64   # OpenVINO would import this and run it wrong
+    blobs[0].write_bytes(bytes(data))
+    np.testing.assert_allclose(load(own_onnx).decode_float(z), expected, atol=1e-4)
+    assert blobs[0].read_bytes() != bytes(data)   # compiled again and kept again
+    assert load(own_onnx, "openvino").backend == "openvino" and len(list(where.parent.glob("*.blob"))) == 1
+
+
 def test_a_record_from_before_modes_loads_the_fused_ops(own_onnx):
     data = _record(own_onnx, {1: Winner("onnxruntime", "fp32", 0.2, float("inf"))}).to_json()
     del data["winners"]["1"]["mode"]
