@@ -4,7 +4,8 @@
 
 For the shipped 64 px faces VAE, checkpoint and exported `.onnx`, in a scratch copy: a record is written whose
 batch-1 winner is each engine in turn (onnxruntime and its session setups, OpenVINO f32/bf16, OpenVINO int8 by
-NNCF, torch fp32/bf16 fused and plain, torch.compile), and one whose batch-128 winner is that engine while the
+NNCF, torch fp32/bf16 fused and plain, torch.compile, which compiles on the side while the plain module
+answers), and one whose batch-128 winner is that engine while the
 first call decodes 128 latents (a later winner, opened on that first call). Timed in this process with the
 libraries already imported (a fresh interpreter adds `import torch`, ~1 s, to any checkpoint load): `load(path)`
 then `decode` of the first batch; the median of `--repeats`. The records are written by hand, not measured: this
@@ -62,6 +63,8 @@ def timed(path: Path, batch: int, dim: int, repeats: int) -> tuple[float, float,
         decoder = model._decoder
         decoder = decoder.for_batch(batch) if hasattr(decoder, "for_batch") else decoder
         ran = f"{decoder.name} {decoder.precision}"
+        if getattr(decoder, "mode", "") == "compile":   # compiling on the side: done before the next row's clock
+            ran += " (plain module; " + ("compiled after" if decoder.wait_compiled() else "compile failed") + ")"
     return float(np.median(loads)), float(np.median(firsts)), ran
 
 

@@ -212,7 +212,9 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: P
         encoder = TorchDecoder(module, threads) if info.kind in ENCODING_KINDS else None
         return _with_codec(Model(info, GraphDecoder(graph, label, info.value_range), encoder,
                                  precision=graph.precision), module, info, threads)
-    decoder = TorchDecoder(module, threads, precision=precision, value_range=info.value_range, mode=mode)
+    # a record's compile winner compiles beside the first calls, which run the plain module meanwhile
+    decoder = TorchDecoder(module, threads, precision=precision, value_range=info.value_range, mode=mode,
+                           background=True)
     encoder = decoder if info.kind in ENCODING_KINDS else None
     return _with_codec(Model(info, decoder, encoder, precision=precision), module, info, threads)
 

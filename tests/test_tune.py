@@ -334,6 +334,18 @@ def test_an_openvino_winner_imports_what_it_compiled_and_refuses_a_changed_blob(
     assert load(own_onnx, "openvino").backend == "openvino" and len(list(where.parent.glob("*.blob"))) == 1
 
 
+def test_a_compile_winner_compiles_on_the_side_while_the_plain_module_answers(own_checkpoint, eager_compile):
+    write_record(own_checkpoint, _record(own_checkpoint, {1: Winner("torch", "fp32", 0.3, 90.0, "compile")}))
+    model = load(own_checkpoint)
+    decoder = model._decoder
+    assert decoder.mode == "compile" and not decoder.wait_compiled(0)   # nothing compiles before a first call
+    z = latents(2, model.latent_dim)
+    expected = load(own_checkpoint, "torch").decode_float(z)
+    np.testing.assert_allclose(model.decode_float(z), expected, atol=1e-5)   # answered, compiled or not
+    assert decoder.wait_compiled(120)
+    np.testing.assert_allclose(model.decode_float(z), expected, atol=1e-5)   # now the compiled code
+
+
 def test_a_record_from_before_modes_loads_the_fused_ops(own_onnx):
     data = _record(own_onnx, {1: Winner("onnxruntime", "fp32", 0.2, float("inf"))}).to_json()
     del data["winners"]["1"]["mode"]
