@@ -126,10 +126,15 @@ class Model:
                 from .graphs import open_graph
 
                 backend, precision, mode, threads, kept = self.filter_choice
-                data = kept.read_bytes() if kept is not None else filter_graph_bytes(self._encoder.module,
-                                                                                    read_info(self.path))
-                self._filter_graph = open_graph(backend, data, threads, "the tuned filter graph of "
-                                                f"{str(self.path)!r}", precision, mode)
+                label = f"the tuned filter graph of {str(self.path)!r}"
+                if mode == "nncf":   # the record's int8 IR, checked against its hash by matching_record
+                    from .openvino_backend import OvGraph
+
+                    self._filter_graph = OvGraph(kept, threads, label, "int8")
+                else:
+                    data = kept.read_bytes() if kept is not None else filter_graph_bytes(self._encoder.module,
+                                                                                        read_info(self.path))
+                    self._filter_graph = open_graph(backend, data, threads, label, precision, mode)
             if self._filter_graph is None and self._encoder is not None:
                 self._filter_graph = export_filter_graph(self._encoder.module, self.path, self.backend,
                                                          self.threads, self.precision)

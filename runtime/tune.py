@@ -278,12 +278,12 @@ def _tune(path: Path, batches: tuple, min_psnr: float, seconds: float, threads: 
         label = min(timings[batch], key=timings[batch].get)
         best = next(c for c in found if c.label == label)
         winners[batch] = Winner(best.backend, best.precision, timings[batch][label], psnr[label], best.mode)
-    filter_winner, filter_graph = None, None
+    filter_winner, filter_graph, filter_int8 = None, None, None
     if field.model is not None:   # a checkpoint that encodes: its real-time filter, timed on its own
         from .tune_filter import tune_filter
 
-        filter_winner, timings["filter"], filter_graph = tune_filter(field.model, facts, threads, min_psnr,
-                                                                     min(seconds / 4, 4.0), rejected)
+        filter_winner, timings["filter"], filter_graph, filter_int8 = tune_filter(
+            field.model, facts, threads, min_psnr, min(seconds / 4, 4.0), rejected, scratch)
         if filter_winner is None:
             del timings["filter"]
     record = TuneRecord(record_key(path, facts), winners, float(min_psnr), timings, rejected,
@@ -291,4 +291,4 @@ def _tune(path: Path, batches: tuple, min_psnr: float, seconds: float, threads: 
     graph = field.graph if any(w.backend != "torch" for w in winners.values()) else None
     int8 = next((c.run.graph.source for c in found if c.mode == "nncf"), None)
     keep = int8 if any(w.mode == "nncf" for w in winners.values()) else None
-    return record, write_record(path, record, graph, keep, filter_graph if filter_winner else None)
+    return record, write_record(path, record, graph, keep, filter_int8 or (filter_graph if filter_winner else None))

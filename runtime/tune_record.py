@@ -165,8 +165,9 @@ def graph_beside(record_path: Path) -> Path:
     return record_path.with_name(record_path.name.removesuffix(".json") + ".onnx")
 
 
-def filter_beside(record_path: Path) -> Path:
-    return record_path.with_name(record_path.name.removesuffix(".json") + ".filter.onnx")
+def filter_beside(record_path: Path, int8: bool = False) -> Path:
+    return record_path.with_name(record_path.name.removesuffix(".json") + (".filter.int8.xml" if int8 else
+                                                                             ".filter.onnx"))
 
 
 def int8_beside(record_path: Path) -> Path:
@@ -174,11 +175,11 @@ def int8_beside(record_path: Path) -> Path:
 
 
 def write_record(model_path: Path, record: TuneRecord, graph: bytes | None = None, int8: Path | None = None,
-                 filter_graph: bytes | None = None) -> Path:
+                 filter_graph: bytes | Path | None = None) -> Path:
     """Beside the model when its folder is writable, else in the cache folder; atomically either way.
     `graph`: a checkpoint's exported graph, saved next to the record (first, so a record never names a
     missing graph) for `load` to open instead of exporting again. `int8`: an OpenVINO int8 winner's IR (`.xml`),
-    copied beside the record the same way. `filter_graph`: the filter graph the record's `filter` was timed on."""
+    copied beside the record the same way. `filter_graph`: the filter graph the record's `filter` was timed on (bytes), or its int8 IR (`.xml`)."""
     if writable(model_path.parent):
         target = beside(model_path)
     else:
@@ -191,7 +192,11 @@ def write_record(model_path: Path, record: TuneRecord, graph: bytes | None = Non
         from .ov_int8 import keep_beside
 
         record.int8_sha256 = keep_beside(int8, int8_beside(target))
-    if filter_graph is not None:
+    if isinstance(filter_graph, Path):   # an int8 filter IR (runtime/tune_filter.py)
+        from .ov_int8 import keep_beside
+
+        record.filter_sha256 = keep_beside(filter_graph, filter_beside(target, int8=True))
+    elif filter_graph is not None:
         atomic_write_bytes(filter_beside(target), filter_graph)
         record.filter_sha256 = hashlib.sha256(filter_graph).hexdigest()
     return atomic_write_bytes(target, json.dumps(record.to_json(), indent=2).encode())
@@ -251,6 +256,16 @@ def matching_record(model_path: Path, facts: Hardware | None = None) -> TuneReco
     graph = graph_beside(path)
     if record.graph_sha256 and graph.is_file() and file_sha256(graph) == record.graph_sha256:
         record.graph_path = graph   # else the graph backends export the checkpoint again, as without a record
+    if record.filter is not None and record.filter.mode == "nncf":
+        from .ov_int8 import checked_ir
+
+        try:
+            record.filter_path = checked_ir(filter_beside(path, int8=True), record.filter_sha256)
+        except CheckpointError as e:   # the filter runs onnxruntime fp32, exported again, as without a record
+            warnings.warn(f"tuning record {str(path)!r}: its filter is not used: {e}", StaleRecordWarning,
+                          stacklevel=3)
+            record.filter = None
+        return record
     graph = filter_beside(path)
     if record.filter_sha256 and graph.is_file() and file_sha256(graph) == record.filter_sha256:
         record.filter_path = graph  # else the filter graph is exported again on first use

@@ -233,6 +233,33 @@ def test_the_filter_is_tuned_kept_beside_the_record_and_run_by_filter(own_checkp
     assert model.filter_choice[4] is None and Filter(model).backend == f.backend
 
 
+@pytest.mark.skipif(not machine.installed("nncf"), reason='NNCF is the optional extra "latentforge[openvino-int8]"')
+def test_an_int8_filter_is_a_candidate_kept_beside_the_record_and_refused_when_changed(own_checkpoint, tmp_path):
+    from latentforge import Filter
+    from latentforge.runtime.tune_filter import tune_filter
+    from latentforge.runtime.tune_record import filter_beside
+
+    (tmp_path / "scratch").mkdir()
+    rejected = {}
+    winner, timings, graph, _ = tune_filter(load(own_checkpoint, "torch"), XEON, 1, 20.0, 0.3, rejected,
+                                            tmp_path / "scratch")
+    assert "openvino int8 nncf" in timings and graph is not None, rejected
+    xml = tmp_path / "scratch" / "filter-int8.xml"
+    record = _record(own_checkpoint, {1: Winner("torch", "fp32", 0.3, float("inf"))})
+    record.filter = Winner("openvino", "int8", 0.2, 45.0, "nncf")
+    where = write_record(own_checkpoint, record, filter_graph=xml)
+    model = load(own_checkpoint)
+    tuned, plain = Filter(model, temperature=0.0), Filter(load(own_checkpoint, "torch"), temperature=0.0)
+    assert tuned.backend == "openvino" and tuned._graph.precision == "int8"
+    frames = np.random.default_rng().integers(0, 256, (3, *model.image_shape), dtype=np.uint8)
+    for frame in frames:
+        assert psnr_db(tuned(frame).astype(np.float64), plain(frame).astype(np.float64), 255.0) >= 20
+    filter_beside(where, int8=True).with_suffix(".bin").write_bytes(b"changed")
+    with pytest.warns(StaleRecordWarning, match="its filter is not used"):
+        model = load(own_checkpoint)
+    assert model.filter_choice is None and Filter(model).backend == "onnxruntime"
+
+
 def test_torch_plain_and_compiled_candidates_follow_the_bf16_units(own_checkpoint):
     on_epyc = candidates(own_checkpoint, EPYC, 1)
     labels = [c.label for c in on_epyc.found]
