@@ -169,7 +169,7 @@ def bench_model(name: str, ckpt: Path, size: int, offset: np.ndarray, seconds: f
     ckpt = Path(shutil.copy(ckpt, tmp / f"{name.replace(' ', '_')}.safetensors"))   # its record lands in scratch
     dim = load(ckpt, "torch").latent_dim
     offset = np.resize(offset, (1, dim)).astype(np.float32)   # the same edit vector, cut or repeated to D
-    record, _ = tune(ckpt, (1,), seconds=max(2 * seconds, 2.0), compile=False)
+    record, _ = tune(ckpt, (1,), seconds=max(6 * seconds, 8.0), compile=False)   # the filter gets a quarter
     model = load(ckpt)
     model.attributes = {"edit": offset[0]}
     f = Filter(model, {"edit": 1.0})
