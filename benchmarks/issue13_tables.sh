@@ -20,10 +20,14 @@ else TUNE_S=15; MIN_TIME=0.6; FILTER_S=2; STEPS=50; REPEATS=3; fi
 CPU=$(python -c "import re; from latentforge.runtime.machine import hardware; \
 print(re.sub(r'[^a-z0-9]+', '-', hardware().cpu.lower()).strip('-'))")
 mkdir -p "$OUT"
-echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+step() { echo "[$(date -u +%H:%M:%S), ${SECONDS} s, load $(cut -d' ' -f1 /proc/loadavg)] $*"; }
+step "start"
 python benchmarks/tune_bench.py --out "$OUT" --seconds "$TUNE_S" --min-time "$MIN_TIME" --no-compile
+step "faces VAE table done"
 python benchmarks/tune_bench.py --dcgan64 --out "$OUT" --seconds "$TUNE_S" --min-time "$MIN_TIME" --no-compile
+step "DCGAN-64 table done"
 python benchmarks/load_bench.py --out "$OUT" --repeats "$REPEATS"
+step "load table done"
 VAE=${VAE:-}
 if [ -z "$VAE" ]; then
   RUN=$(mktemp -d)
@@ -32,6 +36,7 @@ if [ -z "$VAE" ]; then
     --sample-every 100000 >/dev/null
   VAE=$RUN/checkpoint.safetensors
 fi
+step "VAE ready"
 python benchmarks/filter_bench.py --checkpoint "$VAE" --seconds "$FILTER_S" --out "$OUT/filter-$CPU"
-echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+step "filter table done"
 echo "wrote $OUT/tune-$CPU-*-faces-vae64.md, tune-$CPU-*-dcgan64.md, load-$CPU.md, filter-$CPU.md"
