@@ -3,7 +3,7 @@
 #
 #     bash benchmarks/issue13_tables.sh                  # ~10 min on a quiet 2-core CPU
 #     VAE=run/checkpoint.safetensors bash benchmarks/issue13_tables.sh   # a default-trained VAE you already have
-#     QUICK=1 OUT=/tmp/t bash benchmarks/issue13_tables.sh               # a smoke run, ~4 min, numbers meaningless
+#     QUICK=1 OUT=/tmp/t bash benchmarks/issue13_tables.sh               # a smoke run of every step; its numbers mean nothing
 #
 # 1. tune + bench, shipped faces VAE (.onnx and checkpoint): tune-<cpu>-faces-vae64.md (auto / best peer per batch)
 # 2. the same for a pytorch/examples-sized DCGAN-64 generator (.onnx and checkpoint): tune-<cpu>-dcgan64.md
