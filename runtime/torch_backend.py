@@ -101,7 +101,9 @@ class TorchDecoder:
         self.module = model.eval().to(self.device, memory_format=torch.channels_last)
         runner = fused_or_plain(self.module, value_range) if mode == "fused" else PlainDecoder(self.module, value_range)
         self.fused = runner.eval().to(self.device, memory_format=torch.channels_last)
-        self._compiled = torch.compile(self.fused, backend=COMPILE_BACKEND) if mode == "compile" else None
+        # in the background even torch.compile's wrapper is made on the side: importing dynamo takes ~2 s
+        self._compiled = torch.compile(self.fused, backend=COMPILE_BACKEND) if mode == "compile" and not background \
+            else None
         self._forward = self._compiled if mode == "compile" and not background else self.fused
         self._compiling: threading.Thread | None = None if background and mode == "compile" else False
         self._start = threading.Lock()
@@ -137,11 +139,12 @@ class TorchDecoder:
     def _compile_on_the_side(self, z: torch.Tensor) -> None:
         def compile_once():
             try:
+                compiled = torch.compile(self.fused, backend=COMPILE_BACKEND)
                 with thread_count(self._threads), torch.inference_mode(), self._autocast():
-                    self._compiled(z)
+                    compiled(z)
             except Exception:  # noqa: BLE001 - a module inductor cannot build stays on the plain module
                 return
-            self._forward = self._compiled
+            self._compiled = self._forward = compiled
 
         self._compiling = threading.Thread(target=compile_once, name="latentforge-compile", daemon=True)
         self._compiling.start()
