@@ -26,7 +26,10 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 # what the torch backend runs: latentforge's fused ops, the model's own decode (channels_last, autocast at bf16),
 # or that decode under torch.compile (runtime/torch_backend.py)
 TORCH_MODES = ("fused", "plain", "compile")
-ENGINE_MODES = (*TORCH_MODES, "nncf")   # nncf: OpenVINO int8 quantized by NNCF (runtime/ov_int8.py)
+# how an onnxruntime session is set up beside its defaults ("fused"): one intra-op thread, or its pool not
+# spinning between runs (runtime/ort_backend.session_options); tune times them, the record keeps the fastest
+ORT_MODES = ("1thread", "nospin")
+ENGINE_MODES = (*TORCH_MODES, "nncf", *ORT_MODES)   # nncf: OpenVINO int8 quantized by NNCF (runtime/ov_int8.py)
 PLAN_SUFFIX = ".plan"
 INSTALL = {"onnxruntime": 'pip install "latentforge[cpu]" (or [gpu])', "openvino": 'pip install "latentforge[openvino]"',
            "tensorrt": 'pip install "latentforge[tensorrt]"', "torch": "pip install torch"}

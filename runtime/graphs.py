@@ -26,25 +26,27 @@ def bf16_hint(backend: str, precision: str) -> bool:
     return backend == "openvino" and precision == "bf16"
 
 
-def open_graph(backend: str, source, threads: int | None, label: str, precision: str = "fp32") -> BackendGraph:
-    """A graph (a path or serialized bytes) on `backend` ("onnxruntime" or "openvino")."""
+def open_graph(backend: str, source, threads: int | None, label: str, precision: str = "fp32",
+               mode: str = "fused") -> BackendGraph:
+    """A graph (a path or serialized bytes) on `backend` ("onnxruntime" or "openvino"); `mode`: an onnxruntime
+    session's setup (backends.ORT_MODES), which OpenVINO has none of."""
     if backend == "onnxruntime":
         from .ort_backend import OrtGraph
 
-        return OrtGraph(source, threads, label, precision)
+        return OrtGraph(source, threads, label, precision, mode)
     from .openvino_backend import OvGraph
 
     return OvGraph(source, threads, label, precision)
 
 
-def open_exported(path: Path, backend: str, threads: int | None, precision: str) -> BackendGraph:
+def open_exported(path: Path, backend: str, threads: int | None, precision: str, mode: str = "fused") -> BackendGraph:
     """An exported `.onnx` at `precision`: the file itself under OpenVINO's bf16 hint, else its checked variant."""
     if bf16_hint(backend, precision):
         check_external_data(path)
         return open_graph(backend, path, threads, repr(str(path)), precision)
     source = variant_path(path, precision)
     check_external_data(source)
-    graph = open_graph(backend, source, threads, repr(str(source)), precision)
+    graph = open_graph(backend, source, threads, repr(str(source)), precision, mode)
     check_variant(graph.metadata, source, precision)
     return graph
 

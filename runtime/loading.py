@@ -94,47 +94,62 @@ def _load_on(path: Path, backend: str, threads, precision: str, decoder: Path | 
     if is_plan(path):
         return _load_plan(path, backend, verify)
     if is_onnx(path):
-        return _load_onnx(path, backend, threads, precision, decoder, verify)
+        return _load_onnx(path, backend, threads, precision, decoder, verify, mode)
     return _load_checkpoint(path, backend, threads, precision, graph, mode, verify)
 
 
 def _load_tuned(path: Path, threads, verify: bool) -> LoadedModel | None:
-    """The tuning record's winners, one model per distinct (backend, precision), routed by batch size."""
+    """The tuning record's winners, routed by batch size: the smallest batch size's winner loaded now, each other
+    distinct engine on the first call that needs it (once, shared by its batch sizes)."""
     from .tune_record import matching_record
 
     record = matching_record(path)
     if record is None:
         return None
     loaded = {}
-    for w in record.winners.values():
-        if w.engine in loaded:
-            continue
-        if w.mode == "nncf":   # the fp32 model on OpenVINO, its decoder swapped for the record's int8 IR
-            from .ov_int8 import decoder
 
-            model = _load_on(path, "openvino", threads, "fp32", graph=record.graph_path, verify=verify)
-            golden = model._decoder.graph.metadata if verify else None
-            int8 = decoder(record.int8_path, threads, model.value_range, repr(str(record.int8_path)), golden)
-            int8.fallback = model._decoder   # no variant files beside an IR: the NaN guard climbs to this one
-            model.swap_decoder(int8)
-            loaded[w.engine] = model
-        else:
-            loaded[w.engine] = _load_on(path, w.backend, threads, w.precision, graph=record.graph_path,
-                                        verify=verify, mode=w.mode)
+    def engine(w) -> LoadedModel:
+        from .ov_cache import beside
+
+        if w.engine not in loaded:
+            with beside(record.path):   # OpenVINO winners import what they compiled last time (runtime/ov_cache.py)
+                loaded[w.engine] = _load_winner(path, w, record, threads, verify)
+        return loaded[w.engine]
+
     first = record.winners[min(record.winners)]
-    model = loaded[first.engine]
-    if len(loaded) > 1:
-        model.route_batches({b: loaded[w.engine] for b, w in record.winners.items()})
+    model = engine(first)
+    if len({w.engine for w in record.winners.values()}) > 1:
+        model.route_batches({b: model if w.engine == first.engine else (lambda w=w: engine(w))
+                             for b, w in record.winners.items()})
+    if record.filter is not None and isinstance(model, Model):
+        f = record.filter
+        model.filter_choice = (f.backend, f.precision, f.mode, threads, record.filter_path)
     model.chosen_because = record.because()
     return model
 
 
+def _load_winner(path: Path, w, record, threads, verify: bool) -> LoadedModel:
+    if w.mode == "nncf":   # the fp32 model, its decoder swapped for the record's int8 IR
+        from .machine import installed
+        from .ov_int8 import decoder
+
+        # an onnxruntime session opens in a third of the time OpenVINO compiles the fp32 graph it would not run
+        base = "onnxruntime" if installed("onnxruntime") else "openvino"
+        model = _load_on(path, base, threads, "fp32", graph=record.graph_path, verify=verify, mode="1thread")
+        golden = model._decoder.graph.metadata if verify else None
+        int8 = decoder(record.int8_path, threads, model.value_range, repr(str(record.int8_path)), golden)
+        int8.fallback = model._decoder   # no variant files beside an IR: the NaN guard climbs to this one
+        model.swap_decoder(int8)
+        return model
+    return _load_on(path, w.backend, threads, w.precision, graph=record.graph_path, verify=verify, mode=w.mode)
+
+
 def _load_onnx(path: Path, backend: str, threads, precision: str, decoder: Path | None = None,
-               verify: bool = False) -> LoadedModel:
+               verify: bool = False, mode: str = "fused") -> LoadedModel:
     if backend not in ("onnxruntime", "openvino"):
         raise BackendUnavailable(f"{str(path)!r}: an .onnx runs on onnxruntime or openvino; load the checkpoint for "
                                  "the torch backend, or the exporter's .plan for tensorrt")
-    graph = open_exported(path, backend, threads, precision)
+    graph = open_exported(path, backend, threads, precision, mode)
     if verify:
         verify_graph(graph, repr(str(graph.source)))
     meta = graph.metadata
@@ -174,7 +189,8 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: P
                      mode: str = "fused", verify: bool = False) -> LoadedModel:
     """`graph`: the decoder graph `tune` exported from this very checkpoint (its hash checked), opened instead of
     exporting again; with `verify`, run its golden check, as for any file read back. `mode`: what the torch
-    backend runs (runtime/torch_backend.MODES), as `tune` chose it."""
+    backend runs (runtime/torch_backend.MODES), or how an onnxruntime session is set up (backends.ORT_MODES),
+    as `tune` chose it."""
     if backend == "tensorrt":
         raise BackendUnavailable(f"{str(path)!r}: TensorRT runs engines; build one with the exporter and load "
                                  "its .plan")
@@ -199,13 +215,15 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: P
         source = graph if graph is not None else checkpoint_to_onnx_bytes(module, checkpoint)
         if graph is not None:   # a file read back, as any .onnx: no external data outside its folder
             check_external_data(graph)
-        graph = open_graph(backend, source, threads, label, precision)
+        graph = open_graph(backend, source, threads, label, precision, mode)
         if verify and not isinstance(source, bytes):
             verify_graph(graph, label)
         encoder = TorchDecoder(module, threads) if info.kind in ENCODING_KINDS else None
         return _with_codec(Model(info, GraphDecoder(graph, label, info.value_range), encoder,
                                  precision=graph.precision), module, info, threads)
-    decoder = TorchDecoder(module, threads, precision=precision, value_range=info.value_range, mode=mode)
+    # a record's compile winner compiles beside the first calls, which run the plain module meanwhile
+    decoder = TorchDecoder(module, threads, precision=precision, value_range=info.value_range, mode=mode,
+                           background=True)
     encoder = decoder if info.kind in ENCODING_KINDS else None
     return _with_codec(Model(info, decoder, encoder, precision=precision), module, info, threads)
 

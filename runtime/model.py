@@ -11,6 +11,7 @@ import bisect
 import math
 import threading
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -25,15 +26,31 @@ from .nan_guard import NanGuard, graph_at, nonfinite_rows
 from .protocols import BackendGraph, Decoder
 
 
-class BatchRouted:
-    """A decoder that hands each call to the decoder tuned for its batch size (see Model.route_batches)."""
+class Deferred:
+    """A decoder not opened yet: `open()` gives it (BatchRouted opens it on the first call of its batch size)."""
 
-    def __init__(self, sizes: list[int], decoders: list[Decoder], own: Decoder) -> None:
+    def __init__(self, open: Callable[[], Decoder]) -> None:
+        self.open = open
+
+
+class BatchRouted:
+    """A decoder that hands each call to the decoder tuned for its batch size (see Model.route_batches).
+    A Deferred one is opened on its first call, once, so loading pays only for the decoder it starts with."""
+
+    def __init__(self, sizes: list[int], decoders: list[Decoder | Deferred], own: Decoder) -> None:
         self.sizes, self.decoders = sizes, decoders
         self.name, self.threads, self.precision, self.source = own.name, own.threads, own.precision, own.source
+        self._lock = threading.Lock()
 
     def for_batch(self, n: int) -> Decoder:
-        return self.decoders[max(bisect.bisect_right(self.sizes, n) - 1, 0)]
+        i = max(bisect.bisect_right(self.sizes, n) - 1, 0)
+        decoder = self.decoders[i]
+        if isinstance(decoder, Deferred):
+            with self._lock:
+                if isinstance(self.decoders[i], Deferred):
+                    self.decoders[i] = self.decoders[i].open()
+                decoder = self.decoders[i]
+        return decoder
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
         return self.for_batch(len(z))(z)
@@ -49,6 +66,8 @@ class Model:
     codebook_size = 0   # latent vectors, not code grids (runtime/vq_model.py)
     chosen_because = ""  # set by `load`: why this backend runs (a tuning record, the default rule, the caller)
     codec_points: tuple[int, ...] = ()   # set by `load` for a VAE with codec tables, with codec_factory(point)
+    filter_choice: tuple | None = None   # set by `load` from a tuning record: (backend, precision, mode, threads,
+    #                                      the filter graph kept beside the record or None)
 
     def __init__(self, info: ArtifactInfo, decoder: Decoder | None, encoder=None,
                  filter_graph: BackendGraph | None = None, precision: str = "fp32") -> None:
@@ -79,12 +98,15 @@ class Model:
     def swap_decoder(self, decoder: Decoder) -> None:
         """Decode on `decoder` from now on (a tuned engine the loaders do not open themselves: OpenVINO int8)."""
         self._decoder, self.backend, self.precision = decoder, decoder.name, decoder.precision
+        self.threads = decoder.threads
 
-    def route_batches(self, models: dict[int, Model]) -> None:
-        """Decode each call on the model tuned for the largest batch size <= its N (the smallest for fewer).
+    def route_batches(self, models: dict[int, Model | Callable[[], Model]]) -> None:
+        """Decode each call on the model tuned for the largest batch size <= its N (the smallest for fewer);
+        a model given as a loader is loaded on the first call that needs it.
         `backend`, `precision` and the filter stay this model's own: they are the small-batch winner's."""
         sizes = sorted(models)
-        decoders = [models[b]._decoder for b in sizes]
+        decoders = [models[b]._decoder if isinstance(models[b], Model) else Deferred(lambda f=models[b]: f()._decoder)
+                    for b in sizes]
         self._decoder = BatchRouted(sizes, decoders, self._decoder)
 
     @property
@@ -93,8 +115,26 @@ class Model:
 
     def filter_graph(self) -> BackendGraph | None:
         """The frame -> frame graph (see runtime/filter_graph.py) on this model's backend: the loaded one, or,
-        for a checkpoint that encodes (VAE, gan-encoder), exported in memory on first use. None when neither exists."""
+        for a checkpoint that encodes (VAE, gan-encoder), exported in memory on first use. None when neither exists.
+        A tuning record's `filter` (set by `load` as `filter_choice`) says the engine, and its graph file is read
+        instead of exporting again."""
         with self._filter_lock:
+            if self._filter_graph is None and self._encoder is not None and self.filter_choice is not None:
+                from latentforge.checkpoint import read_info
+
+                from .filter_graph import filter_graph_bytes
+                from .graphs import open_graph
+
+                backend, precision, mode, threads, kept = self.filter_choice
+                label = f"the tuned filter graph of {str(self.path)!r}"
+                if mode == "nncf":   # the record's int8 IR, checked against its hash by matching_record
+                    from .openvino_backend import OvGraph
+
+                    self._filter_graph = OvGraph(kept, threads, label, "int8")
+                else:
+                    data = kept.read_bytes() if kept is not None else filter_graph_bytes(self._encoder.module,
+                                                                                        read_info(self.path))
+                    self._filter_graph = open_graph(backend, data, threads, label, precision, mode)
             if self._filter_graph is None and self._encoder is not None:
                 self._filter_graph = export_filter_graph(self._encoder.module, self.path, self.backend,
                                                          self.threads, self.precision)
@@ -147,7 +187,10 @@ class Model:
         return out
 
     def _finite(self, decoder: Decoder, z: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """The NaN guard (runtime/nan_guard.py) over one decode."""
+        """The NaN guard (runtime/nan_guard.py) over one decode; a finite output returns before anything is built."""
+        if not nonfinite_rows(out).size:
+            return out
+
         def failure(rows: np.ndarray, tried: list[str]) -> str:
             return (f"decoding z[{int(rows[0])}] gave NaN/Inf at {' and '.join(tried)} ({len(rows)} of {len(z)} "
                     f"latents); the latent is far outside the prior (largest |z| {float(np.abs(z[rows]).max()):.3g}) "

@@ -35,16 +35,19 @@ def import_nncf():
     return nncf
 
 
-def quantize(source: str | Path | bytes, latent_dim: int, folder: Path) -> Path:
-    """The fp32 graph `source` quantized to int8, written as `folder/int8.xml` (+ `.bin`); the `.xml` path."""
+def quantize(source: str | Path | bytes, latent_dim: int, folder: Path, feeds: list | None = None,
+             name: str = "int8") -> Path:
+    """The fp32 graph `source` quantized to int8, written as `folder/NAME.xml` (+ `.bin`); the `.xml` path.
+    Calibrated on latents, or on `feeds` (a list of input dicts: the filter graph's frames)."""
     ov, nncf = import_openvino(), import_nncf()
     model = ov.Core().read_model(source if isinstance(source, bytes) else str(source))
     batches, size = CALIBRATION
-    calibration = nncf.Dataset([latents(size, latent_dim, seed=1000 + i) for i in range(batches)])
+    calibration = nncf.Dataset(feeds if feeds is not None else
+                               [latents(size, latent_dim, seed=1000 + i) for i in range(batches)])
     # NNCF counts dataset items (batches); its progress bars and warnings are not the caller's output
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        quantized = nncf.quantize(model, calibration, subset_size=batches)
-    xml = folder / "int8.xml"
+        quantized = nncf.quantize(model, calibration, subset_size=len(feeds) if feeds is not None else batches)
+    xml = folder / f"{name}.xml"
     ov.save_model(quantized, str(xml), compress_to_fp16=False)
     return xml
 

@@ -1,7 +1,9 @@
 """`tune(path)`: time every engine this machine offers for one model, keep the fastest correct one per batch size.
 
 Candidates are the (backend, precision) pairs `latentforge.load` can run the artifact on here:
-onnxruntime fp32, OpenVINO f32 and its bf16 hint, and the exporter's fp16/int8/bf16 variant files found beside
+onnxruntime fp32 with its default session and with one intra-op thread or no spinning (so `auto` is never a
+session setup slower than the default one a user would open), OpenVINO f32 and its bf16 hint, and the
+exporter's fp16/int8/bf16 variant files found beside
 an `.onnx`; for a checkpoint, torch fp32 and bf16 on the fused ops, the plain module at bf16 (autocast and
 channels_last, no fused op: what a user would write) and the plain module under torch.compile, fp32 and bf16
 (compiled on its first call, in the gate, and again for a second batch size, in the warm-up: both untimed, but
@@ -29,7 +31,8 @@ from .artifact import check_model_file, is_onnx
 from .backends import is_plan
 from .bench import time_calls
 from .graphs import GraphDecoder, open_graph
-from .loading import load
+from .backends import ORT_MODES
+from .loading import _load_on, load
 from .machine import Hardware, hardware, installed
 from .ov_int8 import scratch as ov_int8_scratch
 from .tune_record import TuneRecord, Winner, record_key, write_record
@@ -85,6 +88,7 @@ class Field:
     rejected: dict[str, str]                        # label -> why it was left out
     latent_dim: int
     graph: bytes | None = None                      # a checkpoint's graph as exported for the graph backends
+    model: object = None                            # a checkpoint's fp32 model on torch (its encoder: the filter)
 
 
 def candidates(path: Path, facts: Hardware, threads: int | None, compile: bool = True,
@@ -124,9 +128,17 @@ def candidates(path: Path, facts: Hardware, threads: int | None, compile: bool =
         else:
             rejected["openvino int8 nncf"] = 'needs OpenVINO and NNCF: pip install "latentforge[openvino-int8]"'
 
+    def ort_modes(graph) -> None:   # onnxruntime's own defaults are the "fused" candidate; its other setups
+        for mode in ORT_MODES:
+            if not (mode == "1thread" and (threads or facts.physical_cores) == 1):
+                add("onnxruntime", "fp32", lambda m=mode: _load_on(path, "onnxruntime", threads, "fp32", graph=graph,
+                                                                  mode=m).decode_float, mode)
+
     if is_onnx(path):
         reference = reference_model.decode_float
         found.append(Candidate(reference_model.backend, "fp32", reference))
+        if reference_model.backend == "onnxruntime":
+            ort_modes(None)
         add_int8(path)
         if installed("openvino") and reference_model.backend != "openvino":
             add("openvino", "fp32", lambda: load(path, "openvino", threads).decode_float)
@@ -174,6 +186,8 @@ def candidates(path: Path, facts: Hardware, threads: int | None, compile: bool =
             exported = model.onnx_source
             return model.decode_float
         add("onnxruntime", "fp32", on_onnxruntime)
+        if exported is not None:
+            ort_modes(exported)
     if installed("openvino"):
         if exported is None:
             def export_once():
@@ -186,7 +200,7 @@ def candidates(path: Path, facts: Hardware, threads: int | None, compile: bool =
         if exported is not None:
             add("openvino", "bf16", lambda: openvino(exported, "bf16"))
             add_int8(exported)
-    return Field(reference, peak, found, rejected, reference_model.latent_dim, exported)
+    return Field(reference, peak, found, rejected, reference_model.latent_dim, exported, reference_model)
 
 
 def gate(found: list[Candidate], reference: Callable, peak: float, dim: int, min_psnr: float,
@@ -264,9 +278,17 @@ def _tune(path: Path, batches: tuple, min_psnr: float, seconds: float, threads: 
         label = min(timings[batch], key=timings[batch].get)
         best = next(c for c in found if c.label == label)
         winners[batch] = Winner(best.backend, best.precision, timings[batch][label], psnr[label], best.mode)
+    filter_winner, filter_graph, filter_int8 = None, None, None
+    if field.model is not None:   # a checkpoint that encodes: its real-time filter, timed on its own
+        from .tune_filter import tune_filter
+
+        filter_winner, timings["filter"], filter_graph, filter_int8 = tune_filter(
+            field.model, facts, threads, min_psnr, min(seconds / 4, 4.0), rejected, scratch)
+        if filter_winner is None:
+            del timings["filter"]
     record = TuneRecord(record_key(path, facts), winners, float(min_psnr), timings, rejected,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, filter=filter_winner)
     graph = field.graph if any(w.backend != "torch" for w in winners.values()) else None
     int8 = next((c.run.graph.source for c in found if c.mode == "nncf"), None)
     keep = int8 if any(w.mode == "nncf" for w in winners.values()) else None
-    return record, write_record(path, record, graph, keep)
+    return record, write_record(path, record, graph, keep, filter_int8 or (filter_graph if filter_winner else None))

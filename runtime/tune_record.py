@@ -50,21 +50,28 @@ class TuneRecord:
     key: dict                               # what must match here: see record_key
     winners: dict[int, Winner]              # batch size -> the fastest candidate that passed the gate
     min_psnr: float
-    timings: dict[int, dict[str, float]] = field(default_factory=dict)   # batch -> candidate label -> p50 ms
+    timings: dict = field(default_factory=dict)   # batch (or "filter") -> candidate label -> p50 ms
     rejected: dict[str, str] = field(default_factory=dict)               # candidate label -> why it was left out
     seconds: float = 0.0                                                   # what tuning took, loads included
     graph_sha256: str = ""   # a checkpoint's graph, saved beside the record so loading it skips the export
     graph_path: Path | None = field(default=None, compare=False)          # that file, once read and verified
     int8_sha256: str = ""    # an OpenVINO int8 winner's IR (runtime/ov_int8.py), kept beside the record
     int8_path: Path | None = field(default=None, compare=False)           # its .xml, once verified
+    filter: Winner | None = None  # the real-time filter's engine (runtime/tune_filter.py), for a model that encodes
+    filter_sha256: str = ""       # its graph, kept beside the record
+    filter_path: Path | None = field(default=None, compare=False)         # that file, once read and verified
+    path: Path | None = field(default=None, compare=False)                # where this record was read from
 
     def to_json(self) -> dict:
         data = asdict(self)
         data.pop("graph_path")
         data.pop("int8_path")
+        data.pop("filter_path")
+        data.pop("path")
+        data["filter"] = None if self.filter is None else asdict(self.filter)
         data["format"] = FORMAT
         data["winners"] = {str(b): asdict(w) for b, w in self.winners.items()}
-        data["timings"] = {str(b): t for b, t in self.timings.items()}
+        data["timings"] = {str(b): t for b, t in self.timings.items()}   # "filter": the filter's timings
         return data
 
     @classmethod
@@ -80,9 +87,12 @@ class TuneRecord:
         if not winners or min(winners) < 1:
             raise ValueError(f"winners for batch sizes {sorted(winners)[:4]}, expected one or more sizes >= 1")
         return cls(key=key, min_psnr=float(data["min_psnr"]), seconds=float(data.get("seconds", 0)),
-                   winners=winners, timings={int(b): dict(t) for b, t in dict(data.get("timings", {})).items()},
+                   winners=winners, timings={b if b == "filter" else int(b): dict(t)
+                                             for b, t in dict(data.get("timings", {})).items()},
                    rejected=dict(data.get("rejected", {})), graph_sha256=str(data.get("graph_sha256", "")),
-                   int8_sha256=str(data.get("int8_sha256", "")))
+                   int8_sha256=str(data.get("int8_sha256", "")),
+                   filter=None if data.get("filter") is None else _winner(data["filter"]),
+                   filter_sha256=str(data.get("filter_sha256", "")))
 
     def winner_for(self, batch: int) -> Winner:
         """The winner of the largest tuned batch size <= `batch` (the smallest one below all of them)."""
@@ -94,15 +104,18 @@ class TuneRecord:
         per_batch = ", ".join(f"batch {b}: {w.label} {w.p50_ms:.3g} ms"
                               f"{'' if w.psnr_db == float('inf') else f' ({w.psnr_db:.0f} dB)'}"
                               for b, w in sorted(self.winners.items()))
-        return f"tuning record for this machine: fastest measured {per_batch}"
+        kept = "" if self.filter is None else f"; filter: {self.filter.label} {self.filter.p50_ms:.3g} ms"
+        return f"tuning record for this machine: fastest measured {per_batch}{kept}"
 
 
 def _winner(entry: dict) -> Winner:
     """A winner as `tune` writes it: a known backend, precision and torch mode, and two numbers."""
-    from .backends import ENGINE_MODES, NAMES, PRECISIONS
+    from .backends import ENGINE_MODES, NAMES, ORT_MODES, PRECISIONS, TORCH_MODES
 
     w = Winner(**dict(entry))
-    if w.backend not in NAMES or w.precision not in PRECISIONS or w.mode not in ENGINE_MODES:
+    owner = {"nncf": "openvino", **{m: "onnxruntime" for m in ORT_MODES}, **{m: "torch" for m in TORCH_MODES[1:]}}
+    if w.backend not in NAMES or w.precision not in PRECISIONS or w.mode not in ENGINE_MODES \
+            or owner.get(w.mode, w.backend) != w.backend:
         raise ValueError(f"winner {w.backend!r:.20} {w.precision!r:.20} {w.mode!r:.20} is not an engine latentforge "
                          "runs")
     return Winner(w.backend, w.precision, float(w.p50_ms), float(w.psnr_db), w.mode)
@@ -152,15 +165,21 @@ def graph_beside(record_path: Path) -> Path:
     return record_path.with_name(record_path.name.removesuffix(".json") + ".onnx")
 
 
+def filter_beside(record_path: Path, int8: bool = False) -> Path:
+    return record_path.with_name(record_path.name.removesuffix(".json") + (".filter.int8.xml" if int8 else
+                                                                             ".filter.onnx"))
+
+
 def int8_beside(record_path: Path) -> Path:
     return record_path.with_name(record_path.name.removesuffix(".json") + ".int8.xml")
 
 
-def write_record(model_path: Path, record: TuneRecord, graph: bytes | None = None, int8: Path | None = None) -> Path:
+def write_record(model_path: Path, record: TuneRecord, graph: bytes | None = None, int8: Path | None = None,
+                 filter_graph: bytes | Path | None = None) -> Path:
     """Beside the model when its folder is writable, else in the cache folder; atomically either way.
     `graph`: a checkpoint's exported graph, saved next to the record (first, so a record never names a
     missing graph) for `load` to open instead of exporting again. `int8`: an OpenVINO int8 winner's IR (`.xml`),
-    copied beside the record the same way."""
+    copied beside the record the same way. `filter_graph`: the filter graph the record's `filter` was timed on (bytes), or its int8 IR (`.xml`)."""
     if writable(model_path.parent):
         target = beside(model_path)
     else:
@@ -173,6 +192,13 @@ def write_record(model_path: Path, record: TuneRecord, graph: bytes | None = Non
         from .ov_int8 import keep_beside
 
         record.int8_sha256 = keep_beside(int8, int8_beside(target))
+    if isinstance(filter_graph, Path):   # an int8 filter IR (runtime/tune_filter.py)
+        from .ov_int8 import keep_beside
+
+        record.filter_sha256 = keep_beside(filter_graph, filter_beside(target, int8=True))
+    elif filter_graph is not None:
+        atomic_write_bytes(filter_beside(target), filter_graph)
+        record.filter_sha256 = hashlib.sha256(filter_graph).hexdigest()
     return atomic_write_bytes(target, json.dumps(record.to_json(), indent=2).encode())
 
 
@@ -218,6 +244,7 @@ def matching_record(model_path: Path, facts: Hardware | None = None) -> TuneReco
         warnings.warn(f"tuning record {str(path)!r} ignored: {why}; rerun `latentforge tune {model_path}`",
                       StaleRecordWarning, stacklevel=3)
         return None
+    record.path = path
     if any(w.mode == "nncf" for w in record.winners.values()):
         from .ov_int8 import checked_ir
 
@@ -229,4 +256,17 @@ def matching_record(model_path: Path, facts: Hardware | None = None) -> TuneReco
     graph = graph_beside(path)
     if record.graph_sha256 and graph.is_file() and file_sha256(graph) == record.graph_sha256:
         record.graph_path = graph   # else the graph backends export the checkpoint again, as without a record
+    if record.filter is not None and record.filter.mode == "nncf":
+        from .ov_int8 import checked_ir
+
+        try:
+            record.filter_path = checked_ir(filter_beside(path, int8=True), record.filter_sha256)
+        except CheckpointError as e:   # the filter runs onnxruntime fp32, exported again, as without a record
+            warnings.warn(f"tuning record {str(path)!r}: its filter is not used: {e}", StaleRecordWarning,
+                          stacklevel=3)
+            record.filter = None
+        return record
+    graph = filter_beside(path)
+    if record.filter_sha256 and graph.is_file() and file_sha256(graph) == record.filter_sha256:
+        record.filter_path = graph  # else the filter graph is exported again on first use
     return record

@@ -129,6 +129,13 @@ def test_openvino_hint_reading_is_normalized_whatever_form_it_takes():
     assert hint_name("bf16") == "bf16" and hint_name("bfloat16") == "bf16" and hint_name("f32") == "f32"
 
 
+def test_onnxruntime_keeps_its_own_thread_default_unless_a_count_is_asked_for(vae_filter_onnx):
+    """Left unset, onnxruntime pins its intra-op threads to the cores; a count set explicitly turns that off."""
+    assert OrtGraph(vae_filter_onnx).session.get_session_options().intra_op_num_threads == 0
+    assert OrtGraph(vae_filter_onnx, threads=1).session.get_session_options().intra_op_num_threads == 1
+    assert OrtGraph(vae_filter_onnx, mode="1thread").threads == 1
+
+
 def test_io_binding_fills_the_callers_buffer(vae_filter_onnx):
     graph = OrtGraph(vae_filter_onnx, threads=1)
     frames = np.random.default_rng().integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)

@@ -72,7 +72,7 @@ def own_onnx(vae_onnx, tmp_path):
 def test_bf16_candidates_only_with_bf16_units(own_checkpoint, own_onnx):
     field = candidates(own_onnx, EPYC, 1)
     found, rejected = field.found, field.rejected
-    assert [c.label for c in found] == ["onnxruntime fp32", "openvino fp32"]
+    assert [c.label for c in found] == ["onnxruntime fp32", "onnxruntime fp32 nospin", "openvino fp32"]
     assert "no bf16 units" in rejected["openvino bf16"]
     field = candidates(own_checkpoint, XEON, 1)
     found, rejected = field.found, field.rejected
@@ -168,7 +168,9 @@ def test_a_stale_record_is_refused_in_one_line(own_onnx, change, needle):
                                   '{"format": 1, "key": {}, "min_psnr": 40, "winners": {"1": {"backend": "x", '
                                   '"precision": "fp32", "p50_ms": 1, "psnr_db": 1}}}',
                                   '{"format": 1, "key": {}, "min_psnr": 40, "winners": {"1": {"backend": "torch", '
-                                  '"precision": "fp32", "p50_ms": "fast", "psnr_db": 1}}}'])
+                                  '"precision": "fp32", "p50_ms": "fast", "psnr_db": 1}}}',
+                                  '{"format": 1, "key": {}, "min_psnr": 40, "winners": {"1": {"backend": "torch", '
+                                  '"precision": "fp32", "p50_ms": 1, "psnr_db": 1, "mode": "1thread"}}}'])
 def test_an_unreadable_record_warns_and_loads_the_default(own_onnx, text):
     """Found by fuzzing (tests/fuzz_requests.py): `null` or key.libraries a list raised AttributeError, an empty
     winners ValueError from min(), a text p50 ValueError from the format string, all from load()."""
@@ -233,6 +235,57 @@ def test_a_checkpoints_record_keeps_its_graph_so_loading_skips_the_export(own_ch
     assert isinstance(load(own_checkpoint).onnx_source, bytes)
 
 
+def test_the_filter_is_tuned_kept_beside_the_record_and_run_by_filter(own_checkpoint, capsys):
+    from latentforge import Filter
+    from latentforge.runtime.tune import tune
+    from latentforge.runtime.tune_record import filter_beside
+
+    record, where = tune(own_checkpoint, (1,), seconds=1.0, compile=False)
+    f = record.filter
+    assert f is not None and f.psnr_db >= 40 and {"onnxruntime fp32", "onnxruntime fp32 1thread"} <= \
+        set(record.timings["filter"]) and f.label in record.timings["filter"]
+    assert TuneRecord.from_json(json.loads(where.read_text())).filter == f
+    model = load(own_checkpoint)
+    assert model.filter_choice[:3] == (f.backend, f.precision, f.mode) and f"filter: {f.label}" in model.chosen_because
+    tuned = Filter(model, temperature=0.0)
+    assert tuned.backend == f.backend and tuned._graph.source == filter_beside(where).read_bytes()
+    plain = Filter(load(own_checkpoint, "torch"), temperature=0.0)
+    frames = np.random.default_rng().integers(0, 256, (3, *model.image_shape), dtype=np.uint8)
+    for frame in frames:   # fresh frames: the tuned engine gives the plain filter's frames (bf16 within its gate)
+        got, want = tuned(frame).astype(np.float64), plain(frame).astype(np.float64)
+        assert psnr_db(got, want, 255.0) >= 40
+    filter_beside(where).write_bytes(b"not the graph")   # changed beside the record: exported again, not trusted
+    model = load(own_checkpoint)
+    assert model.filter_choice[4] is None and Filter(model).backend == f.backend
+
+
+@pytest.mark.skipif(not machine.installed("nncf"), reason='NNCF is the optional extra "latentforge[openvino-int8]"')
+def test_an_int8_filter_is_a_candidate_kept_beside_the_record_and_refused_when_changed(own_checkpoint, tmp_path):
+    from latentforge import Filter
+    from latentforge.runtime.tune_filter import tune_filter
+    from latentforge.runtime.tune_record import filter_beside
+
+    (tmp_path / "scratch").mkdir()
+    rejected = {}
+    winner, timings, graph, _ = tune_filter(load(own_checkpoint, "torch"), XEON, 1, 20.0, 0.3, rejected,
+                                            tmp_path / "scratch")
+    assert "openvino int8 nncf" in timings and graph is not None, rejected
+    xml = tmp_path / "scratch" / "filter-int8.xml"
+    record = _record(own_checkpoint, {1: Winner("torch", "fp32", 0.3, float("inf"))})
+    record.filter = Winner("openvino", "int8", 0.2, 45.0, "nncf")
+    where = write_record(own_checkpoint, record, filter_graph=xml)
+    model = load(own_checkpoint)
+    tuned, plain = Filter(model, temperature=0.0), Filter(load(own_checkpoint, "torch"), temperature=0.0)
+    assert tuned.backend == "openvino" and tuned._graph.precision == "int8"
+    frames = np.random.default_rng().integers(0, 256, (3, *model.image_shape), dtype=np.uint8)
+    for frame in frames:
+        assert psnr_db(tuned(frame).astype(np.float64), plain(frame).astype(np.float64), 255.0) >= 20
+    filter_beside(where, int8=True).with_suffix(".bin").write_bytes(b"changed")
+    with pytest.warns(StaleRecordWarning, match="its filter is not used"):
+        model = load(own_checkpoint)
+    assert model.filter_choice is None and Filter(model).backend == "onnxruntime"
+
+
 def test_torch_plain_and_compiled_candidates_follow_the_bf16_units(own_checkpoint):
     on_epyc = candidates(own_checkpoint, EPYC, 1)
     labels = [c.label for c in on_epyc.found]
@@ -276,6 +329,74 @@ def test_a_plain_torch_winner_is_what_auto_loads(own_checkpoint, eager_compile):
     assert model._decoder.for_batch(1).mode == "plain" and model._decoder.for_batch(8).mode == "compile"
     z = latents(8, model.latent_dim, seed=2)
     np.testing.assert_allclose(model.decode_float(z), load(own_checkpoint, "torch").decode_float(z), atol=1e-5)
+
+
+@pytest.mark.parametrize("artifact", ["own_onnx", "own_checkpoint"])
+def test_onnxruntime_session_setups_are_candidates_and_what_auto_loads(artifact, request):
+    """The default session, one intra-op thread, no spinning: each timed, so the record never keeps a setup slower
+    than the default session a user would open; the record's choice is the session `auto` opens."""
+    path = request.getfixturevalue(artifact)
+    field = candidates(path, EPYC, None)
+    labels = [c.label for c in field.found]
+    assert {"onnxruntime fp32", "onnxruntime fp32 1thread", "onnxruntime fp32 nospin"} <= set(labels)
+    passed = gate(field.found, field.reference, field.peak, field.latent_dim, 60.0, field.rejected)
+    assert passed["onnxruntime fp32 1thread"] >= 60 and passed["onnxruntime fp32 nospin"] >= 60
+    write_record(path, _record(path, {1: Winner("onnxruntime", "fp32", 0.2, 99.0, "1thread"),
+                                      8: Winner("onnxruntime", "fp32", 1.0, 99.0, "nospin")}), field.graph)
+    model = load(path)
+    one, spin = (model._decoder.for_batch(n).graph.session.get_session_options() for n in (1, 8))
+    assert one.intra_op_num_threads == 1 and model.threads == 1
+    assert spin.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    z = latents(9, model.latent_dim)
+    np.testing.assert_allclose(model.decode_float(z), field.reference(z), atol=1e-4)
+    np.testing.assert_allclose(model.decode_float(z[:1]), field.reference(z[:1]), atol=1e-4)
+
+
+def test_a_later_winner_loads_on_its_first_call(own_onnx):
+    from latentforge.runtime.model import Deferred
+
+    write_record(own_onnx, _record(own_onnx, {1: Winner("onnxruntime", "fp32", 0.2, float("inf")),
+                                              8: Winner("openvino", "fp32", 1.0, 150.0),
+                                              64: Winner("openvino", "fp32", 9.0, 150.0)}))
+    model = load(own_onnx)
+    routed = model._decoder
+    assert isinstance(routed.decoders[1], Deferred) and isinstance(routed.decoders[2], Deferred)
+    z = latents(8, model.latent_dim)
+    np.testing.assert_allclose(model.decode_float(z), load(own_onnx, "openvino").decode_float(z), atol=1e-4)
+    assert routed.decoders[1].name == "openvino" and isinstance(routed.decoders[2], Deferred)
+    assert routed.for_batch(64) is routed.decoders[1]   # one engine, opened once for both batch sizes
+    assert model.backend == "onnxruntime"
+
+
+def test_an_openvino_winner_imports_what_it_compiled_and_refuses_a_changed_blob(own_onnx):
+    pytest.importorskip("openvino")
+    where = write_record(own_onnx, _record(own_onnx, {1: Winner("openvino", "fp32", 0.2, 150.0)}))
+    z = latents(3, 8)
+    expected = load(own_onnx, "onnxruntime").decode_float(z)
+    np.testing.assert_allclose(load(own_onnx).decode_float(z), expected, atol=1e-4)
+    blobs = sorted(where.parent.glob("vae.tune.ov-*.blob"))
+    assert len(blobs) == 1 and blobs[0].with_name(blobs[0].name + ".sha256").is_file()
+    kept = blobs[0].stat().st_mtime_ns
+    np.testing.assert_allclose(load(own_onnx).decode_float(z), expected, atol=1e-4)
+    assert blobs[0].stat().st_mtime_ns == kept   # imported, not compiled and written again
+    data = bytearray(blobs[0].read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = b"\x07" * 64   # OpenVINO would import this and run it wrong
+    blobs[0].write_bytes(bytes(data))
+    np.testing.assert_allclose(load(own_onnx).decode_float(z), expected, atol=1e-4)
+    assert blobs[0].read_bytes() != bytes(data)   # compiled again and kept again
+    assert load(own_onnx, "openvino").backend == "openvino" and len(list(where.parent.glob("*.blob"))) == 1
+
+
+def test_a_compile_winner_compiles_on_the_side_while_the_plain_module_answers(own_checkpoint, eager_compile):
+    write_record(own_checkpoint, _record(own_checkpoint, {1: Winner("torch", "fp32", 0.3, 90.0, "compile")}))
+    model = load(own_checkpoint)
+    decoder = model._decoder
+    assert decoder.mode == "compile" and not decoder.wait_compiled(0)   # nothing compiles before a first call
+    z = latents(2, model.latent_dim)
+    expected = load(own_checkpoint, "torch").decode_float(z)
+    np.testing.assert_allclose(model.decode_float(z), expected, atol=1e-5)   # answered, compiled or not
+    assert decoder.wait_compiled(120)
+    np.testing.assert_allclose(model.decode_float(z), expected, atol=1e-5)   # now the compiled code
 
 
 def test_a_record_from_before_modes_loads_the_fused_ops(own_onnx):

@@ -14,11 +14,14 @@ def cmd_tune(args) -> None:
                          threads=args.threads, facts=facts, compile=not args.no_compile)
     for label, why in record.rejected.items():
         print(f"left out {label}: {why}")
-    for batch, timings in sorted(record.timings.items()):
+    for batch, timings in sorted(record.timings.items(), key=lambda kv: (isinstance(kv[0], str), str(kv[0]))):
         row = ", ".join(f"{label} {ms:.3g} ms" for label, ms in sorted(timings.items(), key=lambda kv: kv[1]))
         print(f"batch {batch}: {row}")
     for batch, w in sorted(record.winners.items()):
         print(f"winner at batch {batch}: {w.label} ({w.p50_ms:.3g} ms p50, PSNR {w.psnr_db:.1f} dB)")
+    if record.filter is not None:
+        f = record.filter
+        print(f"filter (one frame per call): {f.label} ({f.p50_ms:.3g} ms p50, PSNR {f.psnr_db:.1f} dB)")
     print(f"tuned in {record.seconds:.1f} s; record written to {where}; `latentforge.load(MODEL)` now uses it")
 
 
