@@ -14,7 +14,7 @@ from latentforge.cli import main
 from latentforge.errors import InputError, TrainingError
 from latentforge.training import losses
 from latentforge.training.data.points import PointData, ring_modes
-from latentforge.training.ema import GeneratorAverage
+from latentforge.training.ema import STANDING_BATCH, STANDING_BATCHES, STANDING_SEED, GeneratorAverage
 from latentforge.training.recipes.recipe import decay_lr
 from latentforge.training.train import TrainConfig, _optimizers, train
 
@@ -51,8 +51,14 @@ def test_generator_average_is_the_ramped_exponential_average():
     ema.update(gen, step=1000)       # past the ramp: keep 0.9
     torch.testing.assert_close(ema.tensors["0.weight"], w * 0.9 + (start["0.weight"] + 1) * 0.1)
     own = {k: v.clone() for k, v in gen.state_dict().items()}
-    with ema.swapped_in(torch.nn.ModuleDict({"generator": gen})) as shown:
+    pair = torch.nn.ModuleDict({"generator": gen})
+    pair.config = GANConfig(point_dim=2, latent_dim=2)
+    with ema.swapped_in(pair) as shown:
         torch.testing.assert_close(shown.generator.state_dict()["0.weight"], ema.tensors["0.weight"])
+        # BatchNorm's statistics are the average's own, measured on the fixed noise, not averaged ones
+        noise = torch.Generator().manual_seed(STANDING_SEED)
+        z = torch.cat([torch.randn(STANDING_BATCH, 2, generator=noise) for _ in range(STANDING_BATCHES)])
+        torch.testing.assert_close(shown.generator[1].running_mean, shown.generator[0](z).mean(dim=0))
     assert all(torch.equal(own[k], v) for k, v in gen.state_dict().items())   # its own weights back, exactly
 
 
@@ -73,7 +79,8 @@ def test_the_checkpoint_holds_the_average_and_the_state_both(tmp_path):
     path = tmp_path / "checkpoint.safetensors"
     ckpt, state = load_file(path), load_file(state_path(path))
     gen = [k for k in ckpt if k.startswith("generator.")]
-    assert gen and all(torch.equal(ckpt[k], state["ema." + k.removeprefix("generator.")]) for k in gen)
+    weights = [k for k in gen if "running_" not in k and "num_batches" not in k]   # BatchNorm's are standing
+    assert weights and all(torch.equal(ckpt[k], state["ema." + k.removeprefix("generator.")]) for k in weights)
     assert any(not torch.equal(ckpt[k], state["model." + k]) for k in gen if ckpt[k].is_floating_point())
     assert all(torch.equal(ckpt[k], state["model." + k]) for k in ckpt if k.startswith("discriminator."))
 
