@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from latentforge.checkpoint import read_info, state_path
 from latentforge.models.gan import GAN, GANConfig
 from latentforge.cli import main
-from latentforge.errors import InputError, TrainingError
+from latentforge.errors import InputError
 from latentforge.training import losses
 from latentforge.training.data.points import PointData, ring_modes
 from latentforge.training.ema import STANDING_BATCH, STANDING_BATCHES, STANDING_SEED, GeneratorAverage
@@ -102,8 +102,21 @@ def test_killed_and_resumed_run_with_the_options_ends_bit_identical(tmp_path, as
         train(tiny(parts, **run), data=Interrupted("ring", ring_modes(), 0.01))
     train(tiny(parts, resume=True, **run))
     assert_same_run(whole, parts)
-    with pytest.raises(TrainingError, match="g_ema"):
-        train(tiny(parts, resume=True, **{**run, "steps": 8, "g_ema": 0.5}))
+
+
+def test_the_average_never_steers_so_a_run_resumes_with_another_decay_or_none(tmp_path):
+    whole, parts, plain = tmp_path / "whole", tmp_path / "parts", tmp_path / "plain"
+    train(tiny(whole, steps=4))
+    train(tiny(parts, steps=2))
+    train(tiny(parts, steps=4, resume=True, g_ema=0.0))     # the last two steps without the average
+    train(tiny(plain, steps=2, g_ema=0.0))
+    train(tiny(plain, steps=4, resume=True, g_ema=0.5))     # an average from the resumed weights on
+    a, b = (load_file(state_path(run / "checkpoint.safetensors")) for run in (whole, parts))
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("ema."))   # the same training
+    ckpt = load_file(parts / "checkpoint.safetensors")
+    assert all(torch.equal(ckpt[k], b["model." + k]) for k in ckpt)                # and the raw generator saved
+    assert not any(k.startswith("ema.") for k in b)
+    assert any(k.startswith("ema.") for k in load_file(state_path(plain / "checkpoint.safetensors")))
 
 
 @pytest.mark.parametrize("fields, word", [(dict(kind="vae", d_lr=1e-3), "d_lr"), (dict(d_lr=-1.0), "d_lr"),

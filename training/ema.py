@@ -6,7 +6,8 @@ samples from and exports: the checkpoint holds it in place of the generator, whi
 state keeps both the raw weights (the ones training continues from) and the average.
 The decay ramps up as min(decay, (1 + t) / (10 + t)), a function of the step alone, so the
 first steps are not averaged with the random init and a resumed run averages as one that never
-stopped.
+stopped. The average watches the training and never steers it, so a run may resume with another
+decay, or without one (its checkpoint then holds the raw generator), and trains the same weights.
 
 BatchNorm's running statistics are not weights: averaged, they belong to no generator, and the
 averaged generator in eval mode makes washed-out, blurry images (FD 17.8 against the raw
@@ -44,7 +45,11 @@ class GeneratorAverage:
         return {PREFIX + k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
 
     def load(self, state: dict[str, torch.Tensor]) -> None:
-        """Take the average back from a resume state's ema.* tensors (all of them, or a ValueError)."""
+        """Take the average back from a resume state's ema.* tensors. A state without them (a run that had no
+        average until now) leaves the average where it starts: at the resumed generator's weights."""
+        if not any(key.startswith(PREFIX) for key in state):
+            state = {PREFIX + k.removeprefix("model.generator."): v for k, v in state.items()
+                     if k.startswith("model.generator.")}
         missing = sorted(k for k in self.tensors if PREFIX + k not in state)
         if missing:
             raise ValueError(f"the state has no generator average for {missing[:3]}")

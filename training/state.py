@@ -66,6 +66,7 @@ def load_state(ckpt: Path, model, optimizers, identity: dict, device, ema=None) 
         raise TrainingError(f"training state {spath} is unreadable ({type(e).__name__}: {e}); "
                             "start a new --out") from None
     check_finite(state, spath)
+    stored.pop("g_ema", None)   # runs of the first --g-ema version recorded it; it never steered their training
     defaults = {f"model.{f.name}": f.default for f in fields(model.config)}
     differing = [k for k in sorted(set(stored) | set(identity)) if stored.get(k) != identity.get(k)
                  and not (k not in stored and k in defaults and identity.get(k) == defaults[k])]

@@ -343,7 +343,9 @@ def _run_identity(cfg: TrainConfig, model, data) -> dict:
         if cfg.kl_warmup:
             identity["kl_warmup"] = cfg.kl_warmup
     identity.update({name: getattr(cfg, name) for name in RECIPES[cfg.kind].run_fields})
-    for name, off in (("d_lr", None), ("gan_loss", "ns"), ("g_ema", 0.0)):   # only when on: older runs resume
+    # only when on, so older runs resume; --g-ema is not here: the average only watches the training, it never
+    # steers it, so a run may resume with another decay or none (training/ema.py)
+    for name, off in (("d_lr", None), ("gan_loss", "ns")):
         if getattr(cfg, name) != off:
             identity[name] = getattr(cfg, name)
     if cfg.kind == "prior" and cfg.lr_decay_start == 1:   # constant lr: what prior runs did before the decay
