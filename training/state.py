@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -13,14 +14,18 @@ from latentforge.files import atomic_write
 
 
 def save_state(ckpt: Path, model, optimizers, data_name: str, step: int, cfg, identity: dict,
-          wall: float) -> None:
+          wall: float, ema=None) -> None:
     """The resume state (weights included, so it is complete on its own) first, then the checkpoint.
 
     A kill between the two writes leaves a state one save newer than the checkpoint; resume reads the state.
+    With a generator average (`ema`, training/ema.py) the state holds it beside the raw weights and the
+    checkpoint holds it as the generator.
     """
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update(ema.state())
     groups = []
     for i, opt in enumerate(optimizers):
         sd = opt.state_dict()
@@ -32,11 +37,13 @@ def save_state(ckpt: Path, model, optimizers, data_name: str, step: int, cfg, id
     meta = {"step": str(step), "run": json.dumps(identity, sort_keys=True), "train": train_json,
             "param_groups": json.dumps(groups), "wall_s": repr(wall)}
     atomic_write(state_path(ckpt), lambda tmp: save_file(tensors, tmp, metadata=meta))
-    save_checkpoint(ckpt, model, data=data_name, step=step, extra={"command": cfg.command, "train": train_json})
+    with ema.swapped_in(model) if ema is not None else nullcontext(model) as saved:
+        save_checkpoint(ckpt, saved, data=data_name, step=step, extra={"command": cfg.command, "train": train_json})
 
 
-def load_state(ckpt: Path, model, optimizers, identity: dict, device) -> tuple[int, float]:
-    """Load weights and optimizer state from RUN_DIR; returns (step, wall seconds so far).
+def load_state(ckpt: Path, model, optimizers, identity: dict, device, ema=None) -> tuple[int, float]:
+    """Load weights, optimizer state (and the generator average into `ema`) from RUN_DIR; returns (step, wall
+    seconds so far).
 
     A model option added to latentforge after the checkpoint was written is absent from its stored run; left at
     its default it changes nothing, so it does not stop the resume."""
@@ -59,6 +66,7 @@ def load_state(ckpt: Path, model, optimizers, identity: dict, device) -> tuple[i
         raise TrainingError(f"training state {spath} is unreadable ({type(e).__name__}: {e}); "
                             "start a new --out") from None
     check_finite(state, spath)
+    stored.pop("g_ema", None)   # runs of the first --g-ema version recorded it; it never steered their training
     defaults = {f"model.{f.name}": f.default for f in fields(model.config)}
     differing = [k for k in sorted(set(stored) | set(identity)) if stored.get(k) != identity.get(k)
                  and not (k not in stored and k in defaults and identity.get(k) == defaults[k])]
@@ -69,6 +77,8 @@ def load_state(ckpt: Path, model, optimizers, identity: dict, device) -> tuple[i
                             "use the same settings or choose a new --out")
     try:
         _apply(state, groups, model, optimizers, device)
+        if ema is not None:
+            ema.load(state)
     except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise TrainingError(f"training state {spath} does not fit this run's model and optimizers ({first}); "
@@ -81,7 +91,7 @@ def _apply(state: dict, groups: list, model, optimizers, device) -> None:
     for i, opt in enumerate(optimizers):
         per_param: dict[int, dict] = {}
         for key, value in state.items():
-            if key.startswith("model."):
+            if key.startswith(("model.", "ema.")):
                 continue
             owner, index, name = key.split(".", 2)
             if owner == f"opt{i}":

@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from latentforge.files import atomic_write
 
 from . import distributed, losses
 from .data import data_fields, open_data
+from .ema import GeneratorAverage
 from .plots import plot_curves, read_log
 from .recipes import RECIPES, NonFinite
 from .samples import save_samples
@@ -38,6 +40,7 @@ KINDS = tuple(RECIPES)
 OWN_FLAGS = ("image_size", "channels", "latent_dim", "point_dim")
 EVAL_STREAM = 0  # training steps are 1..steps, so noise stream 0 is free for the fixed held-out evaluation
 FALLBACKS = {"steps": 2000, "batch_size": 64, "gp_lambda": 10.0, "unroll": 5, "lr_decay_start": 0.5}
+GAN_KINDS = ("dcgan", "gan", "wgan-gp", "unrolled-gan")   # the kinds with a generator/discriminator pair
 STUCK_LOSS = 1e-3  # a mean discriminator loss below this over a log window: D has won, G's gradient vanished
 
 
@@ -74,6 +77,9 @@ class TrainConfig:
     feature_weight: float = 1.0     # gan-encoder: weight of the discriminator-feature reconstruction loss
     latent_weight: float = 1.0      # gan-encoder: weight of the latent loss MSE(E(G(z)), z)
     init_from: str | None = None    # gan-encoder: start from this gan-encoder checkpoint's encoder weights
+    d_lr: float | None = None       # GAN kinds: the discriminator's own lr (TTUR); None -> lr
+    gan_loss: str = "ns"            # gan: "ns" (non-saturating) or "hinge"
+    g_ema: float = 0.0              # GAN kinds: decay of the generator average the checkpoint holds (0: none)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -109,9 +115,25 @@ class TrainConfig:
             raise InputError(f"lr_decay_start must be a number in 0..1, got {self.lr_decay_start!r}")
         if not isinstance(self.unroll, int) or isinstance(self.unroll, bool) or not 0 <= self.unroll <= 100:
             raise InputError(f"unroll must be an integer in 0..100, got {self.unroll!r}")
+        self._check_gan_options()
         if RECIPES[self.kind].configure is None:  # a recipe's own configure runs when its source is read
             # checks model_options' names and values (and that the kind can train on this data) now, not mid-run
             self.model_config(data_fields(self.data, self.image_size))
+
+    def _check_gan_options(self) -> None:
+        from .recipes.gans import GAN_LOSS_KINDS
+
+        pair = self.kind in GAN_KINDS
+        if self.d_lr is not None and not (isinstance(self.d_lr, (int, float)) and math.isfinite(self.d_lr)
+                                          and self.d_lr > 0 and pair):
+            raise InputError(f"d_lr must be a finite number > 0 for a GAN kind ({', '.join(GAN_KINDS)}), got "
+                             f"{self.d_lr!r} for {self.kind}")
+        if self.gan_loss not in ("ns", "hinge") or (self.gan_loss != "ns" and self.kind not in GAN_LOSS_KINDS):
+            raise InputError(f"gan_loss must be 'ns' or 'hinge' (hinge for {', '.join(GAN_LOSS_KINDS)} only), got "
+                             f"{self.gan_loss!r} for {self.kind}")
+        if not (isinstance(self.g_ema, (int, float)) and 0 <= self.g_ema < 1) or (self.g_ema and not pair):
+            raise InputError(f"g_ema must be a number in [0, 1) (0: off; e.g. 0.999), for a GAN kind only, got "
+                             f"{self.g_ema!r} for {self.kind}")
 
     def _fill_defaults(self) -> None:
         """Fields left None take the recipe's default for this data (recipes/gans.py: ring and grid), then
@@ -193,7 +215,8 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
         log_path = None  # one writer: rank 0
     optimizers = _optimizers(cfg, model)
     identity = _run_identity(cfg, model, data)
-    step, wall_offset, records = _start_or_resume(cfg, ckpt, log_path, model, optimizers, identity, device)
+    ema = GeneratorAverage(model.generator, cfg.g_ema) if cfg.g_ema else None
+    step, wall_offset, records = _start_or_resume(cfg, ckpt, log_path, model, optimizers, identity, device, ema)
     if step >= cfg.steps:
         records.append(_event(log_path, step, wall_offset, f"at step {step} >= steps {cfg.steps}; nothing to train"))
         return TrainResult(ckpt, step, {}, time.perf_counter() - started)
@@ -222,6 +245,8 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
                 metrics = distributed.average_metrics(recipe.step(cfg, model, optimizers, x, noise), world)
             except NonFinite as e:
                 raise TrainingError(f"{e} at step {step}; {_bad_loss_hint(cfg, saved_step, ckpt)}") from None
+            if ema is not None:
+                ema.update(model.generator, step)
             for k, v in metrics.items():
                 window.setdefault(k, []).append(v)
             bar.update(1)
@@ -243,8 +268,9 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
                                                    "test_bpd": last["test_bpd"]}))
                 if recipe.monitor is None:
                     save_samples(model, run_dir / f"samples_{step:06d}.png", cfg.seed, recipe.samples, data)
-                else:
-                    found, warning = recipe.monitor(cfg, model, data, step, run_dir, records)
+                else:   # the monitor sees what the checkpoint holds: the generator average when there is one
+                    with ema.swapped_in(model) if ema is not None else nullcontext(model) as shown:
+                        found, warning = recipe.monitor(cfg, shown, data, step, run_dir, records)
                     last.update(found)
                     records.append(_log(log_path, {"step": step, "wall_s": wall, **found}))
                     if warning:
@@ -258,7 +284,7 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
                     raise TrainingError(f"weights became non-finite ({bad}) at step {step}; "
                                         f"{_bad_loss_hint(cfg, saved_step, ckpt)}")
                 if world.leader:
-                    save_state(ckpt, model, optimizers, data.name, step, cfg, identity, wall)
+                    save_state(ckpt, model, optimizers, data.name, step, cfg, identity, wall, ema)
                 saved_step = step
         distributed.barrier(world)  # every rank returns once rank 0's last checkpoint is on disk
     finally:
@@ -302,8 +328,8 @@ def _build_model(cfg: TrainConfig, config):
 
 
 def _optimizers(cfg: TrainConfig, model) -> list[torch.optim.Optimizer]:
-    def adam(params):
-        return torch.optim.Adam(params, lr=cfg.learning_rate, betas=RECIPES[cfg.kind].betas)
+    def adam(params, lr=None):
+        return torch.optim.Adam(params, lr=cfg.learning_rate if lr is None else lr, betas=RECIPES[cfg.kind].betas)
 
     return RECIPES[cfg.kind].optimizers(cfg, model, adam)
 
@@ -317,6 +343,11 @@ def _run_identity(cfg: TrainConfig, model, data) -> dict:
         if cfg.kl_warmup:
             identity["kl_warmup"] = cfg.kl_warmup
     identity.update({name: getattr(cfg, name) for name in RECIPES[cfg.kind].run_fields})
+    # only when on, so older runs resume; --g-ema is not here: the average only watches the training, it never
+    # steers it, so a run may resume with another decay or none (training/ema.py)
+    for name, off in (("d_lr", None), ("gan_loss", "ns")):
+        if getattr(cfg, name) != off:
+            identity[name] = getattr(cfg, name)
     if cfg.kind == "prior" and cfg.lr_decay_start == 1:   # constant lr: what prior runs did before the decay
         identity.pop("lr_decay_start")
     return identity
@@ -381,13 +412,13 @@ def _evaluate_vae(model, batches: list[np.ndarray], seed: int, device) -> dict:
     return {"test_elbo": elbo, "test_bpd": losses.bits_per_dim(elbo, dims, model.config.value_range)}
 
 
-def _start_or_resume(cfg, ckpt: Path, log_path: Path | None, model, optimizers, identity: dict, device):
+def _start_or_resume(cfg, ckpt: Path, log_path: Path | None, model, optimizers, identity: dict, device, ema=None):
     """Load RUN_DIR's checkpoint when resuming; returns (step, wall seconds so far, log records so far)."""
     if not (cfg.resume and ckpt.exists()):
         _write_log(log_path, [])
         note = "no checkpoint in RUN_DIR; started fresh" if cfg.resume else "started"
         return 0, 0.0, [_event(log_path, 0, 0.0, note)]
-    step, wall = load_state(ckpt, model, optimizers, identity, device)
+    step, wall = load_state(ckpt, model, optimizers, identity, device, ema)
     # what a killed run logged after its checkpoint goes; ranks other than 0 keep no log
     records = [r for r in read_log(log_path) if r["step"] <= step] if log_path else []
     _write_log(log_path, records)

@@ -40,7 +40,8 @@ def cmd_train(args) -> None:
                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
                       critic_steps=args.critic_steps, gp_lambda=args.gp_lambda, unroll=args.unroll,
                       lr_decay_start=args.lr_decay_start, feature_weight=args.feature_weight,
-                      latent_weight=args.latent_weight, init_from=args.init_from,
+                      latent_weight=args.latent_weight, init_from=args.init_from, d_lr=args.d_lr,
+                      gan_loss=args.gan_loss, g_ema=args.g_ema,
                       command="latentforge " + shlex.join(_without_nproc(args.argv)))
     if args.nproc_per_node is not None and distributed.world_from_env().size == 1:  # checked above, run below
         if args.nproc_per_node < 1:
@@ -125,6 +126,13 @@ def add_commands(sub) -> None:
     p.add_argument("--lr-decay-start", type=float,
                    help="GANs and priors: the lr decays linearly to 0 from this fraction of --steps "
                         "(1 = constant lr; default 0.5)")
+    p.add_argument("--d-lr", type=float, help="GANs: the discriminator's own learning rate (TTUR, e.g. --lr 1e-4 "
+                                              "--d-lr 4e-4; default: --lr)")
+    p.add_argument("--gan-loss", choices=("ns", "hinge"), default="ns",
+                   help="gan: the non-saturating loss (ns, default) or the hinge loss of SN-GAN/SAGAN")
+    p.add_argument("--g-ema", type=float, default=0.0, metavar="DECAY",
+                   help="GANs: sample, save and export an exponential moving average of the generator's weights "
+                        "with this decay (e.g. 0.999; default 0: off)")
     p.add_argument("--feature-weight", type=float, default=1.0,
                    help="gan-encoder: weight of the discriminator-feature reconstruction loss")
     p.add_argument("--latent-weight", type=float, default=1.0,

@@ -26,18 +26,24 @@ def _z(model, n: int, noise: torch.Generator, device) -> torch.Tensor:
     return normal(noise, n, model.config.latent_dim).to(device)
 
 
+def _losses(cfg):
+    """(D loss, G loss) of `--gan-loss` (gan: non-saturating "ns" or "hinge"; the other kinds: "ns")."""
+    return losses.GAN_LOSSES[getattr(cfg, "gan_loss", "ns")]
+
+
 def dcgan_step(cfg, model, optimizers, real, noise) -> dict:
     """pytorch/examples' order: D on real and on detached fake, then G through the updated D."""
     opt_d, opt_g = optimizers
+    d_loss, g_loss = _losses(cfg)
     fake = model.generator(_z(model, real.shape[0], noise, real.device))
     real_logits = model.discriminator(real)
     fake_logits = model.discriminator(fake.detach())
-    loss_d = losses.discriminator_loss(real_logits, fake_logits)
+    loss_d = d_loss(real_logits, fake_logits)
     metrics = {"loss_d": finite("loss_d", loss_d)}
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
-    loss_g = losses.generator_loss(model.discriminator(fake))
+    loss_g = g_loss(model.discriminator(fake))
     metrics["loss_g"] = finite("loss_g", loss_g)
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
@@ -52,13 +58,13 @@ def gan_step(cfg, model, optimizers, real, noise) -> dict:
     decay_lr(cfg, optimizers)
     parts = real.chunk(critic_steps(cfg))
     for part in parts[:-1]:
-        _d_only(model, optimizers[0], part, noise)
+        _d_only(cfg, model, optimizers[0], part, noise)
     return dcgan_step(cfg, model, optimizers, parts[-1], noise)
 
 
-def _d_only(model, opt_d, real, noise) -> None:
+def _d_only(cfg, model, opt_d, real, noise) -> None:
     fake = model.generator(_z(model, real.shape[0], noise, real.device)).detach()
-    loss_d = losses.discriminator_loss(model.discriminator(real), model.discriminator(fake))
+    loss_d = _losses(cfg)[0](model.discriminator(real), model.discriminator(fake))
     finite("loss_d", loss_d)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
@@ -186,6 +192,7 @@ def _defaults(kind: str):
 
 
 RUN_FIELDS = ("critic_steps", "gp_lambda", "unroll", "lr_decay_start")
+GAN_LOSS_KINDS = ("gan",)   # the kinds whose step takes --gan-loss
 COMMON = dict(build=build_model, optimizers=pair_optimizers, run_fields=RUN_FIELDS, monitor=monitor)
 
 DCGAN = Recipe(lr=2e-4, betas=(0.5, 0.999), build=_build_dcgan, optimizers=pair_optimizers,  # as pytorch/examples

@@ -17,7 +17,8 @@ class Recipe:
     lr: float | Callable            # default learning rate, or (cfg) -> it
     betas: tuple[float, float]      # Adam betas
     build: Callable                 # (cfg, config) -> nn.Module, called under a seeded torch RNG
-    optimizers: Callable            # (cfg, model, adam) -> [Optimizer]; adam(params) uses lr and betas
+    optimizers: Callable            # (cfg, model, adam) -> [Optimizer]; adam(params, lr=None) uses betas and lr
+                                    # (the run's learning rate unless given)
     step: Callable                  # (cfg, model, optimizers, x, noise: torch.Generator) -> {metric: float}
     evaluates: bool = False         # True: the loop computes held-out metrics with train.py's evaluator
     hint: str = ""                  # added to "lower --lr" when a loss becomes non-finite, e.g. " or --beta"
@@ -72,8 +73,18 @@ def one_optimizer(cfg, model, adam) -> list:
 
 
 def pair_optimizers(cfg, model, adam) -> list:
-    """Discriminator first, generator last (decay_lr reads the generator's step count)."""
-    return [adam(model.discriminator.parameters()), adam(model.generator.parameters())]
+    """Discriminator first, generator last (decay_lr reads the generator's step count). With `--d-lr` the
+    discriminator has its own learning rate (TTUR, Heusel et al. 2017)."""
+    return [adam(model.discriminator.parameters(), lr=base_lrs(cfg, 2)[0]), adam(model.generator.parameters())]
+
+
+def base_lrs(cfg, count: int) -> list[float]:
+    """The undecayed learning rate of each of `count` optimizers: the run's, but a pair's discriminator (the
+    first) takes `d_lr` when it is set."""
+    rates = [cfg.learning_rate] * count
+    if count == 2 and getattr(cfg, "d_lr", None) is not None:
+        rates[0] = float(cfg.d_lr)
+    return rates
 
 
 def updates_done(opt: torch.optim.Optimizer) -> int:
@@ -89,6 +100,6 @@ def decay_lr(cfg, optimizers) -> None:
     done = updates_done(optimizers[-1])
     start = cfg.lr_decay_start * cfg.steps
     scale = 1.0 if done < start else max(0.0, (cfg.steps - done) / max(cfg.steps - start, 1.0))
-    for opt in optimizers:
+    for opt, base in zip(optimizers, base_lrs(cfg, len(optimizers))):
         for group in opt.param_groups:
-            group["lr"] = cfg.learning_rate * scale
+            group["lr"] = base * scale
