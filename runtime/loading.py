@@ -213,8 +213,8 @@ def _load_checkpoint(path: Path, backend: str, threads, precision: str, graph: P
     if backend in ("onnxruntime", "openvino"):
         label = f"the graph exported from {str(path)!r}"
         source = graph if graph is not None else checkpoint_to_onnx_bytes(module, checkpoint)
-        if graph is not None:   # a file read back, as any .onnx: no external data outside its folder
-            check_external_data(graph)
+        if graph is not None and not isinstance(graph, bytes):   # a file read back, as any .onnx: no external
+            check_external_data(graph)                              # data outside its folder
         graph = open_graph(backend, source, threads, label, precision, mode)
         if verify and not isinstance(source, bytes):
             verify_graph(graph, label)
