@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -13,10 +14,12 @@ from latentforge.files import atomic_write
 
 
 def save_state(ckpt: Path, model, optimizers, data_name: str, step: int, cfg, identity: dict,
-          wall: float) -> None:
+               wall: float, average=None) -> None:
     """The resume state (weights included, so it is complete on its own) first, then the checkpoint.
 
     A kill between the two writes leaves a state one save newer than the checkpoint; resume reads the state.
+    With a generator average (training/ema.py), the state holds it beside the weights and the checkpoint
+    holds the averaged generator.
     """
     from safetensors.torch import save_file
 
@@ -28,15 +31,19 @@ def save_state(ckpt: Path, model, optimizers, data_name: str, step: int, cfg, id
         for index, state in sd["state"].items():
             for name, value in state.items():
                 tensors[f"opt{i}.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    if average is not None:
+        tensors.update(average.state())
     train_json = json.dumps(asdict(cfg), sort_keys=True)
     meta = {"step": str(step), "run": json.dumps(identity, sort_keys=True), "train": train_json,
             "param_groups": json.dumps(groups), "wall_s": repr(wall)}
     atomic_write(state_path(ckpt), lambda tmp: save_file(tensors, tmp, metadata=meta))
-    save_checkpoint(ckpt, model, data=data_name, step=step, extra={"command": cfg.command, "train": train_json})
+    with average.applied() if average is not None else nullcontext():
+        save_checkpoint(ckpt, model, data=data_name, step=step, extra={"command": cfg.command, "train": train_json})
 
 
-def load_state(ckpt: Path, model, optimizers, identity: dict, device) -> tuple[int, float]:
-    """Load weights and optimizer state from RUN_DIR; returns (step, wall seconds so far).
+def load_state(ckpt: Path, model, optimizers, identity: dict, device, average=None) -> tuple[int, float]:
+    """Load weights, optimizer state (and the generator `average`, if any) from RUN_DIR; returns (step, wall
+    seconds so far).
 
     A model option added to latentforge after the checkpoint was written is absent from its stored run; left at
     its default it changes nothing, so it does not stop the resume."""
@@ -69,6 +76,8 @@ def load_state(ckpt: Path, model, optimizers, identity: dict, device) -> tuple[i
                             "use the same settings or choose a new --out")
     try:
         _apply(state, groups, model, optimizers, device)
+        if average is not None:
+            average.load(state, str(spath))
     except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise TrainingError(f"training state {spath} does not fit this run's model and optimizers ({first}); "
@@ -81,7 +90,7 @@ def _apply(state: dict, groups: list, model, optimizers, device) -> None:
     for i, opt in enumerate(optimizers):
         per_param: dict[int, dict] = {}
         for key, value in state.items():
-            if key.startswith("model."):
+            if key.startswith(("model.", "ema.")):
                 continue
             owner, index, name = key.split(".", 2)
             if owner == f"opt{i}":

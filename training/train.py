@@ -11,10 +11,10 @@ between a run and its resume.
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,20 +24,21 @@ from tqdm import tqdm
 
 from latentforge.checkpoint import read_info
 from latentforge.errors import InputError, TrainingError
-from latentforge.files import atomic_write
 
 from . import distributed, losses
 from .data import data_fields, open_data
-from .plots import plot_curves, read_log
+from .ema import GeneratorAverage
+from .plots import plot_curves
 from .recipes import RECIPES, NonFinite
 from .samples import save_samples
-from .state import load_state, save_state
+from .runlog import event, log, start_or_resume
+from .state import save_state
 
 KINDS = tuple(RECIPES)
 # model fields set by TrainConfig or the data, not model_options
 OWN_FLAGS = ("image_size", "channels", "latent_dim", "point_dim")
 EVAL_STREAM = 0  # training steps are 1..steps, so noise stream 0 is free for the fixed held-out evaluation
-FALLBACKS = {"steps": 2000, "batch_size": 64, "gp_lambda": 10.0, "unroll": 5, "lr_decay_start": 0.5}
+FALLBACKS = {"steps": 2000, "batch_size": 64, "gp_lambda": 10.0, "unroll": 5, "lr_decay_start": 0.5, "ema": 0.0}
 STUCK_LOSS = 1e-3  # a mean discriminator loss below this over a log window: D has won, G's gradient vanished
 
 
@@ -71,6 +72,8 @@ class TrainConfig:
     unroll: int | None = None       # unrolled-gan: differentiable D steps G looks ahead through (else 5)
     lr_decay_start: float | None = None  # GANs, priors: lr decays linearly to 0 from this fraction of the steps
                                          # (1: never; else 0.5)
+    ema: float | None = None        # GANs: decay of the generator-weight average the checkpoint holds (0: none;
+                                    # None -> the recipe's for the data, else 0); training/ema.py
     feature_weight: float = 1.0     # gan-encoder: weight of the discriminator-feature reconstruction loss
     latent_weight: float = 1.0      # gan-encoder: weight of the latent loss MSE(E(G(z)), z)
     init_from: str | None = None    # gan-encoder: start from this gan-encoder checkpoint's encoder weights
@@ -107,6 +110,10 @@ class TrainConfig:
             raise InputError(f"gp_lambda must be a finite number >= 0, got {self.gp_lambda!r}")
         if not (isinstance(self.lr_decay_start, (int, float)) and 0 <= self.lr_decay_start <= 1):
             raise InputError(f"lr_decay_start must be a number in 0..1, got {self.lr_decay_start!r}")
+        if not (isinstance(self.ema, (int, float)) and not isinstance(self.ema, bool) and 0 <= self.ema < 1):
+            raise InputError(f"ema must be a number in [0, 1) (0: no average; e.g. 0.999), got {self.ema!r}")
+        if self.ema and "ema" not in RECIPES[self.kind].run_fields:
+            raise InputError(f"ema averages a GAN generator's weights; {self.kind} has none, so drop --ema")
         if not isinstance(self.unroll, int) or isinstance(self.unroll, bool) or not 0 <= self.unroll <= 100:
             raise InputError(f"unroll must be an integer in 0..100, got {self.unroll!r}")
         if RECIPES[self.kind].configure is None:  # a recipe's own configure runs when its source is read
@@ -192,10 +199,12 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
     else:
         log_path = None  # one writer: rank 0
     optimizers = _optimizers(cfg, model)
+    average = GeneratorAverage(model, cfg.ema) if cfg.ema else None
     identity = _run_identity(cfg, model, data)
-    step, wall_offset, records = _start_or_resume(cfg, ckpt, log_path, model, optimizers, identity, device)
+    step, wall_offset, records = start_or_resume(cfg, ckpt, log_path, model, optimizers, identity, device, average)
+    averaged = average.applied if average else nullcontext   # what samples, the monitor and the checkpoint see
     if step >= cfg.steps:
-        records.append(_event(log_path, step, wall_offset, f"at step {step} >= steps {cfg.steps}; nothing to train"))
+        records.append(event(log_path, step, wall_offset, f"at step {step} >= steps {cfg.steps}; nothing to train"))
         return TrainResult(ckpt, step, {}, time.perf_counter() - started)
     joined = distributed.join(world, device)
     distributed.average_gradients(optimizers, world)
@@ -222,6 +231,8 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
                 metrics = distributed.average_metrics(recipe.step(cfg, model, optimizers, x, noise), world)
             except NonFinite as e:
                 raise TrainingError(f"{e} at step {step}; {_bad_loss_hint(cfg, saved_step, ckpt)}") from None
+            if average:
+                average.update()
             for k, v in metrics.items():
                 window.setdefault(k, []).append(v)
             bar.update(1)
@@ -230,7 +241,7 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
             final = step == cfg.steps
             if step % cfg.log_every == 0 or final:
                 last.update({k: float(np.mean(v)) for k, v in window.items()})
-                records.append(_log(log_path, {"step": step, "wall_s": wall, **{k: last[k] for k in window}}))
+                records.append(log(log_path, {"step": step, "wall_s": wall, **{k: last[k] for k in window}}))
                 window.clear()
                 if recipe.stuck and abs(last[recipe.stuck]) < STUCK_LOSS:
                     raise TrainingError(f"{recipe.stuck} is stuck at {last[recipe.stuck]:.2g} over the {cfg.log_every} "
@@ -239,16 +250,17 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
             if world.leader and (step % cfg.sample_every == 0 or final):
                 if held_out_batches:
                     last.update(_evaluate_vae(model, held_out_batches, cfg.seed, device))
-                    records.append(_log(log_path, {"step": step, "wall_s": wall, "test_elbo": last["test_elbo"],
+                    records.append(log(log_path, {"step": step, "wall_s": wall, "test_elbo": last["test_elbo"],
                                                    "test_bpd": last["test_bpd"]}))
                 if recipe.monitor is None:
                     save_samples(model, run_dir / f"samples_{step:06d}.png", cfg.seed, recipe.samples, data)
                 else:
-                    found, warning = recipe.monitor(cfg, model, data, step, run_dir, records)
+                    with averaged():
+                        found, warning = recipe.monitor(cfg, model, data, step, run_dir, records)
                     last.update(found)
-                    records.append(_log(log_path, {"step": step, "wall_s": wall, **found}))
+                    records.append(log(log_path, {"step": step, "wall_s": wall, **found}))
                     if warning:
-                        records.append(_event(log_path, step, wall, "warning: " + warning))
+                        records.append(event(log_path, step, wall, "warning: " + warning))
                         bar.write(f"warning at step {step}: {warning}", file=sys.stderr)
                         alerts["collapse"] = warning.split(":")[0]
                 plot_curves(records, cfg.kind, run_dir / "curves.png")
@@ -258,7 +270,7 @@ def train(cfg: TrainConfig, data=None) -> TrainResult:
                     raise TrainingError(f"weights became non-finite ({bad}) at step {step}; "
                                         f"{_bad_loss_hint(cfg, saved_step, ckpt)}")
                 if world.leader:
-                    save_state(ckpt, model, optimizers, data.name, step, cfg, identity, wall)
+                    save_state(ckpt, model, optimizers, data.name, step, cfg, identity, wall, average)
                 saved_step = step
         distributed.barrier(world)  # every rank returns once rank 0's last checkpoint is on disk
     finally:
@@ -303,7 +315,8 @@ def _build_model(cfg: TrainConfig, config):
 
 def _optimizers(cfg: TrainConfig, model) -> list[torch.optim.Optimizer]:
     def adam(params):
-        return torch.optim.Adam(params, lr=cfg.learning_rate, betas=RECIPES[cfg.kind].betas)
+        # foreach: one call per update for all tensors, the same arithmetic as the per-tensor loop, fewer Python steps
+        return torch.optim.Adam(params, lr=cfg.learning_rate, betas=RECIPES[cfg.kind].betas, foreach=True)
 
     return RECIPES[cfg.kind].optimizers(cfg, model, adam)
 
@@ -319,6 +332,8 @@ def _run_identity(cfg: TrainConfig, model, data) -> dict:
     identity.update({name: getattr(cfg, name) for name in RECIPES[cfg.kind].run_fields})
     if cfg.kind == "prior" and cfg.lr_decay_start == 1:   # constant lr: what prior runs did before the decay
         identity.pop("lr_decay_start")
+    if not cfg.ema:   # no average: what GAN runs did before it existed, so their checkpoints still resume
+        identity.pop("ema", None)
     return identity
 
 
@@ -379,35 +394,3 @@ def _evaluate_vae(model, batches: list[np.ndarray], seed: int, device) -> dict:
         return {"test_elbo": elbo}
     dims = int(np.prod(batches[0].shape[1:]))
     return {"test_elbo": elbo, "test_bpd": losses.bits_per_dim(elbo, dims, model.config.value_range)}
-
-
-def _start_or_resume(cfg, ckpt: Path, log_path: Path | None, model, optimizers, identity: dict, device):
-    """Load RUN_DIR's checkpoint when resuming; returns (step, wall seconds so far, log records so far)."""
-    if not (cfg.resume and ckpt.exists()):
-        _write_log(log_path, [])
-        note = "no checkpoint in RUN_DIR; started fresh" if cfg.resume else "started"
-        return 0, 0.0, [_event(log_path, 0, 0.0, note)]
-    step, wall = load_state(ckpt, model, optimizers, identity, device)
-    # what a killed run logged after its checkpoint goes; ranks other than 0 keep no log
-    records = [r for r in read_log(log_path) if r["step"] <= step] if log_path else []
-    _write_log(log_path, records)
-    return step, wall, records + [_event(log_path, step, wall, f"resumed from {ckpt} at step {step}")]
-
-
-def _write_log(path: Path | None, records: list[dict]) -> None:
-    if path is None:  # a rank other than 0
-        return
-    text = "".join(json.dumps(r) + "\n" for r in records)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def _log(path: Path | None, record: dict) -> dict:
-    if path is None:
-        return record
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-    return record
-
-
-def _event(path: Path, step: int, wall: float, text: str) -> dict:
-    return _log(path, {"step": step, "wall_s": round(wall, 3), "event": text})

@@ -39,7 +39,7 @@ def cmd_train(args) -> None:
                       seed=args.seed, labels=args.labels, model_options=options, sample_every=args.sample_every,
                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
                       critic_steps=args.critic_steps, gp_lambda=args.gp_lambda, unroll=args.unroll,
-                      lr_decay_start=args.lr_decay_start, feature_weight=args.feature_weight,
+                      lr_decay_start=args.lr_decay_start, ema=args.ema, feature_weight=args.feature_weight,
                       latent_weight=args.latent_weight, init_from=args.init_from,
                       command="latentforge " + shlex.join(_without_nproc(args.argv)))
     if args.nproc_per_node is not None and distributed.world_from_env().size == 1:  # checked above, run below
@@ -125,6 +125,9 @@ def add_commands(sub) -> None:
     p.add_argument("--lr-decay-start", type=float,
                    help="GANs and priors: the lr decays linearly to 0 from this fraction of --steps "
                         "(1 = constant lr; default 0.5)")
+    p.add_argument("--ema", type=float, metavar="DECAY",
+                   help="GANs: the checkpoint and samples use an exponential moving average of the generator's "
+                        "weights with this decay, e.g. 0.999 (0 = none; default 0, ring/grid: their own)")
     p.add_argument("--feature-weight", type=float, default=1.0,
                    help="gan-encoder: weight of the discriminator-feature reconstruction loss")
     p.add_argument("--latent-weight", type=float, default=1.0,

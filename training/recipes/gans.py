@@ -57,7 +57,8 @@ def gan_step(cfg, model, optimizers, real, noise) -> dict:
 
 
 def _d_only(model, opt_d, real, noise) -> None:
-    fake = model.generator(_z(model, real.shape[0], noise, real.device)).detach()
+    with torch.no_grad():   # D's step needs no graph through G
+        fake = model.generator(_z(model, real.shape[0], noise, real.device))
     loss_d = losses.discriminator_loss(model.discriminator(real), model.discriminator(fake))
     finite("loss_d", loss_d)
     opt_d.zero_grad(set_to_none=True)
@@ -80,7 +81,8 @@ def wgan_gp_step(cfg, model, optimizers, real, noise) -> dict:
     critic, n = model.discriminator, critic_steps(cfg)
     w_sum = gp_sum = 0.0
     for part in real.chunk(n):
-        fake = model.generator(_z(model, part.shape[0], noise, part.device)).detach()
+        with torch.no_grad():   # the critic's step needs no graph through G
+            fake = model.generator(_z(model, part.shape[0], noise, part.device))
         gp = gradient_penalty(critic, part, fake, noise)
         wasserstein = critic(part).mean() - critic(fake).mean()
         loss_d = -wasserstein + cfg.gp_lambda * gp
@@ -185,7 +187,7 @@ def _defaults(kind: str):
     return lambda data: POINT_DEFAULTS.get((kind, data), {})
 
 
-RUN_FIELDS = ("critic_steps", "gp_lambda", "unroll", "lr_decay_start")
+RUN_FIELDS = ("critic_steps", "gp_lambda", "unroll", "lr_decay_start", "ema")
 COMMON = dict(build=build_model, optimizers=pair_optimizers, run_fields=RUN_FIELDS, monitor=monitor)
 
 DCGAN = Recipe(lr=2e-4, betas=(0.5, 0.999), build=_build_dcgan, optimizers=pair_optimizers,  # as pytorch/examples
