@@ -28,29 +28,15 @@ from latentforge.errors import InputError, LatentforgeError
 from latentforge.latents import latents
 
 from .artifact import check_model_file, is_onnx
-from .backends import is_plan
-from .bench import time_calls
+from .backends import ORT_MODES, is_plan
 from .graphs import GraphDecoder, open_graph
-from .backends import ORT_MODES
 from .loading import _load_on, load
 from .machine import Hardware, hardware, installed
 from .ov_int8 import scratch as ov_int8_scratch
 from .tune_record import TuneRecord, Winner, record_key, write_record
+from .tune_timing import WARMUP, Candidate, psnr_db, time_side_by_side  # noqa: F401  (tune's API)
 
 GATE_LATENTS = 8
-WARMUP = 2
-
-
-@dataclass
-class Candidate:
-    backend: str
-    precision: str
-    run: Callable[[np.ndarray], np.ndarray]   # z float32 [N, D] -> float32 image [N, C, H, W]
-    mode: str = "fused"                       # torch: runtime/torch_backend.MODES
-
-    @property
-    def label(self) -> str:
-        return Winner(self.backend, self.precision, 0.0, 0.0, self.mode).label
 
 
 def compile_available() -> bool:
@@ -58,14 +44,6 @@ def compile_available() -> bool:
     import shutil
 
     return any(shutil.which(cc) for cc in ("cc", "gcc", "clang", "g++"))
-
-
-def psnr_db(out: np.ndarray, reference: np.ndarray, peak: float) -> float:
-    """PSNR of `out` against `reference` for signals spanning `peak`; NaN anywhere gives -inf (always fails)."""
-    if not np.all(np.isfinite(out)):
-        return -math.inf
-    mse = float(np.mean((out.astype(np.float64) - reference) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
 
 
 def _decoder_model(path: Path, threads: int | None):
@@ -222,20 +200,6 @@ def gate(found: list[Candidate], reference: Callable, peak: float, dim: int, min
         else:
             passed[candidate.label] = value
     return passed
-
-
-def time_side_by_side(found: list[Candidate], z: np.ndarray, seconds: float) -> dict[str, float]:
-    """{label: p50 ms}: every candidate warmed, then timed in two alternating rounds; the faster median counts,
-    so a burst of load from another process hurts one round of one candidate, not the verdict."""
-    for candidate in found:
-        for _ in range(WARMUP):
-            candidate.run(z)
-    best: dict[str, float] = {}
-    for _ in range(2):
-        for candidate in found:
-            p50 = float(np.median(time_calls(candidate.run, z, seconds / 2, min_repeats=3))) * 1e3
-            best[candidate.label] = min(best.get(candidate.label, math.inf), p50)
-    return best
 
 
 def tune(path, batches=(1, 16, 128), min_psnr: float = 40.0, seconds: float = 20.0, threads: int | None = None,

@@ -19,6 +19,7 @@ from .backends import ORT_MODES
 from .graphs import open_graph
 from .machine import Hardware, installed
 from .tune_record import Winner
+from .tune_timing import Candidate, psnr_db, time_side_by_side
 
 GATE_FRAMES = 4
 
@@ -33,7 +34,6 @@ def tune_filter(model, facts: Hardware, threads: int | None, min_psnr: float, se
                 rejected: dict[str, str], scratch=None) -> tuple[Winner | None, dict[str, float], bytes | None, object]:
     """(the fastest filter engine that passed the gate, {label: p50 ms}, the graph, the int8 IR's .xml in
     `scratch` or None) for a checkpoint `model` that encodes; (None, {}, None, None) for one that does not."""
-    from .tune import Candidate, psnr_db, time_side_by_side
 
     if not model.has_encoder:
         return None, {}, None, None
