@@ -19,19 +19,23 @@ from latentforge.export import export_onnx
 from latentforge.models import ConvVAE, VAEConfig
 
 
-def _disk_full_after(limit: int):
-    """An `open` whose files take `limit` bytes and then fail with ENOSPC, as a full disk does."""
+def _disk_with(free: int, per_file: bool = False):
+    """An `open` whose files fail with ENOSPC, as a full disk does, once `free` more bytes are written: shared by
+    every file written, or (`per_file`) counted afresh for each file."""
     real_open = open
+    shared = [free]
 
     class Full:
         def __init__(self, f):
-            self.f, self.written = f, 0
+            self.f, self.left = f, ([free] if per_file else shared)
 
         def write(self, data):
-            if self.written + len(data) > limit:
-                self.f.write(bytes(data[:max(0, limit - self.written)]))
+            data, left = bytes(data), self.left
+            if len(data) > left[0]:
+                self.f.write(data[:left[0]])
+                left[0] = 0
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            self.written += len(data)
+            left[0] -= len(data)
             return self.f.write(data)
 
         def __getattr__(self, name):
@@ -57,7 +61,7 @@ def test_disk_full_during_a_checkpoint_save_keeps_the_old_one(tmp_path, monkeypa
     before = path.read_bytes()
 
     def half_written(tensors, filename, metadata=None):   # safetensors writes natively: fill its file halfway
-        with _disk_full_after(1000)(filename, "wb") as f:
+        with _disk_with(1000, per_file=True)(filename, "wb") as f:
             f.write(b"\0" * 4096)
 
     monkeypatch.setattr("safetensors.torch.save_file", half_written)
@@ -72,7 +76,7 @@ def test_disk_full_during_an_export_keeps_the_old_graph(vae_checkpoint, tmp_path
     out = tmp_path / "vae.onnx"
     before = b"the graph an earlier export wrote"
     out.write_bytes(before)
-    monkeypatch.setattr(latentforge.files, "open", _disk_full_after(20_000), raising=False)   # the graph is ~90 kB
+    monkeypatch.setattr(latentforge.files, "open", _disk_with(20_000, per_file=True), raising=False)   # the graph is ~90 kB
     with pytest.raises(InputError, match="ENOSPC"):
         export_onnx(vae_checkpoint, out)
     assert out.read_bytes() == before and os.listdir(tmp_path) == ["vae.onnx"]
@@ -92,40 +96,6 @@ def test_a_kill_during_an_export_leaves_no_file_at_out(vae_checkpoint, tmp_path)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-2000:]
     assert not out.exists()
-
-
-def _disk_with(free: int):
-    """An `open` for which the whole disk holds `free` more bytes, shared by every file written (ENOSPC after)."""
-    real_open = open
-    left = [free]
-
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def write(self, data):
-            data = bytes(data)
-            if len(data) > left[0]:
-                self.f.write(data[:left[0]])
-                left[0] = 0
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            left[0] -= len(data)
-            return self.f.write(data)
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-    def full_open(file, mode="r", *args, **kwargs):
-        f = real_open(file, mode, *args, **kwargs)
-        return Full(f) if "w" in mode else f
-
-    return full_open
 
 
 def test_disk_full_during_a_codec_write_keeps_the_old_files_and_writes_none(tmp_path, monkeypatch, capsys):
