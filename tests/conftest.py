@@ -36,6 +36,27 @@ def examples_generator():
 
 
 @pytest.fixture
+def interrupted_points():
+    """make(name, modes, std, at): 2-D point data whose `at`-th batch draw raises KeyboardInterrupt, as a run
+    killed mid-step is."""
+    from latentforge.training.data.points import PointData
+
+    def make(name: str, modes, std: float, at: int):
+        class Interrupted(PointData):
+            calls = 0
+
+            def get(self, split, indices):
+                Interrupted.calls += 1
+                if Interrupted.calls == at:
+                    raise KeyboardInterrupt
+                return super().get(split, indices)
+
+        return Interrupted(name, modes, std)
+
+    return make
+
+
+@pytest.fixture
 def assert_same_run():
     """Checks that two run folders end with bit-identical checkpoints and training states."""
     def check(a_dir, b_dir):

@@ -197,22 +197,13 @@ def test_the_wgan_critic_has_no_batchnorm():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_killed_and_resumed_gan_ends_bit_identical(tmp_path, kind, assert_same_run):
+def test_killed_and_resumed_gan_ends_bit_identical(tmp_path, kind, assert_same_run, interrupted_points):
     """Killed mid-run (here: interrupted while drawing step 4's batch), with the lr schedule half way down."""
-    class Interrupted(PointData):
-        calls = 0
-
-        def get(self, split, indices):
-            Interrupted.calls += 1
-            if Interrupted.calls == 4:
-                raise KeyboardInterrupt
-            return super().get(split, indices)
-
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     train(tiny(kind, whole, steps=6, checkpoint_every=3, sample_every=6, lr_decay_start=0.3))
     with pytest.raises(KeyboardInterrupt):
         train(tiny(kind, parts, steps=6, checkpoint_every=3, sample_every=6, lr_decay_start=0.3),
-              data=Interrupted("ring", ring_modes(), 0.01))
+              data=interrupted_points("ring", ring_modes(), 0.01, at=4))
     train(tiny(kind, parts, steps=6, checkpoint_every=3, sample_every=6, lr_decay_start=0.3, resume=True))
     assert_same_run(whole, parts)
 

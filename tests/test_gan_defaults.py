@@ -95,19 +95,10 @@ def test_point_scale_puts_both_networks_in_units_of_the_data_spread():
 
 
 @pytest.mark.parametrize("kind", ["wgan-gp", "unrolled-gan"])
-def test_a_run_with_the_grid_defaults_resumes_bit_identical(tmp_path, kind, assert_same_run):
+def test_a_run_with_the_grid_defaults_resumes_bit_identical(tmp_path, kind, assert_same_run, interrupted_points):
     """The grid defaults (point_scale, a 2-d latent, the kind's lr and penalty) through a kill and a resume."""
-    from latentforge.training.data.points import PointData, grid_modes
+    from latentforge.training.data.points import grid_modes
     from latentforge.training.train import train
-
-    class Interrupted(PointData):
-        calls = 0
-
-        def get(self, split, indices):
-            Interrupted.calls += 1
-            if Interrupted.calls == 3:
-                raise KeyboardInterrupt
-            return super().get(split, indices)
 
     def cfg(out, **more):
         return TrainConfig(kind=kind, data="grid", out=str(out), steps=4, batch_size=8, progress=False, device="cpu",
@@ -116,6 +107,6 @@ def test_a_run_with_the_grid_defaults_resumes_bit_identical(tmp_path, kind, asse
     assert cfg(tmp_path / "x").model_config({"point_dim": 2}).point_scale == 2.83
     train(cfg(tmp_path / "whole"))
     with pytest.raises(KeyboardInterrupt):
-        train(cfg(tmp_path / "parts"), data=Interrupted("grid", grid_modes(), 0.05))
+        train(cfg(tmp_path / "parts"), data=interrupted_points("grid", grid_modes(), 0.05, at=3))
     train(cfg(tmp_path / "parts", resume=True))
     assert_same_run(tmp_path / "whole", tmp_path / "parts")

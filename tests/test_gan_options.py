@@ -13,7 +13,7 @@ from latentforge.models.gan import GAN, GANConfig
 from latentforge.cli import main
 from latentforge.errors import InputError
 from latentforge.training import losses
-from latentforge.training.data.points import PointData, ring_modes
+from latentforge.training.data.points import ring_modes
 from latentforge.training.ema import STANDING_BATCH, STANDING_BATCHES, STANDING_SEED, GeneratorAverage
 from latentforge.training.recipes.recipe import decay_lr
 from latentforge.training.train import TrainConfig, _optimizers, train
@@ -85,21 +85,12 @@ def test_the_checkpoint_holds_the_average_and_the_state_both(tmp_path):
     assert all(torch.equal(ckpt[k], state["model." + k]) for k in ckpt if k.startswith("discriminator."))
 
 
-def test_killed_and_resumed_run_with_the_options_ends_bit_identical(tmp_path, assert_same_run):
-    class Interrupted(PointData):
-        calls = 0
-
-        def get(self, split, indices):
-            Interrupted.calls += 1
-            if Interrupted.calls == 4:
-                raise KeyboardInterrupt
-            return super().get(split, indices)
-
+def test_killed_and_resumed_run_with_the_options_ends_bit_identical(tmp_path, assert_same_run, interrupted_points):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     run = dict(steps=6, checkpoint_every=3, sample_every=6, lr_decay_start=0.3)
     train(tiny(whole, **run))
     with pytest.raises(KeyboardInterrupt):
-        train(tiny(parts, **run), data=Interrupted("ring", ring_modes(), 0.01))
+        train(tiny(parts, **run), data=interrupted_points("ring", ring_modes(), 0.01, at=4))
     train(tiny(parts, resume=True, **run))
     assert_same_run(whole, parts)
 
