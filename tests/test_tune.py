@@ -465,3 +465,17 @@ def test_openvino_int8_by_nncf_is_gated_kept_beside_the_record_and_run_by_auto(o
     int8_beside(where).with_suffix(".bin").write_bytes(b"changed")
     with pytest.warns(StaleRecordWarning, match="missing or changed"):
         assert load(own_onnx).precision == "fp32"
+
+
+@pytest.mark.skipif(not machine.installed("openvino"), reason="OpenVINO comes with the README's install")
+def test_the_filter_tries_openvino_bf16_only_where_the_flags_say_bf16_units(own_checkpoint):
+    """The filter's hardware branch both ways on any CPU: faked flags decide whether the bf16 hint is tried."""
+    from latentforge.runtime.tune_filter import tune_filter
+
+    model = load(own_checkpoint, "torch")
+    for facts, tried in ((EPYC, False), (XEON, True)):
+        rejected = {}
+        _, timings, _, _ = tune_filter(model, facts, 1, 20.0, 0.1, rejected, None)
+        # timed under its engine label; refused (e.g. OpenVINO compiled f32 for the hint) under "filter ..."
+        assert ("openvino bf16" in timings or "filter openvino bf16" in rejected) == tried, (facts.cpu, rejected)
+        assert "onnxruntime fp32" in timings
