@@ -128,6 +128,20 @@ def _load_tuned(path: Path, threads, verify: bool) -> LoadedModel | None:
     return model
 
 
+def keep_compiled(path: Path, threads) -> None:
+    """Compile each OpenVINO winner of `path`'s record once and keep it beside the record (runtime/ov_cache.py), so
+    that `load` imports it instead of compiling; `tune` calls this after writing the record, `load` never writes."""
+    from .ov_cache import beside
+    from .tune_record import matching_record
+
+    record = matching_record(path)
+    if record is None:
+        return
+    for w in {w.engine: w for w in record.winners.values() if w.backend == "openvino"}.values():
+        with beside(record.path, write=True):
+            _load_winner(path, w, record, threads, verify=False)
+
+
 def _load_winner(path: Path, w, record, threads, verify: bool) -> LoadedModel:
     if w.mode == "nncf":   # the fp32 model, its decoder swapped for the record's int8 IR
         from .machine import installed

@@ -1,11 +1,13 @@
 """OpenVINO's compiled models kept beside a tuning record, so loading a record's OpenVINO winner imports instead of
 compiling (the faces decoder: 547 ms to compile against 167 ms to import, on a busy 2-core EPYC).
 
-Only while `load` opens a record's winner (`beside(record_path)`): each OvGraph compiled then is exported to
-`NAME.tune.ov-<digest>.blob`, the digest naming what it was compiled from (the graph's SHA-256, precision hint,
-threads, OpenVINO's version), with its own SHA-256 in `.blob.sha256`, both written atomically. OpenVINO itself
-checks a blob's header only: a changed blob imported without complaint and ran wrong (measured), so a blob whose
-hash differs, or whose name no longer matches its graph, is never imported: the graph is compiled and kept again.
+`tune` writes them: after the record, it opens each OpenVINO winner inside `beside(record_path, write=True)`, and
+each OvGraph compiled then is exported to `NAME.tune.ov-<digest>.blob`, the digest naming what it was compiled from
+(the graph's SHA-256, precision hint, threads, OpenVINO's version), with its own SHA-256 in `.blob.sha256`, both
+written atomically. `load` only reads them (`beside(record_path)`): loading writes no file. OpenVINO itself checks a
+blob's header only: a changed blob imported without complaint and ran wrong (measured), so a blob whose hash
+differs, or whose name no longer matches its graph, is never imported: the graph is compiled instead (and kept
+again only by the next `tune`).
 """
 from __future__ import annotations
 
@@ -16,13 +18,14 @@ from pathlib import Path
 
 from latentforge.files import atomic_write_bytes
 
-_FOLDER: contextvars.ContextVar[Path | None] = contextvars.ContextVar("ov_cache_record", default=None)
+_FOLDER: contextvars.ContextVar[tuple[Path, bool] | None] = contextvars.ContextVar("ov_cache_record", default=None)
 
 
 @contextlib.contextmanager
-def beside(record_path: Path | None):
-    """Keep (and reuse) the compiled OpenVINO models of what opens inside, next to the record at `record_path`."""
-    token = _FOLDER.set(record_path)
+def beside(record_path: Path | None, write: bool = False):
+    """Reuse the compiled OpenVINO models kept next to the record at `record_path` for what opens inside; with
+    `write` (tune only), compile and keep them there too."""
+    token = _FOLDER.set(None if record_path is None else (record_path, write))
     try:
         yield
     finally:
@@ -37,24 +40,28 @@ def _digest(source, precision: str, threads: int, version: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def blob_for(source, precision: str, threads: int, version: str) -> Path | None:
-    """Where the compiled model for this graph lives beside the current record; None outside `beside`."""
-    record = _FOLDER.get()
-    if record is None:
+def blob_for(source, precision: str, threads: int, version: str) -> tuple[Path, bool] | None:
+    """Where the compiled model for this graph lives beside the current record, and whether to write it there;
+    None outside `beside`."""
+    current = _FOLDER.get()
+    if current is None:
         return None
+    record, write = current
     stem = record.name.removesuffix(".json")
-    return record.with_name(f"{stem}.ov-{_digest(source, precision, threads, version)}.blob")
+    return record.with_name(f"{stem}.ov-{_digest(source, precision, threads, version)}.blob"), write
 
 
-def compile_or_import(core, model, config: dict, blob: Path | None):
-    """`core.compile_model(model, "CPU", config)`, or its kept blob when that is the one written for it."""
+def compile_or_import(core, model, config: dict, kept: tuple[Path, bool] | None):
+    """`core.compile_model(model, "CPU", config)`, or its kept blob when that is the one written for it; `kept` is
+    `blob_for`'s answer."""
+    blob, write = kept if kept is not None else (None, False)
     sha = blob.with_name(blob.name + ".sha256") if blob is not None else None
     if blob is not None and blob.is_file() and sha.is_file():
         data = blob.read_bytes()
         if hashlib.sha256(data).hexdigest() == sha.read_text().strip():
             return core.import_model(data, "CPU", config)
     compiled = core.compile_model(model, "CPU", config)
-    if blob is not None:
+    if blob is not None and write:
         try:
             data = compiled.export_model()
             data = data.getvalue() if hasattr(data, "getvalue") else bytes(data)   # a BytesIO in 2026.4

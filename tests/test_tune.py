@@ -368,12 +368,17 @@ def test_a_later_winner_loads_on_its_first_call(own_onnx):
     assert model.backend == "onnxruntime"
 
 
-def test_an_openvino_winner_imports_what_it_compiled_and_refuses_a_changed_blob(own_onnx):
+def test_an_openvino_winner_imports_what_tune_compiled_and_refuses_a_changed_blob(own_onnx):
     pytest.importorskip("openvino")
+    from latentforge.runtime.loading import keep_compiled
+
     where = write_record(own_onnx, _record(own_onnx, {1: Winner("openvino", "fp32", 0.2, 150.0)}))
     z = latents(3, 8)
     expected = load(own_onnx, "onnxruntime").decode_float(z)
+    before = sorted(p.name for p in where.parent.iterdir())
     np.testing.assert_allclose(load(own_onnx).decode_float(z), expected, atol=1e-4)
+    assert sorted(p.name for p in where.parent.iterdir()) == before   # load writes no file, blob or other
+    keep_compiled(own_onnx, None)   # what tune does after writing its record
     blobs = sorted(where.parent.glob("vae.tune.ov-*.blob"))
     assert len(blobs) == 1 and blobs[0].with_name(blobs[0].name + ".sha256").is_file()
     kept = blobs[0].stat().st_mtime_ns
@@ -382,8 +387,10 @@ def test_an_openvino_winner_imports_what_it_compiled_and_refuses_a_changed_blob(
     data = bytearray(blobs[0].read_bytes())
     data[len(data) // 2:len(data) // 2 + 64] = b"\x07" * 64   # OpenVINO would import this and run it wrong
     blobs[0].write_bytes(bytes(data))
-    np.testing.assert_allclose(load(own_onnx).decode_float(z), expected, atol=1e-4)
-    assert blobs[0].read_bytes() != bytes(data)   # compiled again and kept again
+    np.testing.assert_allclose(load(own_onnx).decode_float(z), expected, atol=1e-4)   # compiled, not imported
+    assert blobs[0].read_bytes() == bytes(data)   # and load still wrote nothing
+    keep_compiled(own_onnx, None)
+    assert blobs[0].read_bytes() != bytes(data)   # the next tune keeps a good one again
     assert load(own_onnx, "openvino").backend == "openvino" and len(list(where.parent.glob("*.blob"))) == 1
 
 
