@@ -87,6 +87,7 @@ class Model:
         self._decoder = decoder
         self._encoder = encoder
         self._filter_graph = filter_graph
+        self._filter_fp32: Callable[[], BackendGraph] | None = None   # a tuned int8 filter IR's own source, at fp32
         self._filter_lock = threading.Lock()
         self._guard = NanGuard()
 
@@ -131,6 +132,10 @@ class Model:
                     from .openvino_backend import OvGraph
 
                     self._filter_graph = OvGraph(kept, threads, label, "int8")
+                    # no variant files beside an IR: the NaN guard climbs to the graph it was quantized from,
+                    # exported again (once) when a frame first needs it
+                    self._filter_fp32 = lambda: open_graph(backend, filter_graph_bytes(
+                        self._encoder.module, read_info(self.path)), threads, f"{label} at fp32", "fp32")
                 else:
                     data = kept.read_bytes() if kept is not None else filter_graph_bytes(self._encoder.module,
                                                                                         read_info(self.path))
@@ -231,6 +236,8 @@ class Model:
                     "with `latentforge evaluate`")
 
         def run_at(precision: str):
+            if graph.precision == "int8" and self._filter_fp32 is not None:
+                return self._filter_fp32().run if precision == "fp32" else None
             higher = graph_at(graph, precision, self.threads)
             return None if higher is None else higher.run
 

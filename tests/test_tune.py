@@ -280,10 +280,35 @@ def test_an_int8_filter_is_a_candidate_kept_beside_the_record_and_refused_when_c
     frames = np.random.default_rng().integers(0, 256, (3, *model.image_shape), dtype=np.uint8)
     for frame in frames:
         assert psnr_db(tuned(frame).astype(np.float64), plain(frame).astype(np.float64), 255.0) >= 20
+    _int8_filter_climbs_to_fp32(model, frames)
     filter_beside(where, int8=True).with_suffix(".bin").write_bytes(b"changed")
     with pytest.warns(StaleRecordWarning, match="its filter is not used"):
         model = load(own_checkpoint)
     assert model.filter_choice is None and Filter(model).backend == "onnxruntime"
+
+
+def _int8_filter_climbs_to_fp32(model, frames):
+    """The NaN guard over a tuned int8 filter IR, which has no variant files beside it: a frame it loses is
+    recomputed on the fp32 graph the IR was quantized from (before, the guard found no higher precision and
+    refused the frame)."""
+    dim = model.latent_dim
+    feeds = {"frame": frames, "offset": np.zeros((3, dim), np.float32), "temperature": np.zeros(1, np.float32),
+             "eps": np.zeros((3, dim), np.float32)}
+    int8 = model.filter_graph()
+    frames_int8, finite = int8.run(feeds)
+    assert list(finite) == [1, 1, 1]
+    lost = type(int8)   # the IR losing frame 1 (an overflow int8 cannot show on this small model)
+    int8.run = lambda f: [frames_int8, np.array([1, 0, 1], finite.dtype)] if len(f["frame"]) == 3 else lost.run(
+        int8, f)
+    before = model.nonfinite_recomputed
+    out = model.run_filter(feeds)
+    assert model.nonfinite_recomputed == before + 1
+    np.testing.assert_array_equal(out[[0, 2]], frames_int8[[0, 2]])
+    fp32 = model._filter_fp32()
+    assert fp32.precision == "fp32"
+    np.testing.assert_array_equal(out[1], fp32.run({k: v[1:2] if v.ndim and len(v) == 3 else v
+                                                    for k, v in feeds.items()})[0][0])
+    del int8.run
 
 
 def test_torch_plain_and_compiled_candidates_follow_the_bf16_units(own_checkpoint):
