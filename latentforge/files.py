@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the destination folder, fsync, os.replace."""
+"""Atomic file writes: a temp file in the destination folder (`.NAME.<pid>.<random>.tmp`), fsync, os.replace;
+the temp files of a writer that was killed are removed by the next write to the same path."""
 from __future__ import annotations
 
 import errno
@@ -38,6 +39,40 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return atomic_write_all([(path, write)])[0]
 
 
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:   # EPERM: alive, someone else's
+        return True
+    return True
+
+
+def remove_dead_temps(path: Path) -> list[Path]:
+    """Remove the temp files a killed writer (kill -9, a power cut) left beside `path`: `.NAME.<pid>.*.tmp` whose
+    writing process no longer runs on this machine. A live writer's file is never touched (it may be yours, or
+    another process writing the same path right now). Returns what was removed."""
+    removed = []
+    prefix = f".{path.name}."
+    try:
+        names = os.listdir(path.parent if str(path.parent) else ".")
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _writer_alive(int(pid)):
+            leftover = path.with_name(name)
+            try:
+                leftover.unlink()
+                removed.append(leftover)
+            except OSError:
+                pass
+    return removed
+
+
 def atomic_write_all(items: list[tuple[str | os.PathLike, Callable[[str], None]]]) -> list[Path]:
     """`atomic_write` for files that belong together (a decompressed stream's images): each is written to its temp
     file first, and only when every one succeeded are they moved into place, so a failure (a disk that fills at
@@ -47,7 +82,9 @@ def atomic_write_all(items: list[tuple[str | os.PathLike, Callable[[str], None]]
     current = paths[0] if paths else Path(".")
     try:
         for current, (_, write) in zip(paths, items):
-            fd, tmp = tempfile.mkstemp(prefix=f".{current.name}.", suffix=".tmp", dir=current.parent)
+            remove_dead_temps(current)
+            # the writer's pid in the name: a later write to the same path removes what a killed writer left
+            fd, tmp = tempfile.mkstemp(prefix=f".{current.name}.{os.getpid()}.", suffix=".tmp", dir=current.parent)
             os.close(fd)
             temps.append(tmp)
             write(tmp)

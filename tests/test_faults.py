@@ -96,6 +96,14 @@ def test_a_kill_during_an_export_leaves_no_file_at_out(vae_checkpoint, tmp_path)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-2000:]
     assert not out.exists()
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".vae.onnx.")]
+    assert len(left) == 1 and left[0].endswith(".tmp")   # the killed writer's whole graph, hidden
+    mine = tmp_path / f".vae.onnx.{os.getpid()}.x.tmp"   # a live writer's (this process): never touched
+    mine.write_bytes(b"being written")
+    from latentforge.export import export_onnx
+
+    export_onnx(vae_checkpoint, out)   # the next export to OUT removes the dead writer's temp file
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, "vae.onnx"])
 
 
 def test_disk_full_during_a_codec_write_keeps_the_old_files_and_writes_none(tmp_path, monkeypatch, capsys):
