@@ -66,6 +66,8 @@ def safetensors_mutation(meta_keys: list[str]):
         st.tuples(st.just("nonfinite"), index, st.sampled_from([b"\x00\x00\xc0\x7f", b"\x00\x00\x80\x7f",
                                                                 b"\x00\x00\x80\xff"])),
         st.tuples(st.just("drop_tensor"), index),
+        st.tuples(st.just("rename"), index, st.one_of(st.text(max_size=24), st.sampled_from(
+            ["opt0.0.exp_avg", "opt0.-1.step", "opt0.99.exp_avg", "opt9.0.exp_avg", "model", "ema.x", "opt0.0"]))),
         st.tuples(st.just("bytes"), byte_mutation),
     )
 
@@ -108,6 +110,11 @@ def mutate_safetensors(parsed: dict, mutation) -> None:
         entries.append(entries[pick(mutation[1])])
     elif op == "drop_tensor" and tensors:
         del entries[pick(mutation[1])]
+    elif op == "rename" and tensors:   # by position, or the tensor of that name
+        at = next((i for i in tensors if entries[i][0] == mutation[1]), None) if isinstance(mutation[1], str) \
+            else pick(mutation[1])
+        if at is not None:
+            entries[at] = (mutation[2], entries[at][1])
     elif op == "nonfinite" and tensors:
         entry = entries[pick(mutation[1])][1]
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None

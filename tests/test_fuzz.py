@@ -96,6 +96,17 @@ def test_labels_naming_a_file_outside_the_folder_are_refused(seeds, worker, tmp_
     assert answer["outcome"] == "refused" and "not a file inside" in answer["message"], answer
 
 
+@pytest.mark.parametrize("mutation", [
+    ("bytes", ("flip", 0.014972970787643817, 83)),   # the 100k run's case: "opt0.1.exp_avg" -> "opt0.1.exp_aSg"
+    ("rename", "opt0.1.exp_avg", "opt0.-1.exp_avg"),  # a parameter index that counts from the end
+])
+def test_a_training_state_with_a_renamed_moment_is_refused_at_load(seeds, worker, tmp_path, mutation):
+    """It loaded, and Adam's next step raised KeyError('exp_avg') (found by fuzzing, fixed in training/state.py)."""
+    answer = _one(worker, seeds, tmp_path, "state", "run/checkpoint.state.safetensors", mutation)
+    assert answer["outcome"] == "refused" and answer["type"] == "TrainingError", answer
+    assert "does not fit" in answer["message"], answer
+
+
 def test_the_seeds_load(seeds, worker, tmp_path):
     """The fuzz starts from files that load: a refusal of a mutant means the mutation, not a bad seed."""
     for target, spec in TARGETS.items():

@@ -41,6 +41,10 @@ def save_state(ckpt: Path, model, optimizers, data_name: str, step: int, cfg, id
         save_checkpoint(ckpt, saved, data=data_name, step=step, extra={"command": cfg.command, "train": train_json})
 
 
+# What the optimizers latentforge trains with (Adam, and SGD's momentum) keep per parameter.
+OPTIMIZER_STATE = frozenset({"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer"})
+
+
 def load_state(ckpt: Path, model, optimizers, identity: dict, device, ema=None) -> tuple[int, float]:
     """Load weights, optimizer state (and the generator average into `ema`) from RUN_DIR; returns (step, wall
     seconds so far).
@@ -97,7 +101,13 @@ def _apply(state: dict, groups: list, model, optimizers, device) -> None:
             if owner == f"opt{i}":
                 per_param.setdefault(int(index), {})[name] = value
         params = [p for group in opt.param_groups for p in group["params"]]
+        names = {frozenset(entries) for entries in per_param.values()}
         for index, entries in per_param.items():   # torch checks none of this at load, only at the next step
+            if not 0 <= index < len(params):
+                raise ValueError(f"opt{i}.{index} names parameter {index} of {len(params)}")
+            if len(names) > 1 or not set(entries) <= OPTIMIZER_STATE:   # a renamed moment: KeyError at the step
+                raise ValueError(f"opt{i}.{index} holds {sorted(entries)}, not one set of "
+                                 f"{sorted(OPTIMIZER_STATE)} like every other parameter")
             for name, value in entries.items():
                 if name != "step" and value.shape != params[index].shape:
                     raise ValueError(f"opt{i}.{index}.{name} has shape {list(value.shape)}, the parameter "
