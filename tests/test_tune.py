@@ -120,6 +120,18 @@ def _record(path, winners, **key_changes):
                       {"torch bf16": "no bf16 units"}, 1.5)
 
 
+def test_a_setup_must_beat_what_a_user_would_open_by_more_than_the_noise_margin():
+    from latentforge.runtime.tune import MARGIN, pick
+
+    ort, one = "onnxruntime fp32", "onnxruntime fp32 1thread"
+    assert pick({ort: 0.265, one: 0.260, "openvino fp32": 0.40}) == ort        # 2 % faster: noise, the default
+    assert pick({ort: 0.265, one: 0.265 / (1 + 2 * MARGIN)}) == one               # clearly faster: kept
+    assert pick({ort: 3.8, "openvino fp32": 4.7, "openvino int8 nncf": 2.7}) == "openvino int8 nncf"
+    assert pick({ort: 0.30, "openvino fp32": 0.29, one: 0.28}) == "openvino fp32"  # the fastest incumbent
+    assert pick({"torch fp32": 0.65, "torch bf16": 0.64}) == "torch bf16"          # no incumbent timed: fastest
+    assert pick({"torch bf16 plain": 2.0, "torch bf16": 1.95}) == "torch bf16 plain"
+
+
 def test_record_round_trip_beside_the_model_or_in_the_cache(own_onnx, tmp_path, monkeypatch):
     record = _record(own_onnx, {1: Winner("onnxruntime", "fp32", 0.2, float("inf")),
                                 16: Winner("openvino", "bf16", 3.0, 61.5)})
