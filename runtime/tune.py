@@ -34,7 +34,7 @@ from .loading import _load_on, load
 from .machine import Hardware, hardware, installed
 from .ov_int8 import scratch as ov_int8_scratch
 from .tune_record import TuneRecord, Winner, record_key, write_record
-from .tune_timing import WARMUP, Candidate, psnr_db, time_side_by_side  # noqa: F401  (tune's API)
+from .tune_timing import WARMUP, Candidate, pick, psnr_db, time_side_by_side  # noqa: F401  (tune's API)
 
 GATE_LATENTS = 8
 
@@ -200,25 +200,6 @@ def gate(found: list[Candidate], reference: Callable, peak: float, dim: int, min
         else:
             passed[candidate.label] = value
     return passed
-
-
-# What a user opens without latentforge (the bench's peers): a default onnxruntime session, OpenVINO at f32, the
-# plain module at bf16 with channels_last, torch.compile. Another setup must beat the fastest of these by more
-# than MARGIN to be picked: within it, a tuning run's own timing noise decides (the faces decoder at batch 1,
-# ~0.25 ms: one intra-op thread won the tune by a hair and then lost to the default session by 17 % in the bench).
-INCUMBENTS = ("onnxruntime fp32", "openvino fp32", "torch bf16 plain", "torch fp32 compile")
-MARGIN = 0.05
-
-
-def pick(timings: dict[str, float]) -> str:
-    """The label to keep from one batch size's p50 timings (ms): the fastest, unless it is not one of the
-    INCUMBENTS and the fastest incumbent is within MARGIN of it."""
-    fastest = min(timings, key=timings.get)
-    incumbents = [label for label in timings if label in INCUMBENTS]
-    if fastest in INCUMBENTS or not incumbents:
-        return fastest
-    incumbent = min(incumbents, key=timings.get)
-    return incumbent if timings[incumbent] <= timings[fastest] * (1 + MARGIN) else fastest
 
 
 def tune(path, batches=(1, 16, 128), min_psnr: float = 40.0, seconds: float = 20.0, threads: int | None = None,

@@ -19,7 +19,7 @@ from .backends import ORT_MODES
 from .graphs import open_graph
 from .machine import Hardware, installed
 from .tune_record import Winner
-from .tune_timing import Candidate, psnr_db, time_side_by_side
+from .tune_timing import Candidate, pick, psnr_db, time_side_by_side
 
 GATE_FRAMES = 4
 
@@ -84,7 +84,7 @@ def tune_filter(model, facts: Hardware, threads: int | None, min_psnr: float, se
         else:
             passed[candidate.label] = value
     timings = time_side_by_side(found, filter_feeds(1, model.image_shape, model.latent_dim, seed=0), seconds)
-    label = min(timings, key=timings.get)
+    label = pick(timings)
     best = next(c for c in found if c.label == label)
     return (Winner(best.backend, best.precision, timings[label], passed[label], best.mode), timings, graph,
             int8 if best.mode == "nncf" else None)

@@ -121,7 +121,7 @@ def _record(path, winners, **key_changes):
 
 
 def test_a_setup_must_beat_what_a_user_would_open_by_more_than_the_noise_margin():
-    from latentforge.runtime.tune import MARGIN, pick
+    from latentforge.runtime.tune_timing import MARGIN, pick
 
     ort, one = "onnxruntime fp32", "onnxruntime fp32 1thread"
     assert pick({ort: 0.265, one: 0.260, "openvino fp32": 0.40}) == ort        # 2 % faster: noise, the default
