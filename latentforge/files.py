@@ -1,9 +1,12 @@
-"""Atomic file writes: a temp file in the destination folder (`.NAME.<pid>.<random>.tmp`), fsync, os.replace;
-the temp files of a writer that was killed are removed by the next write to the same path."""
+"""Atomic file writes: a temp file in the destination folder (`.NAME.<host tag>-<pid>.<random>.tmp`), fsync,
+os.replace; the temp files of a writer that was killed are removed by the next write to the same path."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -39,38 +42,61 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return atomic_write_all([(path, write)])[0]
 
 
+def _writer_tag() -> str:
+    """Who may judge a writer dead by its pid: this host and this pid namespace (a container, another machine on
+    a shared folder, sees other pids), as 8 hex digits."""
+    try:
+        space = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        space = 0
+    return hashlib.sha256(f"{socket.gethostname()} {space}".encode()).hexdigest()[:8]
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{_writer_tag()}-{os.getpid()}."
+
+
 def _writer_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:   # EPERM: alive, someone else's
+    except (OSError, OverflowError, ValueError):   # EPERM: alive, someone else's; others: not ours to judge
         return True
     return True
 
 
-def remove_dead_temps(path: Path) -> list[Path]:
-    """Remove the temp files a killed writer (kill -9, a power cut) left beside `path`: `.NAME.<pid>.*.tmp` whose
-    writing process no longer runs on this machine. A live writer's file is never touched (it may be yours, or
-    another process writing the same path right now). Returns what was removed."""
-    removed = []
-    prefix = f".{path.name}."
-    try:
-        names = os.listdir(path.parent if str(path.parent) else ".")
-    except OSError:
-        return removed
-    for name in names:
-        if not (name.startswith(prefix) and name.endswith(".tmp")):
+def remove_dead_temps(paths: list[Path]) -> list[Path]:
+    """Remove the temp files a killed writer (kill -9, a power cut) left beside each of `paths`:
+    `.NAME.<tag>-<pid>.<random>.tmp` written from this host and pid namespace (the tag) by a process that no
+    longer runs. A live writer's file, or one from another host or container, is never touched. Each folder is
+    listed once. Returns what was removed."""
+    if os.name != "posix":
+        return []
+    removed, tag = [], _writer_tag()
+    by_folder: dict[Path, set[str]] = {}
+    for path in paths:
+        by_folder.setdefault(path.parent, set()).add(path.name)
+    for folder, targets in by_folder.items():
+        try:
+            names = os.listdir(folder if str(folder) else ".")
+        except OSError:
             continue
-        pid = name[len(prefix):].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _writer_alive(int(pid)):
-            leftover = path.with_name(name)
-            try:
-                leftover.unlink()
-                removed.append(leftover)
-            except OSError:
-                pass
+        for name in names:
+            match = _TEMP.fullmatch(name)
+            if not (match and match["name"] in targets and match["tag"] == tag):
+                continue
+            pid = int(match["pid"])
+            if pid != os.getpid() and not _writer_alive(pid):
+                try:
+                    (folder / name).unlink()
+                    removed.append(folder / name)
+                except OSError:
+                    pass
     return removed
+
+
+_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<tag>[0-9a-f]{8})-(?P<pid>[0-9]{1,7})\.[a-z0-9_]{8}\.tmp", re.ASCII | re.DOTALL)
 
 
 def atomic_write_all(items: list[tuple[str | os.PathLike, Callable[[str], None]]]) -> list[Path]:
@@ -81,10 +107,10 @@ def atomic_write_all(items: list[tuple[str | os.PathLike, Callable[[str], None]]
     temps: list[str] = []
     current = paths[0] if paths else Path(".")
     try:
+        remove_dead_temps(paths)
         for current, (_, write) in zip(paths, items):
-            remove_dead_temps(current)
-            # the writer's pid in the name: a later write to the same path removes what a killed writer left
-            fd, tmp = tempfile.mkstemp(prefix=f".{current.name}.{os.getpid()}.", suffix=".tmp", dir=current.parent)
+            # who writes it in the name: a later write to the same path removes what a killed writer left
+            fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(current), suffix=".tmp", dir=current.parent)
             os.close(fd)
             temps.append(tmp)
             write(tmp)

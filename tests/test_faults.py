@@ -98,12 +98,20 @@ def test_a_kill_during_an_export_leaves_no_file_at_out(vae_checkpoint, tmp_path)
     assert not out.exists()
     left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".vae.onnx.")]
     assert len(left) == 1 and left[0].endswith(".tmp")   # the killed writer's whole graph, hidden
-    mine = tmp_path / f".vae.onnx.{os.getpid()}.x.tmp"   # a live writer's (this process): never touched
-    mine.write_bytes(b"being written")
-    from latentforge.export import export_onnx
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:   # a live writer's (this process, another one) and one from another host or container: never touched
+        tag, dead = latentforge.files._writer_tag(), left[0].split("-")[-1].split(".")[0]   # the killed one's pid
+        keep = [f".vae.onnx.{tag}-{pid}.abcdefgh.tmp" for pid in (os.getpid(), live.pid)]
+        keep.append(f".vae.onnx.{'0badc0de' if tag != '0badc0de' else '1badc0de'}-{dead}.abcdefgh.tmp")
+        for name in keep:
+            (tmp_path / name).write_bytes(b"being written")
+        from latentforge.export import export_onnx
 
-    export_onnx(vae_checkpoint, out)   # the next export to OUT removes the dead writer's temp file
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, "vae.onnx"])
+        export_onnx(vae_checkpoint, out)   # the next export to OUT removes the dead writer's temp file
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*keep, "vae.onnx"])
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_disk_full_during_a_codec_write_keeps_the_old_files_and_writes_none(tmp_path, monkeypatch, capsys):
