@@ -29,6 +29,7 @@ from latentforge.demo import SHIPPED
 from latentforge.export import export_onnx
 from latentforge.files import atomic_write_bytes
 from latentforge.latents import latents
+from latentforge.runtime.loading import keep_compiled
 from latentforge.runtime.machine import hardware, installed, machine_info
 from latentforge.runtime.tune_record import TuneRecord, Winner, record_key, write_record
 
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 for batch, winners in ((1, {1: kind}), (128, {1: Winner("onnxruntime", "fp32", 0, 0), 128: kind})):
                     write_record(path, TuneRecord(record_key(path, facts), winners, 40.0), graph,
                                  int8 if kind.mode == "nncf" else None)
+                    keep_compiled(path, None)   # as tune does: an OpenVINO winner's compiled model beside it
                     load_ms, first_ms, ran = timed(path, batch, model.latent_dim,
                                                       1 if kind.mode == "compile" else args.repeats)
                     total = load_ms + first_ms

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from latentforge.checkpoint import PREFIX as META
 from latentforge.checkpoint import ENCODING_KINDS, load_checkpoint, read_info
-from latentforge.errors import BackendUnavailable, CheckpointError, InputError
+from latentforge.errors import BackendUnavailable, CheckpointError, InputError, LatentforgeError
 
 from .artifact import check_model_file, from_checkpoint, from_onnx_metadata, image_shape_of, is_onnx
 from .backends import NAMES, PRECISIONS, backend_status_or_raise, default_backend, is_plan
@@ -138,8 +139,12 @@ def keep_compiled(path: Path, threads) -> None:
     if record is None:
         return
     for w in {w.engine: w for w in record.winners.values() if w.backend == "openvino"}.values():
-        with beside(record.path, write=True):
-            _load_winner(path, w, record, threads, verify=False)
+        try:
+            with beside(record.path, write=True):
+                _load_winner(path, w, record, threads, verify=False)
+        except LatentforgeError as e:   # the record stands; load compiles this winner each time instead
+            warnings.warn(f"tuning record {str(record.path)!r}: OpenVINO's compiled {w.label} was not kept ({e})",
+                          stacklevel=2)
 
 
 def _load_winner(path: Path, w, record, threads, verify: bool) -> LoadedModel:

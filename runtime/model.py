@@ -134,8 +134,7 @@ class Model:
                     self._filter_graph = OvGraph(kept, threads, label, "int8")
                     # no variant files beside an IR: the NaN guard climbs to the graph it was quantized from,
                     # exported again (once) when a frame first needs it
-                    self._filter_fp32 = lambda: open_graph(backend, filter_graph_bytes(
-                        self._encoder.module, read_info(self.path)), threads, f"{label} at fp32", "fp32")
+                    self._filter_fp32 = lambda: _fp32_filter(self, backend, threads, label)
                 else:
                     data = kept.read_bytes() if kept is not None else filter_graph_bytes(self._encoder.module,
                                                                                         read_info(self.path))
@@ -237,7 +236,8 @@ class Model:
 
         def run_at(precision: str):
             if graph.precision == "int8" and self._filter_fp32 is not None:
-                return self._filter_fp32().run if precision == "fp32" else None
+                higher = self._filter_fp32() if precision == "fp32" else None
+                return None if higher is None else higher.run
             higher = graph_at(graph, precision, self.threads)
             return None if higher is None else higher.run
 
@@ -310,3 +310,19 @@ class Model:
                 f"value_range={self.value_range}, backend={self.backend!r}, precision={self.precision!r}, "
                 f"threads={self.threads}, "
                 f"attributes={sorted(self.attributes)}, path={str(self.path)!r})")
+
+
+def _fp32_filter(model: Model, backend: str, threads, label: str) -> BackendGraph | None:
+    """The fp32 filter graph a tuned int8 IR was quantized from, exported again from the checkpoint; None when
+    that fails (the guard then refuses the frame with its own NumericalError)."""
+    from latentforge.checkpoint import read_info
+    from latentforge.errors import LatentforgeError
+
+    from .filter_graph import filter_graph_bytes
+    from .graphs import open_graph
+
+    try:
+        return open_graph(backend, filter_graph_bytes(model._encoder.module, read_info(model.path)), threads,
+                          f"{label} at fp32", "fp32")
+    except LatentforgeError:
+        return None

@@ -63,8 +63,8 @@ class OvGraph:
             model = core.read_model(source if isinstance(source, bytes) else str(source))
             config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
                       "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
-            self.compiled = compile_or_import(core, model, config,
-                                              blob_for(source, precision, self.threads, ov.__version__))
+            self.compiled, self.imported = compile_or_import(core, model, config,
+                                                             blob_for(source, precision, self.threads, ov.__version__))
         except Exception as e:  # OpenVINO raises RuntimeError with a multi-line C++ trace
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"{label} could not be compiled by OpenVINO ({first}); "

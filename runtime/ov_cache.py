@@ -16,6 +16,7 @@ import contextvars
 import hashlib
 from pathlib import Path
 
+from latentforge.errors import LatentforgeError
 from latentforge.files import atomic_write_bytes
 
 _FOLDER: contextvars.ContextVar[tuple[Path, bool] | None] = contextvars.ContextVar("ov_cache_record", default=None)
@@ -52,14 +53,14 @@ def blob_for(source, precision: str, threads: int, version: str) -> tuple[Path, 
 
 
 def compile_or_import(core, model, config: dict, kept: tuple[Path, bool] | None):
-    """`core.compile_model(model, "CPU", config)`, or its kept blob when that is the one written for it; `kept` is
-    `blob_for`'s answer."""
+    """(`core.compile_model(model, "CPU", config)`, False), or (its kept blob imported, True) when that is the one
+    written for it; `kept` is `blob_for`'s answer."""
     blob, write = kept if kept is not None else (None, False)
     sha = blob.with_name(blob.name + ".sha256") if blob is not None else None
     if blob is not None and blob.is_file() and sha.is_file():
         data = blob.read_bytes()
         if hashlib.sha256(data).hexdigest() == sha.read_text().strip():
-            return core.import_model(data, "CPU", config)
+            return core.import_model(data, "CPU", config), True
     compiled = core.compile_model(model, "CPU", config)
     if blob is not None and write:
         try:
@@ -67,6 +68,6 @@ def compile_or_import(core, model, config: dict, kept: tuple[Path, bool] | None)
             data = data.getvalue() if hasattr(data, "getvalue") else bytes(data)   # a BytesIO in 2026.4
             atomic_write_bytes(blob, data)
             atomic_write_bytes(sha, hashlib.sha256(data).hexdigest().encode())
-        except (OSError, RuntimeError):   # a read-only folder or a model OpenVINO cannot export: compiled each time
-            pass
-    return compiled
+        except (OSError, RuntimeError, LatentforgeError):   # a read-only or full folder (InputError), a model
+            pass                                               # OpenVINO cannot export: compiled each time
+    return compiled, False

@@ -1,4 +1,5 @@
-"""`tune(path)`: time every engine this machine offers for one model, keep the fastest correct one per batch size.
+"""`tune(path)`: time every engine this machine offers for one model, keep the fastest correct one per batch size
+(a setup other than the peers' own only when it beats them by more than the noise margin: tune_timing.pick).
 
 Candidates are the (backend, precision) pairs `latentforge.load` can run the artifact on here:
 onnxruntime fp32 with its default session and with one intra-op thread or no spinning (so `auto` is never a

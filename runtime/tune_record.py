@@ -48,7 +48,7 @@ class Winner:
 @dataclass
 class TuneRecord:
     key: dict                               # what must match here: see record_key
-    winners: dict[int, Winner]              # batch size -> the fastest candidate that passed the gate
+    winners: dict[int, Winner]              # batch size -> the candidate tune_timing.pick kept
     min_psnr: float
     timings: dict = field(default_factory=dict)   # batch (or "filter") -> candidate label -> p50 ms
     rejected: dict[str, str] = field(default_factory=dict)               # candidate label -> why it was left out
@@ -105,7 +105,7 @@ class TuneRecord:
                               f"{'' if w.psnr_db == float('inf') else f' ({w.psnr_db:.0f} dB)'}"
                               for b, w in sorted(self.winners.items()))
         kept = "" if self.filter is None else f"; filter: {self.filter.label} {self.filter.p50_ms:.3g} ms"
-        return f"tuning record for this machine: fastest measured {per_batch}{kept}"
+        return f"tuning record for this machine: picked by timing {per_batch}{kept}"
 
 
 def _winner(entry: dict) -> Winner:

@@ -418,17 +418,30 @@ def test_an_openvino_winner_imports_what_tune_compiled_and_refuses_a_changed_blo
     keep_compiled(own_onnx, None)   # what tune does after writing its record
     blobs = sorted(where.parent.glob("vae.tune.ov-*.blob"))
     assert len(blobs) == 1 and blobs[0].with_name(blobs[0].name + ".sha256").is_file()
-    kept = blobs[0].stat().st_mtime_ns
-    np.testing.assert_allclose(load(own_onnx).decode_float(z), expected, atol=1e-4)
-    assert blobs[0].stat().st_mtime_ns == kept   # imported, not compiled and written again
+    model = load(own_onnx)
+    assert model._decoder.graph.imported   # imported, not compiled
+    np.testing.assert_allclose(model.decode_float(z), expected, atol=1e-4)
     data = bytearray(blobs[0].read_bytes())
     data[len(data) // 2:len(data) // 2 + 64] = b"\x07" * 64   # OpenVINO would import this and run it wrong
     blobs[0].write_bytes(bytes(data))
-    np.testing.assert_allclose(load(own_onnx).decode_float(z), expected, atol=1e-4)   # compiled, not imported
+    model = load(own_onnx)
+    assert not model._decoder.graph.imported   # compiled, not imported
+    np.testing.assert_allclose(model.decode_float(z), expected, atol=1e-4)
     assert blobs[0].read_bytes() == bytes(data)   # and load still wrote nothing
     keep_compiled(own_onnx, None)
     assert blobs[0].read_bytes() != bytes(data)   # the next tune keeps a good one again
     assert load(own_onnx, "openvino").backend == "openvino" and len(list(where.parent.glob("*.blob"))) == 1
+
+
+def test_tune_keeps_an_openvino_winners_compiled_model_and_load_imports_it(own_onnx, monkeypatch):
+    pytest.importorskip("openvino")
+    from latentforge.runtime import tune as tuning
+
+    monkeypatch.setattr(tuning, "pick", lambda timings: "openvino fp32")   # whatever this machine's timings say
+    record, where = tuning.tune(own_onnx, batches=(2,), seconds=0.2, compile=False)
+    assert record.winners[2].label == "openvino fp32"
+    assert len(list(where.parent.glob("vae.tune.ov-*.blob"))) == 1
+    assert load(own_onnx)._decoder.graph.imported
 
 
 def test_a_compile_winner_compiles_on_the_side_while_the_plain_module_answers(own_checkpoint, eager_compile):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -101,13 +102,14 @@ def _apply(state: dict, groups: list, model, optimizers, device) -> None:
             if owner == f"opt{i}":
                 per_param.setdefault(int(index), {})[name] = value
         params = [p for group in opt.param_groups for p in group["params"]]
-        names = {frozenset(entries) for entries in per_param.values()}
+        sets = Counter(frozenset(entries) for entries in per_param.values())
+        usual = sets.most_common(1)[0][0] if sets else frozenset()
         for index, entries in per_param.items():   # torch checks none of this at load, only at the next step
             if not 0 <= index < len(params):
                 raise ValueError(f"opt{i}.{index} names parameter {index} of {len(params)}")
-            if len(names) > 1 or not set(entries) <= OPTIMIZER_STATE:   # a renamed moment: KeyError at the step
-                raise ValueError(f"opt{i}.{index} holds {sorted(entries)}, not one set of "
-                                 f"{sorted(OPTIMIZER_STATE)} like every other parameter")
+            if set(entries) != usual or not usual <= OPTIMIZER_STATE:   # a renamed moment: KeyError at the step
+                raise ValueError(f"opt{i}.{index} holds {sorted(entries)}, where the others hold {sorted(usual)} "
+                                 f"(of {sorted(OPTIMIZER_STATE)})")
             for name, value in entries.items():
                 if name != "step" and value.shape != params[index].shape:
                     raise ValueError(f"opt{i}.{index}.{name} has shape {list(value.shape)}, the parameter "
