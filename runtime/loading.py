@@ -124,24 +124,33 @@ def _load_tuned(path: Path, threads, verify: bool) -> LoadedModel | None:
                              for b, w in record.winners.items()})
     if record.filter is not None and isinstance(model, Model):
         f = record.filter
-        model.filter_choice = (f.backend, f.precision, f.mode, threads, record.filter_path)
+        model.filter_choice = (f.backend, f.precision, f.mode, threads, record.filter_path, record.path)
     model.chosen_because = record.because()
     return model
 
 
 def keep_compiled(path: Path, threads) -> None:
-    """Compile each OpenVINO winner of `path`'s record once and keep it beside the record (runtime/ov_cache.py), so
-    that `load` imports it instead of compiling; `tune` calls this after writing the record, `load` never writes."""
+    """Compile each OpenVINO winner of `path`'s record (and its filter's, if OpenVINO) once and keep it beside the
+    record (runtime/ov_cache.py), so that `load` imports it instead of compiling; `tune` calls this after writing
+    the record, `load` never writes."""
     from .ov_cache import beside
     from .tune_record import matching_record
 
     record = matching_record(path)
     if record is None:
         return
-    for w in {w.engine: w for w in record.winners.values() if w.backend == "openvino"}.values():
+    openvino = {w.engine: w for w in record.winners.values() if w.backend == "openvino"}
+    if record.filter is not None and record.filter.backend == "openvino":
+        openvino["filter"] = record.filter
+    for engine, w in openvino.items():
         try:
             with beside(record.path, write=True):
-                _load_winner(path, w, record, threads, verify=False)
+                if engine == "filter":
+                    model = _load_tuned(path, threads, verify=False)
+                    if isinstance(model, Model):
+                        model.filter_graph()
+                else:
+                    _load_winner(path, w, record, threads, verify=False)
         except LatentforgeError as e:   # the record stands; load compiles this winner each time instead
             warnings.warn(f"tuning record {str(record.path)!r}: OpenVINO's compiled {w.label} was not kept ({e})",
                           stacklevel=2)

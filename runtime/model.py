@@ -67,7 +67,7 @@ class Model:
     chosen_because = ""  # set by `load`: why this backend runs (a tuning record, the default rule, the caller)
     codec_points: tuple[int, ...] = ()   # set by `load` for a VAE with codec tables, with codec_factory(point)
     filter_choice: tuple | None = None   # set by `load` from a tuning record: (backend, precision, mode, threads,
-    #                                      the filter graph kept beside the record or None)
+    #                                      the filter graph kept beside the record or None, the record's path)
 
     def __init__(self, info: ArtifactInfo, decoder: Decoder | None, encoder=None,
                  filter_graph: BackendGraph | None = None, precision: str = "fp32") -> None:
@@ -125,20 +125,22 @@ class Model:
 
                 from .filter_graph import filter_graph_bytes
                 from .graphs import open_graph
+                from .ov_cache import beside, writing
 
-                backend, precision, mode, threads, kept = self.filter_choice
+                backend, precision, mode, threads, kept, record_path = self.filter_choice
                 label = f"the tuned filter graph of {str(self.path)!r}"
-                if mode == "nncf":   # the record's int8 IR, checked against its hash by matching_record
-                    from .openvino_backend import OvGraph
+                with beside(record_path, write=writing()):   # an OpenVINO winner imports what tune compiled
+                    if mode == "nncf":   # the record's int8 IR, checked against its hash by matching_record
+                        from .openvino_backend import OvGraph
 
-                    self._filter_graph = OvGraph(kept, threads, label, "int8")
-                    # no variant files beside an IR: the NaN guard climbs to the graph it was quantized from,
-                    # exported again (once) when a frame first needs it
-                    self._filter_fp32 = lambda: _fp32_filter(self, backend, threads, label)
-                else:
-                    data = kept.read_bytes() if kept is not None else filter_graph_bytes(self._encoder.module,
-                                                                                        read_info(self.path))
-                    self._filter_graph = open_graph(backend, data, threads, label, precision, mode)
+                        self._filter_graph = OvGraph(kept, threads, label, "int8")
+                        # no variant files beside an IR: the NaN guard climbs to the graph it was quantized
+                        # from, exported again (once) when a frame first needs it
+                        self._filter_fp32 = lambda: _fp32_filter(self, backend, threads, label)
+                    else:
+                        data = kept.read_bytes() if kept is not None else filter_graph_bytes(
+                            self._encoder.module, read_info(self.path))
+                        self._filter_graph = open_graph(backend, data, threads, label, precision, mode)
             if self._filter_graph is None and self._encoder is not None:
                 self._filter_graph = export_filter_graph(self._encoder.module, self.path, self.backend,
                                                          self.threads, self.precision)

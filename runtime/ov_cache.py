@@ -33,6 +33,12 @@ def beside(record_path: Path | None, write: bool = False):
         _FOLDER.reset(token)
 
 
+def writing() -> bool:
+    """Whether what opens now keeps its compiled model (inside tune's `beside(..., write=True)`)."""
+    current = _FOLDER.get()
+    return current is not None and current[1]
+
+
 def _digest(source, precision: str, threads: int, version: str) -> str:
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     if not isinstance(source, bytes) and Path(source).suffix == ".xml":   # OpenVINO IR: its weights too

@@ -257,7 +257,7 @@ def _tune(path: Path, batches: tuple, min_psnr: float, seconds: float, threads: 
     int8 = next((c.run.graph.source for c in found if c.mode == "nncf"), None)
     keep = int8 if any(w.mode == "nncf" for w in winners.values()) else None
     where = write_record(path, record, graph, keep, filter_int8 or (filter_graph if filter_winner else None))
-    if any(w.backend == "openvino" for w in winners.values()):
+    if any(w.backend == "openvino" for w in [*winners.values(), filter_winner] if w is not None):
         from .loading import keep_compiled
 
         keep_compiled(path, threads)   # OpenVINO's compiled winners kept beside the record, for load to import

@@ -444,6 +444,25 @@ def test_tune_keeps_an_openvino_winners_compiled_model_and_load_imports_it(own_o
     assert load(own_onnx)._decoder.graph.imported
 
 
+def test_an_openvino_filter_imports_what_tune_compiled(own_checkpoint):
+    pytest.importorskip("openvino")
+    from latentforge.checkpoint import read_info
+    from latentforge.runtime.filter_graph import filter_graph_bytes
+    from latentforge.runtime.loading import keep_compiled
+
+    record = _record(own_checkpoint, {1: Winner("torch", "fp32", 0.3, float("inf"))})
+    record.filter = Winner("openvino", "fp32", 0.3, 90.0)
+    where = write_record(own_checkpoint, record, filter_graph=filter_graph_bytes(
+        load(own_checkpoint, "torch")._encoder.module, read_info(own_checkpoint)))
+    before = sorted(p.name for p in where.parent.iterdir())
+    graph = load(own_checkpoint).filter_graph()
+    assert graph.name == "openvino" and not graph.imported
+    assert sorted(p.name for p in where.parent.iterdir()) == before   # load and the first frame write nothing
+    keep_compiled(own_checkpoint, None)
+    assert len(list(where.parent.glob(f"{own_checkpoint.stem}.tune.ov-*.blob"))) == 1
+    assert load(own_checkpoint).filter_graph().imported
+
+
 def test_a_compile_winner_compiles_on_the_side_while_the_plain_module_answers(own_checkpoint, eager_compile):
     write_record(own_checkpoint, _record(own_checkpoint, {1: Winner("torch", "fp32", 0.3, 90.0, "compile")}))
     model = load(own_checkpoint)
