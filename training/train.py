@@ -38,7 +38,8 @@ KINDS = tuple(RECIPES)
 # model fields set by TrainConfig or the data, not model_options
 OWN_FLAGS = ("image_size", "channels", "latent_dim", "point_dim")
 EVAL_STREAM = 0  # training steps are 1..steps, so noise stream 0 is free for the fixed held-out evaluation
-FALLBACKS = {"steps": 2000, "batch_size": 64, "gp_lambda": 10.0, "unroll": 5, "lr_decay_start": 0.5}
+FALLBACKS = {"steps": 2000, "batch_size": 64, "gp_lambda": 10.0, "unroll": 5, "lr_decay_start": 0.5,
+             "g_ema": 0.0}
 GAN_KINDS = ("dcgan", "gan", "wgan-gp", "unrolled-gan")   # the kinds with a generator/discriminator pair
 STUCK_LOSS = 1e-3  # a mean discriminator loss below this over a log window: D has won, G's gradient vanished
 
@@ -78,7 +79,7 @@ class TrainConfig:
     init_from: str | None = None    # gan-encoder: start from this gan-encoder checkpoint's encoder weights
     d_lr: float | None = None       # GAN kinds: the discriminator's own lr (TTUR); None -> lr
     gan_loss: str = "ns"            # gan: "ns" (non-saturating) or "hinge"
-    g_ema: float = 0.0              # GAN kinds: decay of the generator average the checkpoint holds (0: none)
+    g_ema: float | None = None      # GAN kinds: decay of the generator average the checkpoint holds (0: none)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

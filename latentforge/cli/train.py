@@ -130,9 +130,9 @@ def add_commands(sub) -> None:
                                               "--d-lr 4e-4; default: --lr)")
     p.add_argument("--gan-loss", choices=("ns", "hinge"), default="ns",
                    help="gan: the non-saturating loss (ns, default) or the hinge loss of SN-GAN/SAGAN")
-    p.add_argument("--g-ema", type=float, default=0.0, metavar="DECAY",
+    p.add_argument("--g-ema", type=float, default=None, metavar="DECAY",
                    help="GANs: sample, save and export an exponential moving average of the generator's weights "
-                        "with this decay (e.g. 0.999; default 0: off)")
+                        "with this decay (e.g. 0.999; default 0: off, but 0.999 for wgan-gp on ring/grid)")
     p.add_argument("--feature-weight", type=float, default=1.0,
                    help="gan-encoder: weight of the discriminator-feature reconstruction loss")
     p.add_argument("--latent-weight", type=float, default=1.0,
