@@ -46,6 +46,10 @@ def test_attributes_and_edit_on_a_labelled_folder(vae_checkpoint, folder, tmp_pa
     # Amount 0 is a plain reconstruction; a different amount changes the image.
     plain = model.edit(src, {"bright": 0.0}, directions)
     assert not np.array_equal(plain, model.edit(src, {"bright": 2.0}, directions))
+    capsys.readouterr()
+    assert main(["attributes", str(vae_checkpoint), "--data", str(root), "--labels", str(labels), "--from-samples",
+                 "-o", str(tmp_path / "s.safetensors")]) == 2   # a VAE has no generator samples to fit on
+    assert "--from-samples" in capsys.readouterr().err and not (tmp_path / "s.safetensors").exists()
 
 
 def test_edit_one_face_with_directions_learned_from_the_faces_labels(tmp_path, capsys):

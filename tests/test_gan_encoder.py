@@ -239,6 +239,23 @@ def test_cli_filter_runs_the_gan_pair_with_directions_learned_from_labels(encode
     assert len(written) == 3 and all(np.abs(w.astype(int) - expected(f)).max() <= 1 for w, f in zip(written, frames))
 
 
+def test_directions_fitted_on_the_generators_samples_move_what_the_labeller_reads(encoder_checkpoint):
+    from latentforge.training.attributes import sample_directions
+
+    model, info = load_checkpoint(encoder_checkpoint)
+    red = lambda images: images[..., :1].mean(axis=(1, 2)).astype(np.float32)   # one "factor": mean red
+    z = latents(200, 8, seed=3)
+    red_z = red(to_uint8(model.decode(torch.from_numpy(z)).detach().numpy(), info.value_range))
+    low, high = np.quantile(red_z, [0.0, 1.0])   # the split (their midpoint) falls inside what the generator makes
+    d = sample_directions(model, info.value_range, red, ["red"], np.array([low]), np.array([high]), n=400)["red"]
+    assert d.shape == (8,) and d.dtype == np.float32 and np.linalg.norm(d) > 0.1
+    with torch.inference_mode():
+        up, down = (to_uint8(model.decode(torch.from_numpy(z + s * d)).numpy(), info.value_range) for s in (1.0, -1.0))
+    assert red(up).mean() > red_z.mean() > red(down).mean()
+    with pytest.raises(InputError, match="hardly makes that side"):   # a side the generator never makes
+        sample_directions(model, info.value_range, red, ["red"], np.array([255.0]), np.array([300.0]), n=100)
+
+
 def test_a_nan_loss_stops_the_run_before_any_checkpoint(gan_checkpoint, tmp_path):
     class Poisoned(DotsData):
         def get(self, split, indices):

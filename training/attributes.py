@@ -41,3 +41,36 @@ def attribute_directions(model, value_range, data, names: list[str] | None = Non
             raise InputError(f"attribute {name!r} takes a single value on {n} {split} images; no direction to learn")
         directions[name] = (mu[high].mean(0) - mu[~high].mean(0)).astype(np.float32)
     return directions
+
+
+def sample_directions(model, value_range, label, names: list[str], low: np.ndarray, high: np.ndarray,
+                      n: int = 4000, seed: int = 0, batch: int = 250) -> dict[str, np.ndarray]:
+    """Directions of a model that decodes (a GAN's generator) fitted on its own samples, InterFaceGAN-style
+    (Shen et al. 2020): n latents z ~ N(0, I) are decoded, `label` (uint8 NHWC images -> factors [n, k], e.g. the
+    readout trained on the data's labels) reads every sample, and each direction is the mean z of the samples
+    read in the high half of the factor's range [low, high] minus that of the low half. Amount 1.0 then takes an
+    average sample read as low to an average one read as high, as `attribute_directions` does with real images.
+
+    For a GAN whose encoder does not carry a factor (the encoder of a generator that rarely makes it), the
+    directions of encoded labelled images do not move it; these do wherever the generator makes it at all."""
+    from latentforge.images import to_uint8
+    from latentforge.latents import latents
+
+    if len(names) != len(low) or len(names) != len(high):
+        raise InputError(f"{len(names)} factor names but {len(low)} low and {len(high)} high ends; give one each")
+    z = latents(n, model.config.latent_dim, seed=seed)
+    read = []
+    with torch.inference_mode():
+        for i in range(0, n, batch):
+            images = to_uint8(model.decode(torch.from_numpy(z[i:i + batch])).numpy(), value_range)
+            read.append(np.asarray(label(images), dtype=np.float32))
+    read = np.concatenate(read)
+    directions = {}
+    for k, name in enumerate(names):
+        is_high = read[:, k] > (low[k] + high[k]) / 2
+        few = min(int(is_high.sum()), int((~is_high).sum()))
+        if few < max(10, n // 100):
+            raise InputError(f"only {few} of {n} samples are read in one half of {name!r}: the generator hardly makes "
+                             "that side, so no direction can be fitted on its samples; use labelled images instead")
+        directions[name] = (z[is_high].mean(0) - z[~is_high].mean(0)).astype(np.float32)
+    return directions

@@ -9,6 +9,8 @@ from latentforge.errors import InputError
 from .arguments import add_backend, add_edits, alias
 
 METHOD = "mean posterior mean of the high group minus the low group (split at the attribute's midpoint)"
+SAMPLES_METHOD = ("mean latent of the high group minus the low group of {n} generator samples (seed {seed}) read by "
+                  "the data's readout (split at the midpoint of the labels' range)")
 
 
 def cmd_attributes(args) -> None:
@@ -33,8 +35,11 @@ def cmd_attributes(args) -> None:
                          f"{info.config['channels']}; use the data it was trained on ({info.data})")
     if not data.attribute_names:
         raise InputError(f"{data.name!r} has no attribute labels; pass --labels CSV (filename,attr1,attr2,...)")
-    directions = attribute_directions(model, info.value_range, data, n=args.n)
-    save_directions(out, directions, checkpoint=str(args.checkpoint), data=data.name, method=METHOD)
+    if args.from_samples:
+        directions, method = _sample_directions(model, info, data, args.n)
+    else:
+        directions, method = attribute_directions(model, info.value_range, data, n=args.n), METHOD
+    save_directions(out, directions, checkpoint=str(args.checkpoint), data=data.name, method=method)
     if embed:   # the model and its directions in one file, which `load` and the Filter use without --attributes
         import json
 
@@ -45,7 +50,26 @@ def cmd_attributes(args) -> None:
         print(f"wrote {embed} (the checkpoint with these directions in its metadata)")
     for name, d in directions.items():
         print(f"{name}: |d| = {float((d ** 2).sum() ** 0.5):.3f}")
-    print(f"wrote {out} ({len(directions)} directions, from {min(args.n, data.size('train'))} {data.name} images)")
+    source = f"{args.n} generator samples" if args.from_samples else f"{min(args.n, data.size('train'))} {data.name} images"
+    print(f"wrote {out} ({len(directions)} directions, from {source})")
+
+
+def _sample_directions(model, info, data, n: int, seed: int = 0):
+    """--from-samples: directions fitted on the generator's own samples, read by the data's readout (trained on its
+    labels), for a gan-encoder (training/attributes.py, sample_directions)."""
+    from latentforge.training.attributes import sample_directions
+    from latentforge.training.evaluate.readout import readout_for
+
+    if info.kind != "gan-encoder":
+        raise InputError(f"--from-samples fits directions on a generator's samples; {info.kind} is not a gan-encoder "
+                         "(drop --from-samples)")
+    readout, _ = readout_for(data)
+    if readout.classify:
+        raise InputError(f"--from-samples needs factor labels; {data.name!r} has classes (drop --from-samples)")
+    names = list(data.attribute_names)
+    directions = sample_directions(model, info.value_range, readout.factors, names, readout.low, readout.high,
+                                   n=n, seed=seed)
+    return directions, SAMPLES_METHOD.format(n=n, seed=seed)
 
 
 def cmd_edit(args) -> None:
@@ -153,7 +177,11 @@ def add_commands(sub) -> None:
     p.add_argument("checkpoint", help="VAE or gan-encoder checkpoint (.safetensors)")
     p.add_argument("--data", required=True, help="faces | digits | a folder of images (with --labels)")
     p.add_argument("--labels", help="CelebA-style CSV for a folder: filename,attr1,attr2,...")
-    p.add_argument("-n", type=int, default=2000, help="training images to encode (default 2000)")
+    p.add_argument("-n", type=int, default=2000, help="training images to encode, or generator samples with "
+                                                          "--from-samples (default 2000)")
+    p.add_argument("--from-samples", action="store_true",
+                   help="gan-encoder: fit the directions on the generator's own samples, read by the data's readout "
+                        "(trained on its labels), instead of on encoded labelled images")
     p.add_argument("-o", "--output", required=True, help="attrs.safetensors")
     p.add_argument("--embed", metavar="OUT.safetensors",
                    help="also write a copy of the checkpoint that carries the directions in its metadata")
