@@ -5,7 +5,8 @@ subprocess per run; writes results/fuzz.md and fuzz.json with the counts actuall
     python benchmarks/fuzz.py --merge DIR1 DIR2 ... --out DIR   # one report from runs of single targets
 
 --merge reads each DIR/fuzz.json (a run of some targets, e.g. one target each in parallel) and writes one
-fuzz.md/fuzz.json over all of them, with a total row; a target in more than one DIR is added up.
+fuzz.md/fuzz.json over all of them, with a total row; a target in more than one DIR is added up. A DIR may hold an
+earlier merge's fuzz.json (e.g. benchmarks/results), so a new campaign adds to the committed counts.
 
 --jobs N runs each target in N processes at once, each with its own worker and its own share of the cases
 (Hypothesis draws differently in each); their counts and findings are added up.
@@ -142,14 +143,17 @@ def merge(folders: list[Path], out: Path) -> dict:
     """One report from the fuzz.json of each folder (see the module's note)."""
     import json
 
-    runs, parts = [], {}
+    runs, parts, machines = [], {}, []
     for folder in folders:
         where = Path(folder) / "fuzz.json"
         try:
             run = json.loads(where.read_text())
             targets = run["targets"]
             for name, r in targets.items():
-                r = {**r, "cases_asked": run["cases_asked"], "minutes": run["minutes_per_target"], "jobs": run["jobs"]}
+                # a single run keeps these once at the top; an earlier merge keeps them per target, as lists
+                r = {**r, **{k: tuple(r[k]) if isinstance(r.get(k), list) else (run[top],)
+                             for k, top in (("cases_asked", "cases_asked"), ("minutes", "minutes_per_target"),
+                                            ("jobs", "jobs"))}}
                 r["cases"], r["seconds"], r["peak_rss_mb"], r["outcomes"] = \
                     int(r["cases"]), float(r["seconds"]), float(r["peak_rss_mb"]), dict(r["outcomes"])
                 parts.setdefault(name, []).append(r)
@@ -157,6 +161,7 @@ def merge(folders: list[Path], out: Path) -> dict:
             raise SystemExit(f"{where}: not a fuzz.py result ({type(e).__name__}: {e}); give folders that "
                              "benchmarks/fuzz.py --out wrote") from None
         runs.append(run)
+        machines += run.get("machines", [run.get("machine", {})])   # an earlier merge: each of its runs
     if not parts:
         raise SystemExit("no targets in " + ", ".join(map(str, folders)))
     targets = {}
@@ -164,19 +169,18 @@ def merge(folders: list[Path], out: Path) -> dict:
         merged = add_up(rs)
         merged["seconds"] = round(sum(r["seconds"] for r in rs), 1)
         merged["cases_per_s"] = round(merged["cases"] / max(merged["seconds"], 1e-9), 1)
-        merged.update({k: sorted({r[k] for r in rs}) for k in ("cases_asked", "minutes", "jobs")})
+        merged.update({k: sorted({v for r in rs for v in r[k]}) for k in ("cases_asked", "minutes", "jobs")})
         targets[name] = merged
 
     def values(key: str) -> str:
         return "/".join(str(v) for v in sorted({v for r in targets.values() for v in r[key]}))
 
-    machines = [run.get("machine", {}) for run in runs]
     same = {"cpu", "features", "physical_cores", "versions"}   # not the date or the load of each run
     report = {"machine": machines[0], "machines": machines, "merged_from": [str(f) for f in folders],
               "same_machine": all({k: m.get(k) for k in same} == {k: machines[0].get(k) for k in same}
                                   for m in machines), "targets": targets}
     lines = render(report, _asked(values("cases_asked"), values("minutes"), values("jobs")) +
-                   f", merged from {len(folders)} runs" + ("" if report["same_machine"] else
+                   f", merged from {len(machines)} runs" + ("" if report["same_machine"] else
                                                             " on different machines (see fuzz.json)"))
     out.mkdir(parents=True, exist_ok=True)
     write_report(out, "fuzz", lines, report, report["machine"].get("cpu", ""))

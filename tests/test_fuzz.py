@@ -163,6 +163,13 @@ def test_fuzz_results_of_separate_runs_merge_into_one_table(tmp_path):
     assert "- onnx: 3x ValueError: boom" in md and "merged from 2 runs" in md
     merged = json.loads((tmp_path / "out" / "fuzz.json").read_text())
     assert list(merged["targets"]) == ["checkpoint", "onnx", "image"] and merged["same_machine"]
+    _fake_run(tmp_path / "d", {"image": (5, {"refused": 5}, 100.0, 1.0, [])}, cpu="Intel Xeon")
+    again = subprocess.run([sys.executable, str(script), "--merge", str(tmp_path / "out"), str(tmp_path / "d"),
+                            "--out", str(tmp_path / "out2")], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr   # a merge of a merge: a new campaign adds to the committed one
+    merged2 = json.loads((tmp_path / "out2" / "fuzz.json").read_text())
+    assert merged2["targets"]["image"]["cases"] == 25 and merged2["targets"]["onnx"]["cases"] == 80
+    assert len(merged2["machines"]) == 3 and not merged2["same_machine"]
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "fuzz.json").write_text("{}")
     bad = subprocess.run([sys.executable, str(script), "--merge", str(tmp_path / "c"), "--out", str(tmp_path / "o2")],
