@@ -17,8 +17,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results}
 if [ -n "${QUICK:-}" ]; then TUNE_S=4; MIN_TIME=0.2; FILTER_S=0.3; STEPS=5; REPEATS=1
 else TUNE_S=15; MIN_TIME=0.6; FILTER_S=2; STEPS=50; REPEATS=3; fi
-CPU=$(python -c "import re; from latentforge.runtime.machine import hardware; \
-print(re.sub(r'[^a-z0-9]+', '-', hardware().cpu.lower()).strip('-'))")
+CPU=$(python -c "from latentforge.runtime.machine import hardware; print(hardware().kind)")   # e.g. amd-epyc-avx2
 mkdir -p "$OUT"
 step() { echo "[$(date -u +%H:%M:%S), ${SECONDS} s, load $(cut -d' ' -f1 /proc/loadavg)] $*"; }
 step "start"
@@ -39,4 +38,4 @@ fi
 step "VAE ready"
 python benchmarks/filter_bench.py --checkpoint "$VAE" --seconds "$FILTER_S" --out "$OUT/filter-$CPU"
 step "filter table done"
-echo "wrote $OUT/tune-$CPU-*-faces-vae64.md, tune-$CPU-*-dcgan64.md, load-$CPU.md, filter-$CPU.md"
+echo "wrote $OUT/tune-$CPU-faces-vae64.md, tune-$CPU-dcgan64.md, load-$CPU.md, filter-$CPU.md"

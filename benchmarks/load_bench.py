@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                     data.append({"artifact": path.suffix, "winner": kind.label, "first_batch": batch,
                                  "load_ms": load_ms, "first_decode_ms": first_ms, "ran": ran})
                     print(rows[-1], file=sys.stderr)
-    stem = "load-" + re.sub(r"[^a-z0-9]+", "-", facts.cpu.lower()).strip("-")
+    stem = f"load-{facts.kind}"
     lines = ["# Load + first image with a tuning record, per kind of winner: shipped 64 px faces VAE", "",
              f"Machine: {facts.summary()}; 1-min load average {machine['load_average_1min']:.1f} at the start, "
              f"{machine_info()['load_average_1min']:.1f} at the end (shared cores: noisy). Medians of "

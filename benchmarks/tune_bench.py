@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -127,9 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             lines += more
             results["artifacts"][path.name] = data
             print("\n".join(more), file=sys.stderr)
-    stem = "tune-" + re.sub(r"[^a-z0-9]+", "-", facts.cpu.lower()).strip("-") + "-" + \
-        ("amx" if facts.amx else "avx512bf16" if facts.bf16_units else "avx2") + \
-        ("-dcgan64" if args.dcgan64 else "-faces-vae64")
+    stem = f"tune-{facts.kind}" + ("-dcgan64" if args.dcgan64 else "-faces-vae64")
     lines.append(f"1-min load average at the end: {machine_info()['load_average_1min']:.1f}")
     atomic_write_bytes(Path(args.out) / f"{stem}.md", ("\n".join(lines) + "\n").encode())
     atomic_write_bytes(Path(args.out) / f"{stem}.json", json.dumps(results, indent=2, default=float).encode())

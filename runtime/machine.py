@@ -11,6 +11,7 @@ import glob
 import importlib.util
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -115,6 +116,13 @@ class Hardware:
     @property
     def gpu(self) -> bool:
         return bool(self.gpus) or self.cuda_capability is not None
+
+    @property
+    def kind(self) -> str:
+        """The machine kind results files are named by, e.g. "amd-epyc-avx2": the CPU model and its matrix tier,
+        so that two CPUs of one name with different units keep separate files."""
+        tier = "amx" if self.amx else "avx512bf16" if self.bf16_units else "avx2"
+        return re.sub(r"[^a-z0-9]+", "-", self.cpu.lower()).strip("-") + "-" + tier
 
     def summary(self) -> str:
         isa = " ".join(sorted(self.features)) or "no listed ISA extensions"

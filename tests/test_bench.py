@@ -124,9 +124,19 @@ def test_time_calls_repeats_at_least_five_times():
     assert len(times) == len(calls) == 5 and times.dtype == np.float64 and (times >= 0).all()
 
 
-def test_engines_compute_the_same_image(vae_checkpoint):
-    found, skipped, model = engines.make_engines(vae_checkpoint, compile=False)
-    assert skipped == {"torch.compile": "left out (compile=False)"}
+EPYC = Hardware("AMD EPYC", frozenset({"avx2", "fma"}), 2)
+XEON = Hardware("Intel Xeon", frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"}), 2)
+
+
+@pytest.mark.parametrize("facts", [EPYC, XEON], ids=["avx2", "amx"])
+def test_engines_compute_the_same_image(vae_checkpoint, facts):
+    # both hardware branches on any CPU: on one without bf16 units the bf16 peers run emulated, slowly but right
+    found, skipped, model = engines.make_engines(vae_checkpoint, compile=False, facts=facts)
+    no_units = {} if facts.bf16_units else {name: skipped.get(name, "") for name in
+                                            ("torch bf16 channels_last", "openvino bf16")}
+    assert all("no bf16 units" in why for why in no_units.values())
+    assert skipped == {"torch.compile": "left out (compile=False)", **no_units}
+    assert facts.bf16_units == any("bf16" in e.name for e in found)
     z = np.random.default_rng().standard_normal((2, model["latent_dim"]), dtype=np.float32)
     outputs = [np.asarray(e.run(e.prepare(z))) for e in found]
     for engine, out in zip(found, outputs):   # bf16 keeps 8 bits of mantissa: about 1e-2 after a few layers
@@ -134,11 +144,9 @@ def test_engines_compute_the_same_image(vae_checkpoint):
 
 
 def test_bf16_peers_need_bf16_units(vae_onnx):
-    epyc = Hardware("AMD EPYC", frozenset({"avx2", "fma"}), 2)
-    xeon = Hardware("Intel Xeon", frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"}), 2)
-    found, skipped, _ = engines.make_engines(vae_onnx, facts=epyc)
+    found, skipped, _ = engines.make_engines(vae_onnx, facts=EPYC)
     assert "openvino bf16" not in [e.name for e in found] and "no bf16 units" in skipped["openvino bf16"]
-    found, skipped, _ = engines.make_engines(vae_onnx, facts=xeon)
+    found, skipped, _ = engines.make_engines(vae_onnx, facts=XEON)
     assert "openvino bf16" in [e.name for e in found] and "openvino bf16" not in skipped
 
 

@@ -47,6 +47,13 @@ def test_capabilities_per_cpu_kind():
     assert H100.gpu and "compute capability 9.0" in H100.summary() and "NVIDIA H100" in H100.summary()
 
 
+def test_machine_kind_names_the_cpu_and_its_matrix_tier():
+    # results files are named by it: two EPYCs with and without bf16 units must not overwrite each other's
+    zen4 = Hardware("AMD EPYC 9B14", frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}), 2)
+    assert (EPYC.kind, zen4.kind, XEON.kind) == ("amd-epyc-7b13-avx2", "amd-epyc-9b14-avx512bf16",
+                                                 "intel-xeon-platinum-8481c-amx")
+
+
 def test_default_backend_without_a_record_reads_the_hardware(tmp_path):
     ckpt, onnx = tmp_path / "m.safetensors", tmp_path / "m.onnx"
     assert default_backend(ckpt, False, EPYC)[0] == "torch" and "onnxruntime would first export" in \
