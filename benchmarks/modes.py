@@ -30,9 +30,9 @@ import numpy as np
 
 KINDS = ("gan", "wgan-gp", "unrolled-gan")
 POINT_DATA = ("ring", "grid")
-STACKED_KINDS = ("gan", "wgan-gp")
+STACKED_KINDS = ("gan", "wgan-gp", "unrolled-gan")
 STACKED_OPTIONS = {"ngf": 32, "ndf": 32}   # a smaller DCGAN pair, so the CPU benchmark stays in budget
-STACKED_STEPS = {"gan": 1000, "wgan-gp": 800}
+STACKED_STEPS = {"gan": 1000, "wgan-gp": 800, "unrolled-gan": 1000}   # unrolled: ~3.5x a gan step (5 D steps ahead)
 STACKED_BATCH = 64
 
 # PROTOCOLS.md: PacGAN Table 1 (10 runs, +- s.e.) and VEEGAN Table 1 (5 runs).
