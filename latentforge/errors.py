@@ -1,8 +1,22 @@
-"""One exception family. Every message names the bad value and what to do about it."""
+"""One exception family. Every message names the bad value and what to do about it, on one line."""
+import re
+
+# every character str.splitlines() breaks at: a message quoting a foreign one (a safetensors header error naming a
+# tensor called "x\n", a file name with a line separator) keeps them escaped instead
+_LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks written as escapes (\\n, \\u2028, ...), so it prints as one line."""
+    return _LINE_BREAKS.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class LatentforgeError(Exception):
-    """Base of every error latentforge raises on purpose; the CLI prints it as one line."""
+    """Base of every error latentforge raises on purpose; the CLI prints it as one line, and the message is one
+    line by construction whatever foreign text it quotes."""
+
+    def __init__(self, message="", *args) -> None:
+        super().__init__(one_line(str(message)), *args)
 
 
 class InputError(LatentforgeError, ValueError):

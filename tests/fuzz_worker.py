@@ -75,7 +75,7 @@ def run_case(worker: Worker, target: str, seeds: Path, case: Path, seed: str, mu
     problem = None
     if answer["outcome"] not in ("ok", "refused"):
         problem = f"{answer['outcome']}: {answer['type']} {answer['message']}"
-    elif answer["outcome"] == "refused" and (not answer["message"].strip() or "\n" in answer["message"]):
+    elif answer["outcome"] == "refused" and (not answer["message"].strip() or len(answer["message"].splitlines()) != 1):
         problem = f"refused without a one-line message: {answer['message']!r}"
     elif answer["written"]:
         problem = f"wrote {answer['written']}"
