@@ -113,15 +113,21 @@ def test_a_training_state_with_a_renamed_moment_is_refused_at_load(seeds, worker
     assert "does not fit" in answer["message"] and re.search(match, answer["message"]), answer
 
 
-def test_a_refusal_quoting_a_name_with_a_line_break_stays_one_line(seeds, worker, tmp_path):
-    """The third fuzz campaign's case: safetensors' header error names the tensor, here one renamed "ñ\\n", and the
-    attributes file's refusal quoted it as two lines. Every latentforge error now escapes line breaks."""
+@pytest.mark.parametrize("target, seed, mutations, quoted", [
+    ("directions", "attrs.safetensors", [("offsets", 91, [131, 4]), ("rename", 200, "ñ\n"), ("offsets", 4, [131, 4])],
+     "ñ\\n"),
+    ("checkpoint", "dcgan.safetensors", [("meta_config", "latent_dim", []), ("meta_config", "latent_dim", []),
+                                         ("rename", 927, "\n\U00041611"), ("shift", 927, -21)], "\\n\U00041611"),
+])
+def test_a_refusal_quoting_a_name_with_a_line_break_stays_one_line(seeds, worker, tmp_path, target, seed, mutations,
+                                                                    quoted):
+    """The third fuzz campaign's cases: safetensors' header error names the tensor, here one renamed with a line
+    break, and the refusal quoted it as two lines. Every latentforge error now escapes line breaks."""
     from latentforge.errors import CheckpointError, one_line
 
-    answer = _one(worker, seeds, tmp_path, "directions", "attrs.safetensors",
-                  ("offsets", 91, [131, 4]), ("rename", 200, "ñ\n"), ("offsets", 4, [131, 4]))
+    answer = _one(worker, seeds, tmp_path, target, seed, *mutations)
     assert answer["outcome"] == "refused" and answer["problem"] is None, answer
-    assert "ñ\\n" in answer["message"] and len(answer["message"].splitlines()) == 1, answer
+    assert quoted in answer["message"] and len(answer["message"].splitlines()) == 1, answer
     for brk in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029":   # every break str.splitlines() knows
         message = str(CheckpointError(f"bad name 'a{brk}b'"))
         assert len(message.splitlines()) == 1 and message == one_line(message) == "bad name 'a" + repr(brk)[1:-1] + "b'"
