@@ -121,12 +121,12 @@ def test_a_refusal_quoting_a_name_with_a_line_break_stays_one_line(seeds, worker
     """The third fuzz campaign's cases: safetensors' header error names a tensor, there one renamed "ñ\\n" (or
     "\\n\\U00041611"), and the refusal quoted it as two lines. Every tensor is renamed with a line break here, as
     which one safetensors names is not fixed; every latentforge error now escapes line breaks."""
-    from latentforge.errors import CheckpointError, one_line
-
     renames = [("rename", i, f"t{i}\n") for i in range(300)]   # by position, modulo the tensor count: all of them
     answer = _one(worker, seeds, tmp_path, target, seed, *renames, *damage)
     assert answer["outcome"] == "refused" and answer["problem"] is None, answer
     assert "\\n`" in answer["message"] and len(answer["message"].splitlines()) == 1, answer
+    from latentforge.errors import CheckpointError, one_line
+
     for brk in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029":   # every break str.splitlines() knows
         message = str(CheckpointError(f"bad name 'a{brk}b'"))
         assert len(message.splitlines()) == 1 and message == one_line(message) == "bad name 'a" + repr(brk)[1:-1] + "b'"
