@@ -125,6 +125,9 @@ def test_a_refusal_quoting_a_name_with_a_line_break_stays_one_line(seeds, worker
     answer = _one(worker, seeds, tmp_path, target, seed, *renames, *damage)
     assert answer["outcome"] == "refused" and answer["problem"] is None, answer
     assert "\\n`" in answer["message"] and len(answer["message"].splitlines()) == 1, answer
+
+
+def test_every_error_message_is_one_line():
     from latentforge.errors import CheckpointError, one_line
 
     for brk in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029":   # every break str.splitlines() knows
