@@ -1,9 +1,9 @@
 """Decode speed of one model on every engine a user could pick, side by side in one run.
 
 Engines: latentforge's own backends (what `load` gives, `auto` included) and the peers a user would
-otherwise write by hand (runtime/engines.py). Each (engine, batch) is warmed up, then called
-repeatedly for `min_time` seconds split over two rounds taken in turn with the other engines, so
-a burst of load from another process lands on one round of one engine; the faster round counts.
+otherwise write by hand (runtime/engines.py). Each (engine, batch) is warmed up, then the engines are
+timed in turn, in short bursts (`BURST` seconds, at least one call), until each has `min_time` seconds
+of calls: a slow minute on a shared machine lands on every engine alike, not on one engine's span.
 The report gives median/p90/p99 latency, images/s, achieved GFLOP/s (FLOPs counted from the model),
 its share of the fp32 matmul ceiling measured in the same run, and `auto / best peer` per batch.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -23,7 +23,11 @@ from latentforge.latents import latents
 from .engines import COMPILE, EAGER, LATENTFORGE_AUTO, Engine, make_engines
 from .machine import machine_info, matmul_ceiling
 
-ROUNDS = 2   # every engine is timed in turn, twice; the round with the lower median counts (see run_bench)
+# Engines are timed in turn in bursts this long (at least one call each): long enough that an engine's weights are
+# warm in cache within a burst, as in an app that calls one engine, short enough that load from other processes
+# lands on all of them. Span by span (before, two spans per engine) the same onnxruntime session read 226-300 ms
+# at batch 128 across rows of one run on a shared 2-core VM; taken call by call in turn it matched itself within 1 %.
+BURST = 0.025
 COUNTED = ("z in -> float32 image out, no uint8 conversion, inputs preallocated, fp32 weights, "
            "one call per timing")
 
@@ -82,7 +86,7 @@ class BenchReport:
         lines = [
             f"latentforge bench: {m['path']} ({m['kind']} {m['format']}, z[{m['latent_dim']}] -> {h}x{w}x{c})",
             f"counted: {COUNTED}; per engine {s['warmup']} warm-up calls, then >= {s['min_time']:g} s of timed calls "
-            f"in {ROUNDS} rounds taken in turn with the other engines; the round with the lower median counts",
+            f"taken in turn with the other engines, in bursts of >= {BURST * 1e3:g} ms (>= 1 call)",
             f"model: {m['flops_per_image'] / 1e9:.4f} GFLOP/image = 2 x MACs of Conv/ConvTranspose/Linear "
             f"(from {m['flops_source']}; elementwise ops not counted)",
             f"machine: {mc['cpu']}, {mc['physical_cores']} physical cores / {mc['logical_cpus']} logical, "
@@ -139,19 +143,79 @@ def time_calls(run: Callable, x, min_time: float, min_repeats: int = 5) -> np.nd
     return np.asarray(times, dtype=np.float64) / 1e9
 
 
-def _measure(engine: Engine, batch: int, z: np.ndarray, flops_per_image: int, ceiling: float,
-             min_time: float, warmup: int) -> BenchRow:
-    x = engine.prepare(z)
-    start = time.perf_counter()
-    engine.run(x)
-    first = time.perf_counter() - start
-    for _ in range(warmup):
-        engine.run(x)
-    times = time_calls(engine.run, x, min_time)
-    p50, p90, p99 = np.percentile(times, [50, 90, 99])
-    gflops = flops_per_image * batch / p50 / 1e9
-    return BenchRow(engine.name, batch, engine.threads, len(times), first * 1e3, p50 * 1e3, p90 * 1e3, p99 * 1e3,
-                    batch / p50, gflops, 100 * gflops / ceiling)
+def time_in_turn(runs: dict[str, Callable[[], object]], min_time: float, burst: float = BURST,
+                 min_repeats: int = 5) -> tuple[dict[str, np.ndarray], dict[str, Exception]]:
+    """({label: seconds per call}, {label: the exception it raised}) for every run(), timed in turn.
+
+    Each label gets a burst of calls (>= `burst` seconds, at least one call), then the next label, round after
+    round, until every label has >= `min_time` seconds and >= `min_repeats` calls. A run that raises is dropped
+    from the rounds and reported. The garbage collector is paused, as timeit does."""
+    times: dict[str, list[int]] = {label: [] for label in runs}
+    spent = dict.fromkeys(runs, 0)
+    failed: dict[str, Exception] = {}
+    need = int(min_time * 1e9)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        while True:
+            active = [k for k in runs if k not in failed and (spent[k] < need or len(times[k]) < min_repeats)]
+            if not active:
+                break
+            for label in active:
+                run, end = runs[label], time.perf_counter_ns() + int(burst * 1e9)
+                try:
+                    while True:
+                        start = time.perf_counter_ns()
+                        run()
+                        took = time.perf_counter_ns() - start
+                        times[label].append(took)
+                        spent[label] += took
+                        if time.perf_counter_ns() >= end:
+                            break
+                except Exception as e:  # noqa: BLE001  (the caller reports it; the others go on)
+                    failed[label] = e
+    finally:
+        if was_enabled:
+            gc.enable()
+    return {k: np.asarray(v, dtype=np.float64) / 1e9 for k, v in times.items() if k not in failed}, failed
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _measure_batch(engines: list[Engine], batch: int, z: np.ndarray, flops_per_image: int, ceiling: float,
+                   min_time: float, warmup: int, skipped: dict[str, str]) -> list[BenchRow]:
+    """Every engine's row at this batch: first call and warm-up one engine at a time, then all timed in turn.
+    An engine that fails is removed from `engines` and named in `skipped`."""
+    inputs, first = {}, {}
+    for engine in list(engines):
+        try:
+            x = engine.prepare(z)
+            start = time.perf_counter()
+            engine.run(x)
+            first[engine.name] = time.perf_counter() - start
+            for _ in range(warmup):
+                engine.run(x)
+            inputs[engine.name] = x
+        except Exception as e:  # a peer that cannot run this model is a finding, not a crash
+            skipped[engine.name] = f"failed at batch {batch}: {type(e).__name__}: {_first_line(e)}"
+            engines.remove(engine)
+    runs = {e.name: (lambda e=e, x=inputs[e.name]: e.run(x)) for e in engines}
+    timed, failed = time_in_turn(runs, min_time)
+    for engine in list(engines):
+        if engine.name in failed:
+            err = failed[engine.name]
+            skipped[engine.name] = f"failed at batch {batch}: {type(err).__name__}: {_first_line(err)}"
+            engines.remove(engine)
+    rows = []
+    for engine in engines:
+        times = timed[engine.name]
+        p50, p90, p99 = np.percentile(times, [50, 90, 99])
+        gflops = flops_per_image * batch / p50 / 1e9
+        rows.append(BenchRow(engine.name, batch, engine.threads, len(times), first[engine.name] * 1e3, p50 * 1e3,
+                             p90 * 1e3, p99 * 1e3, batch / p50, gflops, 100 * gflops / ceiling))
+    return rows
 
 
 def run_bench(path: str | os.PathLike, batches=(1, 16, 128), min_time: float = 1.0, warmup: int = 5,
@@ -185,22 +249,8 @@ def run_bench(path: str | os.PathLike, batches=(1, 16, 128), min_time: float = 1
                          skipped=skipped, notes=notes)
     for batch in batches:
         z = latents(batch, model["latent_dim"], seed=0)
-        best: dict[str, BenchRow] = {}
-        for _ in range(ROUNDS):
-            for engine in list(engines):
-                try:
-                    row = _measure(engine, batch, z, model["flops_per_image"], ceilings["fp32"]["gflops"],
-                                   min_time / ROUNDS, warmup)
-                except Exception as e:  # a peer that cannot run this model is a finding, not a crash
-                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                    report.skipped[engine.name] = f"failed at batch {batch}: {type(e).__name__}: {first}"
-                    engines.remove(engine)
-                    best.pop(engine.name, None)
-                    continue
-                earlier = best.get(engine.name)
-                if earlier is None or row.p50_ms < earlier.p50_ms:   # the first call (compilation) is round 1's
-                    best[engine.name] = row if earlier is None else replace(row, first_call_ms=earlier.first_call_ms)
-        report.rows += [best[e.name] for e in engines if e.name in best]
+        report.rows += _measure_batch(engines, batch, z, model["flops_per_image"], ceilings["fp32"]["gflops"],
+                                      min_time, warmup, report.skipped)
     compiled = [r for r in report.rows if r.engine == COMPILE]
     if compiled:
         report.notes.append(f"{COMPILE}: first call {compiled[0].first_call_ms / 1e3:.1f} s (compilation); "

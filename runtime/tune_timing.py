@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from .bench import time_calls
+from .bench import time_in_turn
 from .tune_record import Winner
 
 WARMUP = 2
@@ -35,17 +35,15 @@ def psnr_db(out: np.ndarray, reference: np.ndarray, peak: float) -> float:
 
 
 def time_side_by_side(found: list[Candidate], z: np.ndarray, seconds: float) -> dict[str, float]:
-    """{label: p50 ms}: every candidate warmed, then timed in two alternating rounds; the faster median counts,
-    so a burst of load from another process hurts one round of one candidate, not the verdict."""
+    """{label: p50 ms}: every candidate warmed, then all timed in turn in short bursts (bench.time_in_turn), so a
+    burst of load from another process lands on every candidate alike, not on one candidate's span."""
     for candidate in found:
         for _ in range(WARMUP):
             candidate.run(z)
-    best: dict[str, float] = {}
-    for _ in range(2):
-        for candidate in found:
-            p50 = float(np.median(time_calls(candidate.run, z, seconds / 2, min_repeats=3))) * 1e3
-            best[candidate.label] = min(best.get(candidate.label, math.inf), p50)
-    return best
+    timed, failed = time_in_turn({c.label: (lambda c=c: c.run(z)) for c in found}, seconds, min_repeats=3)
+    for label, error in failed.items():
+        raise RuntimeError(f"{label} failed while timed: {type(error).__name__}: {error}") from error
+    return {label: float(np.median(times)) * 1e3 for label, times in timed.items()}
 
 
 # What a user opens without latentforge (the bench's peers): a default onnxruntime session, OpenVINO at f32, the

@@ -7,8 +7,8 @@ import torch
 
 from latentforge.errors import InputError
 from latentforge.models import DCGAN, ConvVAE, DCGANConfig, VAEConfig
-from latentforge.runtime import engines
-from latentforge.runtime.bench import BenchReport, run_bench, time_calls
+from latentforge.runtime import bench, engines
+from latentforge.runtime.bench import BenchReport, run_bench, time_calls, time_in_turn
 from latentforge.runtime.flops import count_flops_onnx, count_flops_torch
 from latentforge.runtime.machine import Hardware, hardware
 
@@ -122,6 +122,42 @@ def test_time_calls_repeats_at_least_five_times():
     calls = []
     times = time_calls(calls.append, 1, min_time=0.0)
     assert len(times) == len(calls) == 5 and times.dtype == np.float64 and (times >= 0).all()
+
+
+def test_time_in_turn_alternates_and_gives_each_its_budget():
+    order = []
+    runs = {name: (lambda name=name: order.append(name)) for name in ("a", "b", "c")}
+    timed, failed = time_in_turn(runs, min_time=0.0, burst=0.0, min_repeats=4)
+    # a burst of >= 0 s is one call: the three take turns call by call, 4 rounds
+    assert failed == {} and order == ["a", "b", "c"] * 4
+    assert all(len(t) == 4 and t.dtype == np.float64 and (t >= 0).all() for t in timed.values())
+
+
+def test_time_in_turn_spreads_a_slow_stretch_over_every_engine(monkeypatch):
+    # a stand-in for load from another process: the machine is 4x slower for a stretch of calls, whoever runs
+    # them. Span by span the stretch lands on one engine; taken in turn, two identical engines read alike.
+    # The clock is simulated, so the test asserts the schedule, not this machine's speed.
+    clock = {"ns": 0, "calls": 0}
+    monkeypatch.setattr(bench.time, "perf_counter_ns", lambda: clock["ns"])
+
+    def work():
+        clock["calls"] += 1
+        clock["ns"] += 2_000_000 if 40 <= clock["calls"] < 100 else 500_000
+
+    timed, _ = time_in_turn({"x": work, "y": work}, min_time=0.05, burst=0.0)
+    assert 0.9 < timed["x"].mean() / timed["y"].mean() < 1.1
+    clock["calls"] = 0
+    spans = {k: time_in_turn({k: work}, min_time=0.05, burst=0.0)[0][k] for k in ("x", "y")}   # one after the other
+    assert spans["y"].mean() / spans["x"].mean() > 2   # the second span met the slow stretch
+
+
+def test_time_in_turn_drops_a_failing_run_and_keeps_the_others():
+    def broken():
+        raise ValueError("boom")
+
+    timed, failed = time_in_turn({"ok": lambda: None, "bad": broken}, min_time=0.0, min_repeats=3)
+    assert list(timed) == ["ok"] and len(timed["ok"]) >= 3
+    assert isinstance(failed["bad"], ValueError)
 
 
 EPYC = Hardware("AMD EPYC", frozenset({"avx2", "fma"}), 2)
