@@ -132,7 +132,8 @@ def add_commands(sub) -> None:
                    help="gan: the non-saturating loss (ns, default) or the hinge loss of SN-GAN/SAGAN")
     p.add_argument("--g-ema", type=float, default=None, metavar="DECAY",
                    help="GANs: sample, save and export an exponential moving average of the generator's weights "
-                        "with this decay (e.g. 0.999; default 0: off, but 0.999 for wgan-gp on ring/grid)")
+                        "with this decay (e.g. 0.999; default 0: off, but 0.999 for wgan-gp on ring/grid and "
+                        "unrolled-gan on ring)")
     p.add_argument("--feature-weight", type=float, default=1.0,
                    help="gan-encoder: weight of the discriminator-feature reconstruction loss")
     p.add_argument("--latent-weight", type=float, default=1.0,
