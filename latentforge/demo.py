@@ -189,7 +189,15 @@ def run_demo(out: str | Path = "demo_out", train: bool = False, steps: int = 150
 
     if bench:
         from latentforge.runtime.bench import run_bench
+        from latentforge.runtime.tune import tune
 
+        # measure this machine first, as `latentforge tune` would: without a record `auto` on a checkpoint is
+        # torch fp32, which onnxruntime beat 3.6x at batch 1 on a 2-core EPYC
+        _say("tuning on this machine (latentforge tune: every engine, a 40 dB gate, the fastest kept) ...")
+        record, where = tune(paths["checkpoint"], batches=(1, 16, 128), seconds=8.0, compile=False)
+        paths["tune_record"] = where
+        _say(f"tuned in {record.seconds:.0f} s: " + ", ".join(
+            f"batch {b}: {w.backend} {w.precision}" for b, w in sorted(record.winners.items())) + f" ({where})")
         _say("benchmarking (batch 1, 16, 128) ...")
         report = run_bench(paths["checkpoint"], batches=(1, 16, 128), min_time=0.3)
         paths["bench"] = out / "bench.txt"
