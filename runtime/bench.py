@@ -2,8 +2,9 @@
 
 Engines: latentforge's own backends (what `load` gives, `auto` included) and the peers a user would
 otherwise write by hand (runtime/engines.py). Each (engine, batch) is warmed up, then the engines are
-timed in turn, in short bursts (`BURST` seconds, at least one call), until each has `min_time` seconds
-of calls: a slow minute on a shared machine lands on every engine alike, not on one engine's span.
+timed in turn, in bursts (`BURST` seconds, at least one call, `SETTLE` seconds of untimed rest before each),
+until each has `min_time` seconds of calls: a slow minute on a shared machine lands on every engine alike, not
+on one engine's span.
 The report gives median/p90/p99 latency, images/s, achieved GFLOP/s (FLOPs counted from the model),
 its share of the fp32 matmul ceiling measured in the same run, and `auto / best peer` per batch.
 """
@@ -27,7 +28,10 @@ from .machine import machine_info, matmul_ceiling
 # warm in cache within a burst, as in an app that calls one engine, short enough that load from other processes
 # lands on all of them. Span by span (before, two spans per engine) the same onnxruntime session read 226-300 ms
 # at batch 128 across rows of one run on a shared 2-core VM; taken call by call in turn it matched itself within 1 %.
-BURST = 0.025
+# Without the rest between bursts (SETTLE), in 25 ms bursts, the engine after an onnxruntime session ran up to 1.9x
+# slower: the session's intra-op threads spin after a call and took the cores from the next engine.
+BURST = 0.1
+SETTLE = 0.02   # seconds of rest between bursts, not timed
 COUNTED = ("z in -> float32 image out, no uint8 conversion, inputs preallocated, fp32 weights, "
            "one call per timing")
 
@@ -86,7 +90,8 @@ class BenchReport:
         lines = [
             f"latentforge bench: {m['path']} ({m['kind']} {m['format']}, z[{m['latent_dim']}] -> {h}x{w}x{c})",
             f"counted: {COUNTED}; per engine {s['warmup']} warm-up calls, then >= {s['min_time']:g} s of timed calls "
-            f"taken in turn with the other engines, in bursts of >= {BURST * 1e3:g} ms (>= 1 call)",
+            f"taken in turn with the other engines, in bursts of >= {BURST * 1e3:g} ms (>= 1 call; {SETTLE * 1e3:g} ms "
+            "untimed rest before each; a burst's first call not counted when it has more)",
             f"model: {m['flops_per_image'] / 1e9:.4f} GFLOP/image = 2 x MACs of Conv/ConvTranspose/Linear "
             f"(from {m['flops_source']}; elementwise ops not counted)",
             f"machine: {mc['cpu']}, {mc['physical_cores']} physical cores / {mc['logical_cpus']} logical, "
@@ -162,18 +167,24 @@ def time_in_turn(runs: dict[str, Callable[[], object]], min_time: float, burst: 
             if not active:
                 break
             for label in active:
+                time.sleep(SETTLE)   # the last engine's spinning thread pools go idle before the next one starts
                 run, end = runs[label], time.perf_counter_ns() + int(burst * 1e9)
+                burst_times = []
                 try:
                     while True:
                         start = time.perf_counter_ns()
                         run()
-                        took = time.perf_counter_ns() - start
-                        times[label].append(took)
-                        spent[label] += took
+                        burst_times.append(time.perf_counter_ns() - start)
                         if time.perf_counter_ns() >= end:
                             break
                 except Exception as e:  # noqa: BLE001  (the caller reports it; the others go on)
                     failed[label] = e
+                    continue
+                # the first call after a switch pays for the last engine's spinning threads and cold caches:
+                # it is not counted when the burst has more calls
+                kept = burst_times[1:] if len(burst_times) > 1 else burst_times
+                times[label] += kept
+                spent[label] += sum(kept)
     finally:
         if was_enabled:
             gc.enable()
