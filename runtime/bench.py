@@ -149,16 +149,18 @@ def time_calls(run: Callable, x, min_time: float, min_repeats: int = 5) -> np.nd
 
 
 def time_in_turn(runs: dict[str, Callable[[], object]], min_time: float, burst: float = BURST,
-                 min_repeats: int = 5) -> tuple[dict[str, np.ndarray], dict[str, Exception]]:
+                 min_repeats: int = 5, settle: float = SETTLE) -> tuple[dict[str, np.ndarray], dict[str, Exception]]:
     """({label: seconds per call}, {label: the exception it raised}) for every run(), timed in turn.
 
     Each label gets a burst of calls (>= `burst` seconds, at least one call), then the next label, round after
-    round, until every label has >= `min_time` seconds and >= `min_repeats` calls. A run that raises is dropped
-    from the rounds and reported. The garbage collector is paused, as timeit does."""
+    round, until every label has >= `min_time` seconds and >= `min_repeats` calls; `settle` seconds of untimed
+    rest come before each burst that follows another label's. A run that raises is dropped from the rounds and
+    reported. The garbage collector is paused, as timeit does."""
     times: dict[str, list[int]] = {label: [] for label in runs}
     spent = dict.fromkeys(runs, 0)
     failed: dict[str, Exception] = {}
     need = int(min_time * 1e9)
+    previous = None
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -167,7 +169,9 @@ def time_in_turn(runs: dict[str, Callable[[], object]], min_time: float, burst: 
             if not active:
                 break
             for label in active:
-                time.sleep(SETTLE)   # the last engine's spinning thread pools go idle before the next one starts
+                if previous is not None and label != previous:
+                    time.sleep(settle)   # the last engine's spinning thread pools go idle before this one starts
+                previous = label
                 run, end = runs[label], time.perf_counter_ns() + int(burst * 1e9)
                 burst_times = []
                 try:

@@ -41,7 +41,8 @@ def time_side_by_side(found: list[Candidate], z: np.ndarray, seconds: float) -> 
         for _ in range(WARMUP):
             candidate.run(z)
     timed, failed = time_in_turn({c.label: (lambda c=c: c.run(z)) for c in found}, seconds, min_repeats=3)
-    for label, error in failed.items():
+    if failed:
+        label, error = next(iter(failed.items()))
         raise RuntimeError(f"{label} failed while timed: {type(error).__name__}: {error}") from error
     return {label: float(np.median(times)) * 1e3 for label, times in timed.items()}
 
