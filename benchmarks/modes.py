@@ -63,7 +63,7 @@ def point_settings(kind: str, data: str) -> dict:
     cfg = TrainConfig(kind=kind, data=data, out="unused")
     return {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.learning_rate,
             "lr_decay_start": cfg.lr_decay_start, "critic_steps": cfg.critic_steps, "gp_lambda": cfg.gp_lambda,
-            "unroll": cfg.unroll, "ema": cfg.g_ema, "model": cfg.model_config({"point_dim": 2}).to_dict()}
+            "unroll": cfg.unroll, "ema": cfg.g_ema, "r1": cfg.r1, "model": cfg.model_config({"point_dim": 2}).to_dict()}
 
 
 def run_one(kind: str, data: str, seed: int, work: Path) -> dict:
@@ -168,7 +168,7 @@ def table(summary: dict, machine: dict, stacked_runs: list[dict]) -> str:
     lines += [f"| VEEGAN Table 1: {name} | " + " | ".join(c or "–" for c in row) + " | 5 | | |" for name, *row in VEEGAN]
     lines += ["", "The defaults each row ran with (training/recipes/gans.py, POINT_DEFAULTS; the rest as in docs/gans.md):",
               "", "| kind | data | steps | batch | lr | lr decay from | critic steps | gp λ | unroll | MLP (hidden × depth, z) "
-              "| point scale | G average (ema) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| point scale | G average (ema) | R1 γ |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for kind in KINDS:
         for data in POINT_DATA:
             if f"{data}/{kind}" in summary:
@@ -179,7 +179,7 @@ def table(summary: dict, machine: dict, stacked_runs: list[dict]) -> str:
                 lines.append(f"| {kind} | {data} | {t['steps']} | {t['batch_size']} | {t['lr']:g} | "
                              f"{t['lr_decay_start']:g} | {t['critic_steps'] or 1} | {gp} | {unroll} | "
                              f"{m['hidden']} × {m['depth']}, {m['latent_dim']} | {m['point_scale']:g} | "
-                             f"{t['ema'] or '–'} |")
+                             f"{t['ema'] or '–'} | {t['r1'] or '–'} |")
     lines += targets(summary)
     stacked = {k: v for k, v in summary.items() if k.startswith("stacked-digits/")}
     if stacked:
@@ -292,7 +292,8 @@ def main() -> None:
 
 def reused(path: Path, runs: list[dict]) -> list[dict]:
     """Runs from an earlier modes.json, marked `reused`. A setting added to latentforge since then is absent from
-    them, and they trained as its default does: no generator average (ema 0), model options at their defaults."""
+    them, and they trained as its default does: no generator average (ema 0), no R1 penalty (r1 0), model
+    options at their defaults."""
     from dataclasses import fields
 
     from latentforge.models.gan import GANConfig
@@ -305,6 +306,7 @@ def reused(path: Path, runs: list[dict]) -> list[dict]:
             continue
         if r["data"] in POINT_DATA:
             r["settings"].setdefault("ema", 0.0)
+            r["settings"].setdefault("r1", 0.0)
             for f in fields(GANConfig):
                 r["settings"]["model"].setdefault(f.name, f.default)
         earlier.append({**r, "reused": r.get("reused") or f"modes.json of {when}"})

@@ -1,4 +1,4 @@
-"""The GAN training options --gan-loss hinge, --d-lr (TTUR) and --g-ema (generator average): their arithmetic
+"""The GAN training options --gan-loss hinge, --d-lr (TTUR), --g-ema (generator average) and --r1: their arithmetic
 against hand-computed answers, what the checkpoint holds, exact resume and refused bad values."""
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from latentforge.errors import InputError
 from latentforge.training import losses
 from latentforge.training.data.points import ring_modes
 from latentforge.training.ema import STANDING_BATCH, STANDING_BATCHES, STANDING_SEED, GeneratorAverage
+from latentforge.training.recipes.gans import real_logits_r1
 from latentforge.training.recipes.recipe import decay_lr
 from latentforge.training.train import TrainConfig, _optimizers, train
 
-OPTIONS = dict(gan_loss="hinge", d_lr=3e-3, g_ema=0.9)
+OPTIONS = dict(gan_loss="hinge", d_lr=3e-3, g_ema=0.9, r1=0.5)
 
 
 def tiny(out, data="ring", **overrides):
@@ -33,6 +34,27 @@ def test_hinge_losses_known_answers():
     real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
     assert losses.hinge_discriminator_loss(real, fake).item() == pytest.approx((0 + 0.5) / 2 + (0 + 1) / 2)
     assert losses.hinge_generator_loss(fake).item() == pytest.approx(1.0)
+
+
+def test_r1_penalty_of_a_linear_discriminator_is_half_gamma_times_its_squared_weight_norm():
+    disc = torch.nn.Linear(3, 1)   # grad_x D(x) = w for every x, so the penalty is gamma / 2 * |w|^2
+    real = torch.randn(5, 3)
+    logits, penalty = real_logits_r1(tiny("unused", r1=0.8), disc, real)
+    torch.testing.assert_close(logits, disc(real))
+    assert penalty.item() == pytest.approx(0.4 * disc.weight.square().sum().item(), rel=1e-6)
+    penalty.backward()             # the penalty trains D: its gradient is gamma * w
+    torch.testing.assert_close(disc.weight.grad, 0.8 * disc.weight.detach())
+    assert real_logits_r1(tiny("unused", r1=0.0), disc, real)[1] is None
+
+
+def test_r1_changes_the_discriminator_steps_and_is_recorded(tmp_path):
+    runs = {gamma: tmp_path / f"r1_{gamma}" for gamma in (0.0, 5.0)}
+    for gamma, out in runs.items():
+        train(tiny(out, kind="unrolled-gan", gan_loss="ns", d_lr=None, unroll=2, r1=gamma, steps=2))
+    a, b = (load_file(out / "checkpoint.safetensors") for out in runs.values())
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("discriminator."))
+    trained = json.loads(read_info(runs[5.0] / "checkpoint.safetensors").extra["train"])
+    assert trained["r1"] == 5.0
 
 
 def test_generator_average_is_the_ramped_exponential_average():
@@ -113,7 +135,8 @@ def test_the_average_never_steers_so_a_run_resumes_with_another_decay_or_none(tm
 @pytest.mark.parametrize("fields, word", [(dict(kind="vae", d_lr=1e-3), "d_lr"), (dict(d_lr=-1.0), "d_lr"),
                                           (dict(kind="wgan-gp", gan_loss="hinge"), "gan_loss"),
                                           (dict(gan_loss="wasserstein"), "gan_loss"), (dict(g_ema=1.0), "g_ema"),
-                                          (dict(kind="vae", g_ema=0.9), "g_ema")])
+                                          (dict(kind="vae", g_ema=0.9), "g_ema"), (dict(r1=-1.0), "r1"),
+                                          (dict(r1=float("nan")), "r1"), (dict(kind="wgan-gp", r1=1.0), "r1")])
 def test_bad_option_values_are_refused(tmp_path, fields, word):
     base = dict(kind="gan", data="ring", out=str(tmp_path), gan_loss="ns", model_options={})
     if fields.get("kind") == "vae":
@@ -126,6 +149,7 @@ def test_the_cli_passes_the_options_and_records_them(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "gan", "--data", "ring", "--out", str(out), "--steps", "2", "--batch-size", "16",
                  "--model-options", '{"hidden": 8, "depth": 1}', "--gan-loss", "hinge", "--d-lr", "4e-4",
-                 "--lr", "1e-4", "--g-ema", "0.99", "--no-progress"]) == 0
+                 "--lr", "1e-4", "--g-ema", "0.99", "--r1", "2", "--no-progress"]) == 0
     trained = json.loads(read_info(out / "checkpoint.safetensors").extra["train"])
-    assert (trained["gan_loss"], trained["d_lr"], trained["g_ema"], trained["lr"]) == ("hinge", 4e-4, 0.99, 1e-4)
+    assert (trained["gan_loss"], trained["d_lr"], trained["g_ema"], trained["lr"], trained["r1"]) == (
+        "hinge", 4e-4, 0.99, 1e-4, 2.0)

@@ -39,7 +39,7 @@ KINDS = tuple(RECIPES)
 OWN_FLAGS = ("image_size", "channels", "latent_dim", "point_dim")
 EVAL_STREAM = 0  # training steps are 1..steps, so noise stream 0 is free for the fixed held-out evaluation
 FALLBACKS = {"steps": 2000, "batch_size": 64, "gp_lambda": 10.0, "unroll": 5, "lr_decay_start": 0.5,
-             "g_ema": 0.0}
+             "g_ema": 0.0, "r1": 0.0}
 GAN_KINDS = ("dcgan", "gan", "wgan-gp", "unrolled-gan")   # the kinds with a generator/discriminator pair
 STUCK_LOSS = 1e-3  # a mean discriminator loss below this over a log window: D has won, G's gradient vanished
 
@@ -80,6 +80,7 @@ class TrainConfig:
     d_lr: float | None = None       # GAN kinds: the discriminator's own lr (TTUR); None -> lr
     gan_loss: str = "ns"            # gan: "ns" (non-saturating) or "hinge"
     g_ema: float | None = None      # GAN kinds: decay of the generator average the checkpoint holds (0: none)
+    r1: float | None = None         # gan, unrolled-gan: weight gamma of D's R1 penalty on real samples (0: none)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -121,7 +122,7 @@ class TrainConfig:
             self.model_config(data_fields(self.data, self.image_size))
 
     def _check_gan_options(self) -> None:
-        from .recipes.gans import GAN_LOSS_KINDS
+        from .recipes.gans import GAN_LOSS_KINDS, R1_KINDS
 
         pair = self.kind in GAN_KINDS
         if self.d_lr is not None and not (isinstance(self.d_lr, (int, float)) and math.isfinite(self.d_lr)
@@ -134,6 +135,10 @@ class TrainConfig:
         if not (isinstance(self.g_ema, (int, float)) and 0 <= self.g_ema < 1) or (self.g_ema and not pair):
             raise InputError(f"g_ema must be a number in [0, 1) (0: off; e.g. 0.999), for a GAN kind only, got "
                              f"{self.g_ema!r} for {self.kind}")
+        if not (isinstance(self.r1, (int, float)) and math.isfinite(self.r1) and self.r1 >= 0) or (
+                self.r1 and self.kind not in R1_KINDS):
+            raise InputError(f"r1 must be a finite number >= 0 (0: off; e.g. 1), for {', '.join(R1_KINDS)} only, "
+                             f"got {self.r1!r} for {self.kind}")
 
     def _fill_defaults(self) -> None:
         """Fields left None take the recipe's default for this data (recipes/gans.py: ring and grid), then
@@ -347,7 +352,7 @@ def _run_identity(cfg: TrainConfig, model, data) -> dict:
     identity.update({name: getattr(cfg, name) for name in RECIPES[cfg.kind].run_fields})
     # only when on, so older runs resume; --g-ema is not here: the average only watches the training, it never
     # steers it, so a run may resume with another decay or none (training/ema.py)
-    for name, off in (("d_lr", None), ("gan_loss", "ns")):
+    for name, off in (("d_lr", None), ("gan_loss", "ns"), ("r1", 0.0)):
         if getattr(cfg, name) != off:
             identity[name] = getattr(cfg, name)
     if cfg.kind == "prior" and cfg.lr_decay_start == 1:   # constant lr: what prior runs did before the decay

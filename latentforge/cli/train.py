@@ -41,7 +41,7 @@ def cmd_train(args) -> None:
                       critic_steps=args.critic_steps, gp_lambda=args.gp_lambda, unroll=args.unroll,
                       lr_decay_start=args.lr_decay_start, feature_weight=args.feature_weight,
                       latent_weight=args.latent_weight, init_from=args.init_from, d_lr=args.d_lr,
-                      gan_loss=args.gan_loss, g_ema=args.g_ema,
+                      gan_loss=args.gan_loss, g_ema=args.g_ema, r1=args.r1,
                       command="latentforge " + shlex.join(_without_nproc(args.argv)))
     if args.nproc_per_node is not None and distributed.world_from_env().size == 1:  # checked above, run below
         if args.nproc_per_node < 1:
@@ -134,6 +134,9 @@ def add_commands(sub) -> None:
                    help="GANs: sample, save and export an exponential moving average of the generator's weights "
                         "with this decay (e.g. 0.999; default 0: off, but 0.999 for wgan-gp on ring/grid and "
                         "unrolled-gan on ring)")
+    p.add_argument("--r1", type=float, default=None, metavar="GAMMA",
+                   help="gan, unrolled-gan: penalize D's gradient on real samples, GAMMA/2 * |grad D(x)|^2 (R1; "
+                        "e.g. 1; default 0: off, but 1 for unrolled-gan on grid)")
     p.add_argument("--feature-weight", type=float, default=1.0,
                    help="gan-encoder: weight of the discriminator-feature reconstruction loss")
     p.add_argument("--latent-weight", type=float, default=1.0,

@@ -31,15 +31,36 @@ def _losses(cfg):
     return losses.GAN_LOSSES[getattr(cfg, "gan_loss", "ns")]
 
 
+def real_logits_r1(cfg, disc, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """D's logits on the real batch and, with `--r1 GAMMA`, the R1 penalty GAMMA/2 * E||grad_x D(x)||^2 at the
+    real samples (Mescheder et al. 2018, "Which training methods for GANs actually converge?"): D kept flat on
+    the data cannot build the steep walls around a mode that a generator, once it has left, never climbs back."""
+    gamma = getattr(cfg, "r1", 0.0)
+    if not gamma:
+        return disc(real), None
+    real = real.detach().requires_grad_(True)
+    logits = disc(real)
+    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+    return logits, 0.5 * gamma * grad.flatten(1).square().sum(dim=1).mean()
+
+
+def _with_r1(loss_d: torch.Tensor, penalty: torch.Tensor | None, metrics: dict) -> torch.Tensor:
+    if penalty is None:
+        return loss_d
+    metrics["r1"] = finite("r1", penalty)
+    return loss_d + penalty
+
+
 def dcgan_step(cfg, model, optimizers, real, noise) -> dict:
     """pytorch/examples' order: D on real and on detached fake, then G through the updated D."""
     opt_d, opt_g = optimizers
     d_loss, g_loss = _losses(cfg)
     fake = model.generator(_z(model, real.shape[0], noise, real.device))
-    real_logits = model.discriminator(real)
+    real_logits, penalty = real_logits_r1(cfg, model.discriminator, real)
     fake_logits = model.discriminator(fake.detach())
     loss_d = d_loss(real_logits, fake_logits)
     metrics = {"loss_d": finite("loss_d", loss_d)}
+    loss_d = _with_r1(loss_d, penalty, metrics)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
@@ -65,7 +86,8 @@ def gan_step(cfg, model, optimizers, real, noise) -> dict:
 def _d_only(cfg, model, opt_d, real, noise) -> None:
     with torch.no_grad():   # D's step needs no graph through G
         fake = model.generator(_z(model, real.shape[0], noise, real.device))
-    loss_d = _losses(cfg)[0](model.discriminator(real), model.discriminator(fake))
+    real_logits, penalty = real_logits_r1(cfg, model.discriminator, real)
+    loss_d = _with_r1(_losses(cfg)[0](real_logits, model.discriminator(fake)), penalty, {})
     finite("loss_d", loss_d)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
@@ -141,9 +163,10 @@ def unrolled_step(cfg, model, optimizers, real, noise) -> dict:
     opt_d, opt_g = optimizers
     disc, gen = model.discriminator, model.generator
     fake = gen(_z(model, real.shape[0], noise, real.device))
-    real_logits, fake_logits = disc(real), disc(fake.detach())
+    (real_logits, penalty), fake_logits = real_logits_r1(cfg, disc, real), disc(fake.detach())
     loss_d = losses.discriminator_loss(real_logits, fake_logits)
     metrics = {"loss_d": finite("loss_d", loss_d)}
+    loss_d = _with_r1(loss_d, penalty, metrics)   # G's look-ahead below steps D on the plain loss
     ahead = unrolled_params(disc, opt_d, real, fake, cfg.unroll) if cfg.unroll else dict(disc.named_parameters())
     loss_g = losses.generator_loss(functional_call(disc, ahead, (fake,)))
     metrics["loss_g"] = finite("loss_g", loss_g)
@@ -199,6 +222,7 @@ def _defaults(kind: str):
 
 RUN_FIELDS = ("critic_steps", "gp_lambda", "unroll", "lr_decay_start")
 GAN_LOSS_KINDS = ("gan",)   # the kinds whose step takes --gan-loss
+R1_KINDS = ("gan", "unrolled-gan")   # the kinds whose D step takes --r1
 COMMON = dict(build=build_model, optimizers=pair_optimizers, run_fields=RUN_FIELDS, monitor=monitor)
 
 DCGAN = Recipe(lr=2e-4, betas=(0.5, 0.999), build=_build_dcgan, optimizers=pair_optimizers,  # as pytorch/examples
