@@ -1,4 +1,6 @@
 """`latentforge attributes` and `latentforge edit`, end to end on faces and on a labelled image folder."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -23,6 +25,19 @@ def folder(tmp_path):
         rows.append(f"im{i:02d}.png,{1 if i % 2 else -1}")
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     return root, tmp_path / "labels.csv"
+
+
+def test_independent_attributes_are_orthogonal_to_each_other(tmp_path, capsys):
+    shipped = Path(latentforge.__file__).parent / "weights" / "faces_vae.safetensors"
+    plain, alone = tmp_path / "plain.safetensors", tmp_path / "alone.safetensors"
+    assert main(["attributes", str(shipped), "--data", "faces", "-n", "300", "-o", str(plain)]) == 0
+    assert main(["attributes", str(shipped), "--data", "faces", "-n", "300", "--independent", "-o", str(alone)]) == 0
+    before, after = load_directions(plain, latent_dim=16), load_directions(alone, latent_dim=16)
+    assert list(before) == list(after) and len(after) == 9
+    eyes = after["eyes_open"]
+    assert all(abs(float(eyes @ before[k])) < 1e-3 * np.linalg.norm(eyes) * np.linalg.norm(before[k])
+               for k in before if k != "eyes_open")
+    assert float(eyes @ before["eyes_open"]) == pytest.approx(float(before["eyes_open"] @ before["eyes_open"]), rel=1e-3)
 
 
 def test_attributes_and_edit_on_a_labelled_folder(vae_checkpoint, folder, tmp_path, capsys):

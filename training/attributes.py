@@ -74,3 +74,25 @@ def sample_directions(model, value_range, label, names: list[str], low: np.ndarr
                              "that side, so no direction can be fitted on its samples; use labelled images instead")
         directions[name] = (z[is_high].mean(0) - z[~is_high].mean(0)).astype(np.float32)
     return directions
+
+
+def independent(directions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each direction with the others projected out (the conditional edit of InterFaceGAN, Shen et al. 2020, with
+    every other factor as a condition): d' = d minus its least-squares fit on the other directions, scaled by
+    |d|^2 / |d'|^2 so that d' . d = d . d. Amount 1.0 then moves a latent as far along the factor's own direction
+    as before, and not at all along any other factor's: where the factors' directions overlap (in a GAN's latent
+    eyes_open and glasses), an edit of one stops dragging the others along, to first order."""
+    names = list(directions)
+    if len(names) < 2:
+        return dict(directions)
+    out = {}
+    for name in names:
+        d = directions[name].astype(np.float64)
+        others = np.stack([directions[o].astype(np.float64) for o in names if o != name], axis=1)
+        residual = d - others @ np.linalg.lstsq(others, d, rcond=None)[0]
+        left = float(residual @ residual)
+        if left < 1e-6 * float(d @ d):
+            raise InputError(f"the direction of {name!r} lies in the span of the other {len(names) - 1}: nothing is "
+                             f"left of it to move alone; drop --independent or fit on more samples (-n)")
+        out[name] = (residual * (float(d @ d) / left)).astype(np.float32)
+    return out

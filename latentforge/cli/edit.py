@@ -39,6 +39,10 @@ def cmd_attributes(args) -> None:
         directions, method = _sample_directions(model, info, data, args.n)
     else:
         directions, method = attribute_directions(model, info.value_range, data, n=args.n), METHOD
+    if args.independent:
+        from latentforge.training.attributes import independent
+
+        directions, method = independent(directions), method + "; each with the others projected out (--independent)"
     save_directions(out, directions, checkpoint=str(args.checkpoint), data=data.name, method=method)
     if embed:   # the model and its directions in one file, which `load` and the Filter use without --attributes
         import json
@@ -182,6 +186,9 @@ def add_commands(sub) -> None:
     p.add_argument("--from-samples", action="store_true",
                    help="gan-encoder: fit the directions on the generator's own samples, read by the data's readout "
                         "(trained on its labels), instead of on encoded labelled images")
+    p.add_argument("--independent", action="store_true",
+                   help="project every other factor's direction out of each direction (InterFaceGAN's conditional "
+                        "edit), so that an edit of one factor stops dragging correlated ones along")
     p.add_argument("-o", "--output", required=True, help="attrs.safetensors")
     p.add_argument("--embed", metavar="OUT.safetensors",
                    help="also write a copy of the checkpoint that carries the directions in its metadata")
