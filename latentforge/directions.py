@@ -3,7 +3,8 @@
 Tensors: one float32 [latent_dim] per attribute name. Metadata: `latentforge.kind` =
 "attributes", `latentforge.latent_dim`, `latentforge.checkpoint` (what encoded the images),
 `latentforge.data` and `latentforge.method`. Amount 1.0 along a direction moves a latent by
-the full difference between the low and the high group (directions are not unit length).
+the full difference between the low and the high group (directions are not unit length; with
+`attributes --independent`, as far along that difference and orthogonal to the other factors').
 
 `load_directions` and `parse_attributes` (a model file's embedded `latentforge.attributes`) are the
 one place directions are read and checked: by `latentforge edit`, the Filter and the runtime.

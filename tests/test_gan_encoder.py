@@ -305,19 +305,3 @@ def test_the_shipped_gan_filter_gives_the_same_faces_and_frames_on_every_cpu_bac
         assert np.abs(images - faces["torch"]).max() <= 1
         assert np.abs(frames[backend] - frames["torch"]).max() <= 1
 
-
-def test_independent_directions_leave_the_others_alone_and_keep_their_own_reach():
-    from latentforge.training.attributes import independent
-
-    rng = np.random.default_rng(0)
-    base = {name: rng.normal(size=12).astype(np.float32) for name in ("eyes", "glasses", "smile")}
-    base["eyes"] = base["eyes"] + 2.0 * base["glasses"]     # eyes drags glasses along
-    out = independent(base)
-    for name, d in out.items():
-        for other, o in base.items():
-            if other != name:   # orthogonal to every other factor's direction
-                assert abs(float(d @ o)) < 1e-4 * float(np.linalg.norm(d) * np.linalg.norm(o))
-        assert float(d @ base[name]) == pytest.approx(float(base[name] @ base[name]), rel=1e-4)   # same reach
-    assert independent({"eyes": base["eyes"]})["eyes"] is base["eyes"]
-    with pytest.raises(InputError, match="span of the other"):
-        independent({"a": base["smile"], "b": base["glasses"], "c": base["smile"] - base["glasses"]})

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from latentforge.checkpoint import read_info, state_path
 from latentforge.models.gan import GAN, GANConfig
 from latentforge.cli import main
-from latentforge.errors import InputError
+from latentforge.errors import InputError, TrainingError
 from latentforge.training import losses
 from latentforge.training.data.points import ring_modes
 from latentforge.training.ema import STANDING_BATCH, STANDING_BATCHES, STANDING_SEED, GeneratorAverage
@@ -47,14 +47,22 @@ def test_r1_penalty_of_a_linear_discriminator_is_half_gamma_times_its_squared_we
     assert real_logits_r1(tiny("unused", r1=0.0), disc, real)[1] is None
 
 
-def test_r1_changes_the_discriminator_steps_and_is_recorded(tmp_path):
+@pytest.mark.parametrize("kind, fields", [("unrolled-gan", dict(gan_loss="ns", unroll=2)),
+                                          ("gan", dict(critic_steps=2))])   # gan: its extra D step and its last
+def test_r1_changes_the_discriminator_steps_and_is_recorded(tmp_path, kind, fields):
     runs = {gamma: tmp_path / f"r1_{gamma}" for gamma in (0.0, 5.0)}
     for gamma, out in runs.items():
-        train(tiny(out, kind="unrolled-gan", gan_loss="ns", d_lr=None, unroll=2, r1=gamma, steps=2))
+        train(tiny(out, kind=kind, d_lr=None, r1=gamma, steps=2, batch_size=32, **fields))
     a, b = (load_file(out / "checkpoint.safetensors") for out in runs.values())
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("discriminator."))
     trained = json.loads(read_info(runs[5.0] / "checkpoint.safetensors").extra["train"])
     assert trained["r1"] == 5.0
+
+
+def test_r1_is_part_of_the_run_so_resuming_with_another_is_refused(tmp_path):
+    train(tiny(tmp_path, steps=2, r1=0.5))
+    with pytest.raises(TrainingError, match="r1"):
+        train(tiny(tmp_path, steps=4, r1=1.0, resume=True))
 
 
 def test_generator_average_is_the_ramped_exponential_average():
@@ -136,7 +144,7 @@ def test_the_average_never_steers_so_a_run_resumes_with_another_decay_or_none(tm
                                           (dict(kind="wgan-gp", gan_loss="hinge"), "gan_loss"),
                                           (dict(gan_loss="wasserstein"), "gan_loss"), (dict(g_ema=1.0), "g_ema"),
                                           (dict(kind="vae", g_ema=0.9), "g_ema"), (dict(r1=-1.0), "r1"),
-                                          (dict(r1=float("nan")), "r1"), (dict(kind="wgan-gp", r1=1.0), "r1")])
+                                          (dict(r1=float("nan")), "r1"), (dict(kind="wgan-gp", r1=1.0), "r1"), (dict(r1=True), "r1")])
 def test_bad_option_values_are_refused(tmp_path, fields, word):
     base = dict(kind="gan", data="ring", out=str(tmp_path), gan_loss="ns", model_options={})
     if fields.get("kind") == "vae":

@@ -2,7 +2,8 @@
 
 Amount 1.0 moves a latent by the full difference between the two groups' means, so
 `z + 1.0 * d["eyes_open"]` takes an average closed-eyed code to an average open-eyed one.
-Directions are not normalized to unit length.
+Directions are not normalized to unit length. `independent` (`--independent`) changes that meaning:
+amount 1.0 then moves as far along the factor's own difference and not along the others'.
 """
 from __future__ import annotations
 
@@ -91,8 +92,9 @@ def independent(directions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         others = np.stack([directions[o].astype(np.float64) for o in names if o != name], axis=1)
         residual = d - others @ np.linalg.lstsq(others, d, rcond=None)[0]
         left = float(residual @ residual)
-        if left < 1e-6 * float(d @ d):
-            raise InputError(f"the direction of {name!r} lies in the span of the other {len(names) - 1}: nothing is "
-                             f"left of it to move alone; drop --independent or fit on more samples (-n)")
+        if left < 0.01 * float(d @ d):   # under a tenth of its length left: scaled up more than 10x, off the prior
+            raise InputError(f"the direction of {name!r} lies almost in the span of the other {len(names) - 1} "
+                             f"({left / float(d @ d):.1%} of its square length is its own): nothing is left of it "
+                             "to move alone; drop --independent")
         out[name] = (residual * (float(d @ d) / left)).astype(np.float32)
     return out

@@ -135,9 +135,9 @@ class TrainConfig:
         if not (isinstance(self.g_ema, (int, float)) and 0 <= self.g_ema < 1) or (self.g_ema and not pair):
             raise InputError(f"g_ema must be a number in [0, 1) (0: off; e.g. 0.999), for a GAN kind only, got "
                              f"{self.g_ema!r} for {self.kind}")
-        if not (isinstance(self.r1, (int, float)) and math.isfinite(self.r1) and self.r1 >= 0) or (
-                self.r1 and self.kind not in R1_KINDS):
-            raise InputError(f"r1 must be a finite number >= 0 (0: off; e.g. 1), for {', '.join(R1_KINDS)} only, "
+        if not (isinstance(self.r1, (int, float)) and not isinstance(self.r1, bool) and math.isfinite(self.r1)
+                and self.r1 >= 0) or (self.r1 and self.kind not in R1_KINDS):
+            raise InputError(f"r1 must be a finite number >= 0 (0: off; e.g. 0.1), for {', '.join(R1_KINDS)} only, "
                              f"got {self.r1!r} for {self.kind}")
 
     def _fill_defaults(self) -> None:

@@ -133,10 +133,10 @@ def add_commands(sub) -> None:
     p.add_argument("--g-ema", type=float, default=None, metavar="DECAY",
                    help="GANs: sample, save and export an exponential moving average of the generator's weights "
                         "with this decay (e.g. 0.999; default 0: off, but 0.999 for wgan-gp on ring/grid and "
-                        "unrolled-gan on ring)")
+                        "unrolled-gan on ring and grid)")
     p.add_argument("--r1", type=float, default=None, metavar="GAMMA",
                    help="gan, unrolled-gan: penalize D's gradient on real samples, GAMMA/2 * |grad D(x)|^2 (R1; "
-                        "e.g. 1; default 0: off, but 1 for unrolled-gan on grid)")
+                        "e.g. 0.1; default 0: off, but 0.1 for unrolled-gan on grid)")
     p.add_argument("--feature-weight", type=float, default=1.0,
                    help="gan-encoder: weight of the discriminator-feature reconstruction loss")
     p.add_argument("--latent-weight", type=float, default=1.0,
