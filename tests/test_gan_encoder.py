@@ -304,4 +304,3 @@ def test_the_shipped_gan_filter_gives_the_same_faces_and_frames_on_every_cpu_bac
     for backend, images in faces.items():
         assert np.abs(images - faces["torch"]).max() <= 1
         assert np.abs(frames[backend] - frames["torch"]).max() <= 1
-
